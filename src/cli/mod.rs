@@ -1,0 +1,299 @@
+//! The command-line front end: passphrase sources, output formatting and
+//! exit codes.
+
+mod args;
+mod output;
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use zeroize::Zeroizing;
+
+use args::{Cli, Command, EncryptionArg, KeyAction, PassArgs};
+use diskvault::{Encryption, Error, ErrorCategory, InitOptions, KdfCost, Repository};
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const ERROR: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const PASSPHRASE: i32 = 3;
+    pub const DAMAGED: i32 = 4;
+    pub const NOT_FOUND: i32 = 5;
+    pub const UNSUPPORTED: i32 = 6;
+    pub const REFUSED: i32 = 7;
+}
+
+/// Parses arguments, runs the command and returns the exit code.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit_code(&e)
+        }
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> i32 {
+    match e.downcast_ref::<Error>().map(Error::category) {
+        Some(ErrorCategory::Passphrase) => exit::PASSPHRASE,
+        Some(ErrorCategory::Damaged) => exit::DAMAGED,
+        Some(ErrorCategory::NotFound) => exit::NOT_FOUND,
+        Some(ErrorCategory::Unsupported) => exit::UNSUPPORTED,
+        Some(ErrorCategory::Refused) => exit::REFUSED,
+        _ => exit::ERROR,
+    }
+}
+
+type Passphrase = Zeroizing<Vec<u8>>;
+
+/// The passphrase from --password-file, DISKVAULT_PASSWORD, or a prompt.
+fn passphrase(pass: &PassArgs, confirm: bool) -> anyhow::Result<Option<Passphrase>> {
+    passphrase_from(
+        pass.password_file.as_deref(),
+        "DISKVAULT_PASSWORD",
+        "Passphrase",
+        confirm,
+    )
+}
+
+fn passphrase_from(
+    file: Option<&Path>,
+    env: &str,
+    prompt: &str,
+    confirm: bool,
+) -> anyhow::Result<Option<Passphrase>> {
+    if let Some(path) = file {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the password file {}", path.display()))?,
+        );
+        let line = text.lines().next().unwrap_or("");
+        return Ok(Some(Zeroizing::new(line.as_bytes().to_vec())));
+    }
+    if let Ok(v) = std::env::var(env) {
+        return Ok(Some(Zeroizing::new(v.into_bytes())));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let first = Zeroizing::new(rpassword::prompt_password(format!("{prompt}: "))?);
+    if confirm {
+        let again = Zeroizing::new(rpassword::prompt_password(format!("{prompt} (again): "))?);
+        if *first != *again {
+            bail!("the passphrases do not match");
+        }
+    }
+    Ok(Some(Zeroizing::new(first.as_bytes().to_vec())))
+}
+
+fn open(repo: &Path, pass: &PassArgs) -> anyhow::Result<Repository> {
+    // Only ask for a passphrase when the repository needs one.
+    let config = Repository::read_config(
+        &diskvault::store::LocalStore::new(repo),
+        &repo.display().to_string(),
+    )?;
+    let p = match config.encryption {
+        Encryption::None => None,
+        Encryption::Aes256Gcm => passphrase(pass, false)?,
+    };
+    Ok(Repository::open(repo, p.as_deref().map(|v| v.as_slice()))?)
+}
+
+fn new_passphrase(file: Option<&Path>) -> anyhow::Result<Passphrase> {
+    passphrase_from(file, "DISKVAULT_NEW_PASSWORD", "New passphrase", true)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no new passphrase: set DISKVAULT_NEW_PASSWORD, pass --new-password-file, or run interactively"
+        )
+    })
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Init {
+            repo,
+            encryption,
+            chunker,
+            compression,
+            pass,
+        } => {
+            let encryption = match encryption {
+                EncryptionArg::Aes256Gcm => Encryption::Aes256Gcm,
+                EncryptionArg::None => Encryption::None,
+            };
+            let p = match encryption {
+                Encryption::Aes256Gcm => {
+                    Some(passphrase(&pass, true)?.ok_or(Error::PassphraseRequired)?)
+                }
+                Encryption::None => None,
+            };
+            let opts = InitOptions {
+                encryption,
+                chunker,
+                compression,
+                kdf: KdfCost::default(),
+            };
+            let r = Repository::init(&repo, p.as_deref().map(|v| v.as_slice()), &opts)?;
+            output::init(&r);
+            Ok(exit::OK)
+        }
+        Command::Backup {
+            repo,
+            images,
+            disks,
+            tags,
+            host,
+            compression,
+            threads,
+            json,
+            pass,
+        } => {
+            if !disks.is_empty() && disks.len() != images.len() {
+                bail!(Error::InvalidArgument(format!(
+                    "{} --disk names for {} images: give one name per image, in order",
+                    disks.len(),
+                    images.len()
+                )));
+            }
+            let sources = images
+                .iter()
+                .enumerate()
+                .map(|(i, path)| diskvault::DiskSource {
+                    name: disks.get(i).cloned().unwrap_or_else(|| {
+                        path.file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| format!("disk{i}"))
+                    }),
+                    path: path.clone(),
+                })
+                .collect();
+            let r = open(&repo, &pass)?;
+            let report = diskvault::backup(
+                &r,
+                &diskvault::BackupOptions {
+                    disks: sources,
+                    tags,
+                    host,
+                    compression,
+                    threads,
+                },
+            )?;
+            output::backup(&report, json);
+            Ok(exit::OK)
+        }
+        Command::Points { repo, json, pass } => {
+            let r = open(&repo, &pass)?;
+            output::points(&r.list_points()?, json);
+            Ok(exit::OK)
+        }
+        Command::Show {
+            repo,
+            point,
+            json,
+            pass,
+        } => {
+            let r = open(&repo, &pass)?;
+            let id = r.resolve_point(&point)?;
+            output::show(&id, &r.read_point(&id)?, json);
+            Ok(exit::OK)
+        }
+        Command::Restore {
+            repo,
+            point,
+            output: out,
+            disk,
+            force,
+            threads,
+            pass,
+        } => {
+            let r = open(&repo, &pass)?;
+            let report = diskvault::restore(
+                &r,
+                &diskvault::RestoreOptions {
+                    point,
+                    disk,
+                    output: out,
+                    force,
+                    threads,
+                },
+            )?;
+            output::restore(&report);
+            Ok(exit::OK)
+        }
+        Command::Check {
+            repo,
+            read_data,
+            threads,
+            json,
+            pass,
+        } => {
+            let r = open(&repo, &pass)?;
+            let report = diskvault::check(&r, &diskvault::CheckOptions { read_data, threads })?;
+            output::check(&report, read_data, json);
+            Ok(if report.is_ok() {
+                exit::OK
+            } else {
+                exit::DAMAGED
+            })
+        }
+        Command::Stats { repo, json, pass } => {
+            let r = open(&repo, &pass)?;
+            output::stats(&diskvault::stats(&r)?, json);
+            Ok(exit::OK)
+        }
+        Command::Key { action } => key(action),
+    }
+}
+
+fn key(action: KeyAction) -> anyhow::Result<i32> {
+    match action {
+        KeyAction::Add {
+            repo,
+            new_password_file,
+            pass,
+        } => {
+            let r = open(&repo, &pass)?;
+            let p = new_passphrase(new_password_file.as_deref())?;
+            let id = r.add_key(&p, KdfCost::default())?;
+            println!("added key {}", id.short());
+        }
+        KeyAction::List { repo, json, pass } => {
+            let r = open(&repo, &pass)?;
+            output::keys(&r.list_keys()?, json);
+        }
+        KeyAction::Remove { repo, key, pass } => {
+            let r = open(&repo, &pass)?;
+            let id = r.remove_key(&key)?;
+            println!("removed key {}", id.short());
+        }
+        KeyAction::Passwd {
+            repo,
+            new_password_file,
+            pass,
+        } => {
+            let mut r = open(&repo, &pass)?;
+            let p = new_passphrase(new_password_file.as_deref())?;
+            let id = r.change_passphrase(&p, KdfCost::default())?;
+            println!(
+                "passphrase changed: key {} replaces the old one",
+                id.short()
+            );
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,381 @@
+//! Keys and sealing: key derivation and wrapping, chunk ids, and the
+//! compress-then-encrypt envelope of every sealed blob.
+
+use std::cell::RefCell;
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::format::blob::{BlobHeader, Cipher, Compression, NONCE_LEN, TAG_LEN};
+use crate::format::config::CompressionSetting;
+use crate::format::keyfile::{KdfParams, KeyFile};
+use crate::format::{ChunkId, FormatError};
+
+/// Why a blob could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error("authentication failed: the data was modified or belongs elsewhere")]
+    Authentication,
+    #[error("blob is encrypted but the repository has no key, or the reverse")]
+    CipherMismatch,
+    #[error("decompression failed: {0}")]
+    Decompress(String),
+    #[error("content does not match its id")]
+    IdMismatch,
+}
+
+/// The random secrets of a repository: an AES-256-GCM data key and a BLAKE3
+/// key for chunk ids. Wiped from memory when dropped.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MasterKey {
+    data_key: [u8; 32],
+    id_key: [u8; 32],
+}
+
+impl MasterKey {
+    /// Fresh random key material.
+    pub fn generate() -> Self {
+        let mut k = MasterKey {
+            data_key: [0; 32],
+            id_key: [0; 32],
+        };
+        fill_random(&mut k.data_key);
+        fill_random(&mut k.id_key);
+        k
+    }
+
+    fn to_bytes(&self) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out[..32].copy_from_slice(&self.data_key);
+        out[32..].copy_from_slice(&self.id_key);
+        out
+    }
+
+    fn from_bytes(b: &[u8]) -> Self {
+        let mut k = MasterKey {
+            data_key: [0; 32],
+            id_key: [0; 32],
+        };
+        k.data_key.copy_from_slice(&b[..32]);
+        k.id_key.copy_from_slice(&b[32..64]);
+        k
+    }
+}
+
+/// Fills `buf` from the operating system's CSPRNG.
+pub fn fill_random(buf: &mut [u8]) {
+    // The OS generator failing means the system is unusable for cryptography;
+    // continuing with predictable bytes would be worse than stopping.
+    getrandom::fill(buf).expect("operating system random generator failed");
+}
+
+/// Argon2id cost for new key files. 64 MiB and 3 passes take a few hundred
+/// milliseconds here: slow for guessing, fine once per command.
+pub const DEFAULT_KDF_MEMORY_KIB: u32 = 64 * 1024;
+pub const DEFAULT_KDF_ITERATIONS: u32 = 3;
+pub const DEFAULT_KDF_PARALLELISM: u32 = 1;
+
+/// Argon2id cost of a key file to create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KdfCost {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for KdfCost {
+    fn default() -> Self {
+        KdfCost {
+            memory_kib: DEFAULT_KDF_MEMORY_KIB,
+            iterations: DEFAULT_KDF_ITERATIONS,
+            parallelism: DEFAULT_KDF_PARALLELISM,
+        }
+    }
+}
+
+impl KdfCost {
+    /// The cheapest cost Argon2 accepts. Only for tests: it offers no
+    /// protection against guessing.
+    pub fn insecure_fast() -> Self {
+        KdfCost {
+            memory_kib: 8,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+}
+
+fn derive_wrapping_key(passphrase: &[u8], kdf: &KdfParams) -> Result<[u8; 32], String> {
+    let salt = hex::decode(&kdf.salt).map_err(|e| e.to_string())?;
+    let params = argon2::Params::new(kdf.memory_kib, kdf.iterations, kdf.parallelism, Some(32))
+        .map_err(|e| e.to_string())?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = [0u8; 32];
+    argon
+        .hash_password_into(passphrase, &salt, &mut out)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Wraps `key` under `passphrase` into a new key file.
+pub fn wrap_master_key(
+    key: &MasterKey,
+    passphrase: &[u8],
+    repository_id: &str,
+    cost: KdfCost,
+    created: i64,
+    host: String,
+    username: String,
+) -> Result<KeyFile, String> {
+    let mut salt = [0u8; 32];
+    fill_random(&mut salt);
+    let kdf = KdfParams {
+        algorithm: "argon2id".into(),
+        memory_kib: cost.memory_kib,
+        iterations: cost.iterations,
+        parallelism: cost.parallelism,
+        salt: hex::encode(salt),
+    };
+    let mut wk = derive_wrapping_key(passphrase, &kdf)?;
+    let cipher = Aes256Gcm::new_from_slice(&wk).map_err(|e| e.to_string())?;
+    wk.zeroize();
+    let mut nonce = [0u8; NONCE_LEN];
+    fill_random(&mut nonce);
+    let mut buf = key.to_bytes().to_vec();
+    let tag = cipher
+        .encrypt_in_place_detached(
+            Nonce::from_slice(&nonce),
+            repository_id.as_bytes(),
+            &mut buf,
+        )
+        .map_err(|_| "key wrapping failed".to_string())?;
+    buf.extend_from_slice(&tag);
+    let wrapped = hex::encode(&buf);
+    buf.zeroize();
+    Ok(KeyFile {
+        kdf,
+        nonce: hex::encode(nonce),
+        wrapped_key: wrapped,
+        repository_id: repository_id.to_string(),
+        created,
+        host,
+        username,
+    })
+}
+
+/// Unwraps a key file with `passphrase`; `None` when the passphrase is wrong
+/// (or the file was tampered with: the two cannot be told apart).
+pub fn unwrap_master_key(file: &KeyFile, passphrase: &[u8]) -> Option<MasterKey> {
+    let mut wk = derive_wrapping_key(passphrase, &file.kdf).ok()?;
+    let cipher = Aes256Gcm::new_from_slice(&wk).ok()?;
+    wk.zeroize();
+    let nonce = hex::decode(&file.nonce).ok()?;
+    let mut buf = hex::decode(&file.wrapped_key).ok()?;
+    if nonce.len() != NONCE_LEN || buf.len() != 64 + TAG_LEN {
+        return None;
+    }
+    let tag = buf.split_off(64);
+    let ok = cipher.decrypt_in_place_detached(
+        Nonce::from_slice(&nonce),
+        file.repository_id.as_bytes(),
+        &mut buf,
+        aes_gcm::Tag::from_slice(&tag),
+    );
+    let key = ok.ok().map(|_| MasterKey::from_bytes(&buf));
+    buf.zeroize();
+    key
+}
+
+/// Seals and opens blobs for one repository: holds the cipher (if any) and
+/// computes chunk ids.
+pub struct Sealer {
+    cipher: Option<Aes256Gcm>,
+    id_key: Option<[u8; 32]>,
+}
+
+impl Drop for Sealer {
+    fn drop(&mut self) {
+        if let Some(k) = &mut self.id_key {
+            k.zeroize();
+        }
+    }
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().map(|(l, _)| *l) != Some(level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, comp) = c.as_mut()?;
+        comp.compress(data).ok()
+    })
+}
+
+fn decompress(data: &[u8], plain_len: usize) -> Result<Vec<u8>, OpenError> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|e| OpenError::Decompress(e.to_string()))?,
+            );
+        }
+        let dec = d
+            .as_mut()
+            .ok_or(OpenError::Decompress("no context".into()))?;
+        let out = dec
+            .decompress(data, plain_len)
+            .map_err(|e| OpenError::Decompress(e.to_string()))?;
+        if out.len() != plain_len {
+            return Err(OpenError::Decompress(format!(
+                "got {} bytes, header declares {plain_len}",
+                out.len()
+            )));
+        }
+        Ok(out)
+    })
+}
+
+impl Sealer {
+    /// A sealer for an encrypted repository.
+    pub fn encrypted(key: &MasterKey) -> Self {
+        Sealer {
+            cipher: Some(Aes256Gcm::new_from_slice(&key.data_key).expect("32-byte key")),
+            id_key: Some(key.id_key),
+        }
+    }
+
+    /// A sealer for an unencrypted repository.
+    pub fn plain() -> Self {
+        Sealer {
+            cipher: None,
+            id_key: None,
+        }
+    }
+
+    /// True when blobs are encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.cipher.is_some()
+    }
+
+    /// The id of a chunk with this plaintext.
+    pub fn chunk_id(&self, plaintext: &[u8]) -> ChunkId {
+        match &self.id_key {
+            Some(k) => ChunkId(*blake3::keyed_hash(k, plaintext).as_bytes()),
+            None => ChunkId(*blake3::hash(plaintext).as_bytes()),
+        }
+    }
+
+    /// Compresses (when that shrinks it) and encrypts `plaintext`. `context`
+    /// is bound into the authentication (the chunk id for chunks), so a
+    /// sealed blob cannot be passed off as another.
+    pub fn seal(
+        &self,
+        plaintext: &[u8],
+        context: &[u8],
+        compression: CompressionSetting,
+    ) -> Vec<u8> {
+        let compressed = match compression {
+            CompressionSetting::Zstd(level) => {
+                compress(plaintext, level).filter(|c| c.len() < plaintext.len())
+            }
+            CompressionSetting::None => None,
+        };
+        let (comp, body): (Compression, &[u8]) = match &compressed {
+            Some(c) => (Compression::Zstd, c),
+            None => (Compression::Stored, plaintext),
+        };
+        let nonce = self.cipher.as_ref().map(|_| {
+            let mut n = [0u8; NONCE_LEN];
+            fill_random(&mut n);
+            n
+        });
+        let header = BlobHeader {
+            compression: comp,
+            cipher: if nonce.is_some() {
+                Cipher::Aes256Gcm
+            } else {
+                Cipher::None
+            },
+            plain_len: plaintext.len() as u32,
+            nonce,
+        };
+        let mut out = Vec::with_capacity(header.encoded_len() + body.len() + TAG_LEN);
+        header.encode_into(&mut out);
+        let header_len = out.len();
+        out.extend_from_slice(body);
+        if let (Some(cipher), Some(n)) = (&self.cipher, nonce) {
+            let aad = associated_data(context, &out[..header_len]);
+            let (_, payload) = out.split_at_mut(header_len);
+            let tag = cipher
+                .encrypt_in_place_detached(Nonce::from_slice(&n), &aad, payload)
+                .expect("AES-GCM encryption of a bounded buffer cannot fail");
+            out.extend_from_slice(&tag);
+        }
+        out
+    }
+
+    /// Authenticates, decrypts and decompresses a sealed blob.
+    pub fn open(
+        &self,
+        sealed: &[u8],
+        context: &[u8],
+        max_plain: usize,
+    ) -> Result<Vec<u8>, OpenError> {
+        let (header, payload) = BlobHeader::decode(sealed, max_plain)?;
+        let header_len = header.encoded_len();
+        let mut body;
+        match (&self.cipher, header.nonce) {
+            (Some(cipher), Some(n)) => {
+                let aad = associated_data(context, &sealed[..header_len]);
+                let split = payload.len() - TAG_LEN;
+                body = payload[..split].to_vec();
+                cipher
+                    .decrypt_in_place_detached(
+                        Nonce::from_slice(&n),
+                        &aad,
+                        &mut body,
+                        aes_gcm::Tag::from_slice(&payload[split..]),
+                    )
+                    .map_err(|_| OpenError::Authentication)?;
+            }
+            (None, None) => body = payload.to_vec(),
+            _ => return Err(OpenError::CipherMismatch),
+        }
+        match header.compression {
+            Compression::Stored => Ok(body),
+            Compression::Zstd => decompress(&body, header.plain_len as usize),
+        }
+    }
+
+    /// Opens a sealed chunk and checks its content against `id`.
+    pub fn open_chunk(
+        &self,
+        sealed: &[u8],
+        id: &ChunkId,
+        max_plain: usize,
+    ) -> Result<Vec<u8>, OpenError> {
+        let plain = self.open(sealed, &id.0, max_plain)?;
+        if self.chunk_id(&plain) != *id {
+            return Err(OpenError::IdMismatch);
+        }
+        Ok(plain)
+    }
+}
+
+fn associated_data(context: &[u8], header: &[u8]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(context.len() + header.len());
+    aad.extend_from_slice(context);
+    aad.extend_from_slice(header);
+    aad
+}

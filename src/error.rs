@@ -1,0 +1,149 @@
+//! The library's error type: each variant says what happened and what to do.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::crypto::OpenError;
+use crate::format::FormatError;
+use crate::store::StoreError;
+
+/// Broad classes of failure, for callers that map errors to exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCategory {
+    /// Anything not listed below: I/O failures, a full disk.
+    Other,
+    /// The passphrase is wrong or missing.
+    Passphrase,
+    /// Repository data is damaged or missing, or a restore failed verification.
+    Damaged,
+    /// A named thing does not exist: repository, recovery point, disk.
+    NotFound,
+    /// The repository was written by a newer diskvault.
+    Unsupported,
+    /// The request itself is invalid or would overwrite something.
+    Refused,
+}
+
+/// Everything that can go wrong in diskvault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(
+        "no diskvault repository at {0} (no config object); create one with 'diskvault init {0}'"
+    )]
+    NotARepository(String),
+    #[error("{0} already exists and is not empty; choose a new path for the repository")]
+    AlreadyExists(String),
+    #[error("wrong passphrase: none of the repository's key files opens with it")]
+    WrongPassphrase,
+    #[error("the repository is encrypted and no passphrase was given; set DISKVAULT_PASSWORD, pass --password-file, or run interactively")]
+    PassphraseRequired,
+    #[error("the repository was written by a newer diskvault (format {found}, this build reads up to {supported}); upgrade diskvault")]
+    NewerFormat { found: u32, supported: u32 },
+    #[error("{object} is damaged: {reason}; run 'diskvault check' to see what is affected")]
+    Damaged { object: String, reason: String },
+    #[error(
+        "chunk {chunk} is not in the index (the repository is missing data); run 'diskvault check'"
+    )]
+    MissingChunk { chunk: String },
+    #[error("no recovery point matches '{0}'; 'diskvault points REPO' lists them")]
+    UnknownPoint(String),
+    #[error("'{spec}' matches {count} recovery points; give more characters of the id")]
+    AmbiguousPoint { spec: String, count: usize },
+    #[error("recovery point {point} has no disk '{disk}'; its disks are: {available}")]
+    UnknownDisk {
+        point: String,
+        disk: String,
+        available: String,
+    },
+    #[error("recovery point {point} has {count} disks; name one with --disk, or restore into a directory")]
+    DiskRequired { point: String, count: usize },
+    #[error("{0} already exists; pass --force to overwrite it")]
+    OutputExists(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Source {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("restored disk '{disk}' does not match the recovery point: {reason}; the output is not a faithful copy")]
+    VerificationFailed { disk: String, reason: String },
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    KeyManagement(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl Error {
+    /// The broad class of this error.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            Error::WrongPassphrase | Error::PassphraseRequired => ErrorCategory::Passphrase,
+            Error::Damaged { .. }
+            | Error::MissingChunk { .. }
+            | Error::VerificationFailed { .. } => ErrorCategory::Damaged,
+            Error::NotARepository(_)
+            | Error::UnknownPoint(_)
+            | Error::UnknownDisk { .. }
+            | Error::Source { .. } => ErrorCategory::NotFound,
+            Error::NewerFormat { .. } => ErrorCategory::Unsupported,
+            Error::AlreadyExists(_)
+            | Error::AmbiguousPoint { .. }
+            | Error::DiskRequired { .. }
+            | Error::OutputExists(_)
+            | Error::InvalidArgument(_)
+            | Error::KeyManagement(_) => ErrorCategory::Refused,
+            Error::Store(StoreError::NotFound { .. }) => ErrorCategory::Damaged,
+            _ => ErrorCategory::Other,
+        }
+    }
+
+    pub(crate) fn damaged(object: impl Into<String>, reason: impl ToString) -> Self {
+        Error::Damaged {
+            object: object.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Wraps a decoding failure of `object`, turning a newer version into
+    /// [`Error::NewerFormat`].
+    pub(crate) fn format(object: impl Into<String>, e: FormatError) -> Self {
+        match e {
+            FormatError::NewerVersion {
+                found, supported, ..
+            } => Error::NewerFormat { found, supported },
+            other => Error::damaged(object, other),
+        }
+    }
+
+    pub(crate) fn open(object: impl Into<String>, e: OpenError) -> Self {
+        match e {
+            OpenError::Format(f) => Error::format(object, f),
+            other => Error::damaged(object, other),
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { key } => Error::Damaged {
+                object: key,
+                reason: "it is missing".into(),
+            },
+            other => Error::Store(other),
+        }
+    }
+}
+
+/// Result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,83 @@
+//! Index files (`index/<id>`): which pack, offset and length hold each
+//! chunk. The body is a sealed blob whose plaintext is:
+//!
+//! | field | bytes |
+//! |---|---|
+//! | pack count P (u32 LE) | 4 |
+//! | P pack ids | 32 each |
+//! | entry count N (u32 LE) | 4 |
+//! | N entries: chunk id, pack number (into the P ids), offset, length, raw length | 48 each |
+
+use super::bytes::{ByteReader, PutBytes};
+use super::{ChunkId, FormatError, PackId};
+
+/// Encoded size of one index entry (also its in-memory size).
+pub const INDEX_ENTRY_LEN: usize = 48;
+/// Most entries one index file may hold (48 MiB of plaintext).
+pub const MAX_INDEX_ENTRIES: usize = 1 << 20;
+/// Most packs one index file may name.
+pub const MAX_INDEX_PACKS: usize = 1 << 20;
+
+/// One chunk's location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexRecord {
+    pub id: ChunkId,
+    /// Number of the pack in [`IndexBody::packs`].
+    pub pack: u32,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_length: u32,
+}
+
+/// The plaintext of an index file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexBody {
+    pub packs: Vec<PackId>,
+    pub records: Vec<IndexRecord>,
+}
+
+impl IndexBody {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v =
+            Vec::with_capacity(8 + self.packs.len() * 32 + self.records.len() * INDEX_ENTRY_LEN);
+        v.put_u32(self.packs.len() as u32);
+        for p in &self.packs {
+            v.extend_from_slice(&p.0);
+        }
+        v.put_u32(self.records.len() as u32);
+        for r in &self.records {
+            v.extend_from_slice(&r.id.0);
+            v.put_u32(r.pack);
+            v.put_u32(r.offset);
+            v.put_u32(r.length);
+            v.put_u32(r.raw_length);
+        }
+        v
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = ByteReader::new(bytes, "index");
+        let np = r.count_u32(MAX_INDEX_PACKS, 32)?;
+        let mut packs = Vec::with_capacity(np);
+        for _ in 0..np {
+            packs.push(PackId(r.array()?));
+        }
+        let n = r.count_u32(MAX_INDEX_ENTRIES, INDEX_ENTRY_LEN)?;
+        let mut records = Vec::with_capacity(n);
+        for _ in 0..n {
+            let rec = IndexRecord {
+                id: ChunkId(r.array()?),
+                pack: r.u32()?,
+                offset: r.u32()?,
+                length: r.u32()?,
+                raw_length: r.u32()?,
+            };
+            if rec.pack as usize >= np {
+                return Err(r.invalid("entry names a pack number out of range"));
+            }
+            records.push(rec);
+        }
+        r.finish()?;
+        Ok(IndexBody { packs, records })
+    }
+}

@@ -1,0 +1,188 @@
+//! Manifest nodes: a disk's content as a tree of nodes stored as chunks.
+//!
+//! Leaves list extents in image order; interior nodes list children. Node
+//! plaintext:
+//!
+//! | field | bytes |
+//! |---|---|
+//! | node kind: 1 = leaf, 2 = interior | 1 |
+//! | level: 0 for leaves, child level + 1 for interior nodes | 1 |
+//! | reserved, zero | 2 |
+//! | image offset of the node's first byte (u64 LE) | 8 |
+//! | entry count (u32 LE) | 4 |
+//! | entries | variable |
+//!
+//! Leaf entry: tag 1 (data) + length (u32) + chunk id (32), or tag 2 (zero
+//! run) + length (u64). Interior entry: child chunk id (32) + bytes of image
+//! the child covers (u64).
+
+use super::bytes::{ByteReader, PutBytes};
+use super::{ChunkId, FormatError};
+
+/// Most entries in one node.
+pub const MAX_NODE_ENTRIES: usize = 1 << 16;
+/// Deepest tree accepted (fanout of at least 2 makes this far beyond any disk).
+pub const MAX_LEVEL: u8 = 16;
+
+/// One run of image bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extent {
+    /// Bytes stored as a chunk.
+    Data { id: ChunkId, length: u32 },
+    /// Bytes that are all zero; never stored.
+    Zero { length: u64 },
+}
+
+impl Extent {
+    /// Image bytes this extent covers.
+    pub fn len(&self) -> u64 {
+        match *self {
+            Extent::Data { length, .. } => length as u64,
+            Extent::Zero { length } => length,
+        }
+    }
+
+    /// True for an extent of no bytes (never written by diskvault).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A child of an interior node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildRef {
+    pub id: ChunkId,
+    pub covered: u64,
+}
+
+/// The entries of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEntries {
+    Leaf(Vec<Extent>),
+    Interior(Vec<ChildRef>),
+}
+
+/// A decoded manifest node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestNode {
+    pub level: u8,
+    pub start: u64,
+    pub entries: NodeEntries,
+}
+
+impl ManifestNode {
+    /// Bytes of image the node covers.
+    pub fn covered(&self) -> u64 {
+        match &self.entries {
+            NodeEntries::Leaf(e) => e.iter().map(|x| x.len()).sum(),
+            NodeEntries::Interior(c) => c.iter().map(|x| x.covered).sum(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        let (kind, n) = match &self.entries {
+            NodeEntries::Leaf(e) => (1, e.len()),
+            NodeEntries::Interior(c) => (2, c.len()),
+        };
+        v.put_u8(kind);
+        v.put_u8(self.level);
+        v.put_u16(0);
+        v.put_u64(self.start);
+        v.put_u32(n as u32);
+        match &self.entries {
+            NodeEntries::Leaf(extents) => {
+                for e in extents {
+                    match *e {
+                        Extent::Data { id, length } => {
+                            v.put_u8(1);
+                            v.put_u32(length);
+                            v.extend_from_slice(&id.0);
+                        }
+                        Extent::Zero { length } => {
+                            v.put_u8(2);
+                            v.put_u64(length);
+                        }
+                    }
+                }
+            }
+            NodeEntries::Interior(children) => {
+                for c in children {
+                    v.extend_from_slice(&c.id.0);
+                    v.put_u64(c.covered);
+                }
+            }
+        }
+        v
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = ByteReader::new(bytes, "manifest node");
+        let kind = r.u8()?;
+        let level = r.u8()?;
+        if r.u16()? != 0 {
+            return Err(r.invalid("reserved bytes are not zero"));
+        }
+        let start = r.u64()?;
+        let entries = match kind {
+            1 => {
+                if level != 0 {
+                    return Err(r.invalid("leaf with non-zero level"));
+                }
+                let n = r.count_u32(MAX_NODE_ENTRIES, 9)?;
+                let mut extents = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let e = match r.u8()? {
+                        1 => {
+                            let length = r.u32()?;
+                            Extent::Data {
+                                length,
+                                id: ChunkId(r.array()?),
+                            }
+                        }
+                        2 => Extent::Zero { length: r.u64()? },
+                        t => return Err(r.invalid(format!("unknown extent tag {t}"))),
+                    };
+                    if e.is_empty() {
+                        return Err(r.invalid("empty extent"));
+                    }
+                    extents.push(e);
+                }
+                NodeEntries::Leaf(extents)
+            }
+            2 => {
+                if level == 0 || level > MAX_LEVEL {
+                    return Err(r.invalid("interior node level out of range"));
+                }
+                let n = r.count_u32(MAX_NODE_ENTRIES, 40)?;
+                let mut children = Vec::with_capacity(n);
+                for _ in 0..n {
+                    children.push(ChildRef {
+                        id: ChunkId(r.array()?),
+                        covered: r.u64()?,
+                    });
+                }
+                NodeEntries::Interior(children)
+            }
+            k => return Err(r.invalid(format!("unknown node kind {k}"))),
+        };
+        r.finish()?;
+        let node = ManifestNode {
+            level,
+            start,
+            entries,
+        };
+        // Sums must not overflow: a node covering more than u64 is corrupt.
+        let total = match &node.entries {
+            NodeEntries::Leaf(e) => e.iter().try_fold(0u64, |a, x| a.checked_add(x.len())),
+            NodeEntries::Interior(c) => c.iter().try_fold(0u64, |a, x| a.checked_add(x.covered)),
+        };
+        if total.and_then(|t| t.checked_add(start)).is_none() {
+            return Err(FormatError::Invalid {
+                what: "manifest node",
+                reason: "covered length overflows".into(),
+            });
+        }
+        Ok(node)
+    }
+}

@@ -1,0 +1,146 @@
+//! On-disk types of the repository format and their byte encodings.
+//!
+//! Nothing here does I/O or cryptography: these are pure functions from
+//! structures to bytes and back, with every length bounded. `spec/FORMAT.md`
+//! documents the same layouts in prose and byte tables.
+
+pub mod blob;
+pub mod bytes;
+pub mod config;
+pub mod id;
+pub mod index;
+pub mod keyfile;
+pub mod manifest;
+pub mod pack;
+pub mod point;
+
+pub use id::{ChunkId, IndexId, KeyId, PackId, PointId};
+
+use bytes::{ByteReader, PutBytes};
+
+/// Major format version written by this build. Readers refuse a newer one.
+pub const FORMAT_MAJOR: u32 = 1;
+/// Minor format version: additions an older reader of the same major can ignore.
+pub const FORMAT_MINOR: u32 = 0;
+
+/// Largest plaintext any sealed blob may declare (chunks, manifest nodes,
+/// index bodies, point bodies). Keeps a hostile length from allocating more.
+pub const MAX_BLOB_PLAINTEXT: usize = 64 << 20;
+
+/// A decoding failure: the bytes are not a valid encoding.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FormatError {
+    #[error("{what} is truncated")]
+    Truncated { what: &'static str },
+    #[error("{what} declares {value}, more than the limit {max}")]
+    TooLarge {
+        what: &'static str,
+        value: u64,
+        max: u64,
+    },
+    #[error("{what} is invalid: {reason}")]
+    Invalid { what: &'static str, reason: String },
+    #[error("{what} has format version {found}, newer than this diskvault supports ({supported}); upgrade diskvault to read it")]
+    NewerVersion {
+        what: &'static str,
+        found: u32,
+        supported: u32,
+    },
+}
+
+/// The kind of a repository object, as stored in its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Pack = 1,
+    Index = 2,
+    Point = 3,
+}
+
+impl ObjectKind {
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(ObjectKind::Pack),
+            2 => Some(ObjectKind::Index),
+            3 => Some(ObjectKind::Point),
+            _ => None,
+        }
+    }
+
+    /// Human name used in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Pack => "pack",
+            ObjectKind::Index => "index",
+            ObjectKind::Point => "recovery point",
+        }
+    }
+}
+
+/// Magic bytes opening every binary object.
+pub const OBJECT_MAGIC: [u8; 4] = *b"DVLT";
+/// Size of [`ObjectHeader`] on disk.
+pub const OBJECT_HEADER_LEN: usize = 8;
+
+/// The 8-byte header that opens packs, index files and recovery points.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 4 | magic `DVLT` |
+/// | 4 | 1 | object kind |
+/// | 5 | 1 | format major version |
+/// | 6 | 2 | reserved, zero |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectHeader {
+    pub kind: ObjectKind,
+    pub version: u8,
+}
+
+impl ObjectHeader {
+    /// The header this build writes for `kind`.
+    pub fn current(kind: ObjectKind) -> Self {
+        ObjectHeader {
+            kind,
+            version: FORMAT_MAJOR as u8,
+        }
+    }
+
+    pub fn encode(&self) -> [u8; OBJECT_HEADER_LEN] {
+        let mut v = Vec::with_capacity(OBJECT_HEADER_LEN);
+        v.extend_from_slice(&OBJECT_MAGIC);
+        v.put_u8(self.kind as u8);
+        v.put_u8(self.version);
+        v.put_u16(0);
+        let mut out = [0u8; OBJECT_HEADER_LEN];
+        out.copy_from_slice(&v);
+        out
+    }
+
+    /// Decodes a header and checks it is of the `expected` kind and a
+    /// version this build can read.
+    pub fn decode(bytes: &[u8], expected: ObjectKind) -> Result<Self, FormatError> {
+        let what = expected.name();
+        let mut r = ByteReader::new(bytes, what);
+        let magic: [u8; 4] = r.array()?;
+        if magic != OBJECT_MAGIC {
+            return Err(r.invalid("missing DVLT magic: not a diskvault object"));
+        }
+        let kind = ObjectKind::from_u8(r.u8()?).ok_or_else(|| r.invalid("unknown object kind"))?;
+        if kind != expected {
+            return Err(r.invalid(format!("is a {}, expected a {}", kind.name(), what)));
+        }
+        let version = r.u8()?;
+        if version as u32 > FORMAT_MAJOR {
+            return Err(FormatError::NewerVersion {
+                what,
+                found: version as u32,
+                supported: FORMAT_MAJOR,
+            });
+        }
+        if version == 0 {
+            return Err(r.invalid("format version 0"));
+        }
+        let _reserved = r.u16()?;
+        Ok(ObjectHeader { kind, version })
+    }
+}

@@ -1,0 +1,168 @@
+//! Recovery points (`points/<id>`): object header, then a sealed blob whose
+//! plaintext is the [`PointBody`] encoding documented in `spec/FORMAT.md`.
+
+use super::bytes::{ByteReader, PutBytes};
+use super::{ChunkId, FormatError};
+
+/// Bounds on strings and lists in a point.
+pub const MAX_STRING: usize = 1024;
+pub const MAX_TAGS: usize = 256;
+pub const MAX_DISKS: usize = 256;
+
+/// Counters measured while backing up one disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskStats {
+    /// Bytes actually read from the source (holes are not read).
+    pub bytes_read: u64,
+    /// Bytes of the image that are zero runs (holes and all-zero chunks).
+    pub zero_bytes: u64,
+    /// Data chunks referenced by the manifest.
+    pub chunks: u64,
+    /// Chunks (data and manifest) this backup added to the repository.
+    pub new_chunks: u64,
+    /// Plaintext bytes of those new chunks.
+    pub new_bytes: u64,
+    /// Sealed bytes of those new chunks, as written into packs.
+    pub stored_bytes: u64,
+}
+
+/// One disk of a recovery point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskRecord {
+    pub name: String,
+    pub size: u64,
+    /// Root node of the manifest tree.
+    pub manifest_root: ChunkId,
+    /// Plain BLAKE3 of the whole image (what `b3sum` prints).
+    pub image_hash: [u8; 32],
+    pub stats: DiskStats,
+}
+
+/// The plaintext of a recovery point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointBody {
+    /// Unix time of the backup's start.
+    pub time_secs: i64,
+    pub time_nanos: u32,
+    pub duration_millis: u64,
+    pub host: String,
+    pub source: String,
+    pub tags: Vec<String>,
+    pub disks: Vec<DiskRecord>,
+}
+
+fn check_len(what: &'static str, s: &str) -> Result<(), FormatError> {
+    if s.len() > MAX_STRING {
+        return Err(FormatError::TooLarge {
+            what,
+            value: s.len() as u64,
+            max: MAX_STRING as u64,
+        });
+    }
+    Ok(())
+}
+
+impl PointBody {
+    /// Checks the bounds a reader will enforce, so we never write a point we
+    /// could not read back.
+    pub fn validate(&self) -> Result<(), FormatError> {
+        check_len("host name", &self.host)?;
+        check_len("source", &self.source)?;
+        if self.tags.len() > MAX_TAGS || self.disks.len() > MAX_DISKS {
+            return Err(FormatError::TooLarge {
+                what: "recovery point lists",
+                value: self.tags.len().max(self.disks.len()) as u64,
+                max: MAX_TAGS as u64,
+            });
+        }
+        for t in &self.tags {
+            check_len("tag", t)?;
+        }
+        for d in &self.disks {
+            check_len("disk name", &d.name)?;
+        }
+        Ok(())
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.put_i64(self.time_secs);
+        v.put_u32(self.time_nanos);
+        v.put_u64(self.duration_millis);
+        v.put_string(&self.host);
+        v.put_string(&self.source);
+        v.put_u16(self.tags.len() as u16);
+        for t in &self.tags {
+            v.put_string(t);
+        }
+        v.put_u16(self.disks.len() as u16);
+        for d in &self.disks {
+            v.put_string(&d.name);
+            v.put_u64(d.size);
+            v.extend_from_slice(&d.manifest_root.0);
+            v.extend_from_slice(&d.image_hash);
+            let s = &d.stats;
+            for x in [
+                s.bytes_read,
+                s.zero_bytes,
+                s.chunks,
+                s.new_chunks,
+                s.new_bytes,
+                s.stored_bytes,
+            ] {
+                v.put_u64(x);
+            }
+        }
+        v
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = ByteReader::new(bytes, "recovery point");
+        let time_secs = r.i64()?;
+        let time_nanos = r.u32()?;
+        if time_nanos >= 1_000_000_000 {
+            return Err(r.invalid("nanoseconds out of range"));
+        }
+        let duration_millis = r.u64()?;
+        let host = r.string(MAX_STRING)?;
+        let source = r.string(MAX_STRING)?;
+        let nt = r.count_u16(MAX_TAGS, 2)?;
+        let mut tags = Vec::with_capacity(nt);
+        for _ in 0..nt {
+            tags.push(r.string(MAX_STRING)?);
+        }
+        let nd = r.count_u16(MAX_DISKS, 2 + 8 + 64 + 48)?;
+        let mut disks = Vec::with_capacity(nd);
+        for _ in 0..nd {
+            let name = r.string(MAX_STRING)?;
+            let size = r.u64()?;
+            let manifest_root = ChunkId(r.array()?);
+            let image_hash = r.array()?;
+            let stats = DiskStats {
+                bytes_read: r.u64()?,
+                zero_bytes: r.u64()?,
+                chunks: r.u64()?,
+                new_chunks: r.u64()?,
+                new_bytes: r.u64()?,
+                stored_bytes: r.u64()?,
+            };
+            disks.push(DiskRecord {
+                name,
+                size,
+                manifest_root,
+                image_hash,
+                stats,
+            });
+        }
+        r.finish()?;
+        Ok(PointBody {
+            time_secs,
+            time_nanos,
+            duration_millis,
+            host,
+            source,
+            tags,
+            disks,
+        })
+    }
+}

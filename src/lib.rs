@@ -1,0 +1,71 @@
+//! # diskvault
+//!
+//! A content-addressed, deduplicating, encrypted vault for disk images.
+//!
+//! A *repository* (vault) holds *recovery points*; each point is a
+//! point-in-time copy of one or more disks. Images are cut into chunks
+//! (FastCDC or fixed size), each chunk is compressed (zstd), encrypted
+//! (AES-256-GCM) and stored once, in pack files; a point lists, per disk, a
+//! manifest tree of chunk ids. Backups after the first store only new chunks.
+//!
+//! ```
+//! use diskvault::{backup, restore, BackupOptions, DiskSource, InitOptions,
+//!                 KdfCost, Repository, RestoreOptions};
+//!
+//! # fn main() -> Result<(), diskvault::Error> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let image = dir.path().join("disk.img");
+//! std::fs::write(&image, vec![7u8; 1 << 20]).unwrap();
+//!
+//! // Create an encrypted repository (a cheap key derivation, for the example).
+//! let opts = InitOptions { kdf: KdfCost::insecure_fast(), ..InitOptions::default() };
+//! let repo = Repository::init(&dir.path().join("vault"), Some(b"secret"), &opts)?;
+//!
+//! // Back up one disk.
+//! let report = backup(&repo, &BackupOptions {
+//!     disks: vec![DiskSource { name: "sda".into(), path: image.clone() }],
+//!     ..BackupOptions::default()
+//! })?;
+//!
+//! // Restore it, verified byte for byte.
+//! let out = dir.path().join("restored.img");
+//! restore(&repo, &RestoreOptions {
+//!     point: report.point.to_hex(),
+//!     disk: None,
+//!     output: out.clone(),
+//!     force: false,
+//!     threads: None,
+//! })?;
+//! assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&image).unwrap());
+//! # Ok(()) }
+//! ```
+//!
+//! ## Concurrency
+//! Objects are immutable and named by their content, so backups may run
+//! beside each other and beside restores and checks. There is no operation
+//! yet that deletes data (prune will take a lock when it arrives).
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod chunker;
+pub mod crypto;
+mod error;
+pub mod format;
+pub mod index;
+pub mod manifest;
+pub mod ops;
+pub mod packer;
+mod repo;
+pub mod source;
+pub mod store;
+
+pub use crypto::KdfCost;
+pub use error::{Error, ErrorCategory, Result};
+pub use format::config::{ChunkerParams, CompressionSetting, Encryption, RepoConfig};
+pub use format::point::{DiskRecord, DiskStats, PointBody};
+pub use format::{ChunkId, IndexId, KeyId, PackId, PointId};
+pub use ops::backup::{backup, BackupOptions, BackupReport, DiskSource};
+pub use ops::check::{check, CheckOptions, CheckReport, Problem};
+pub use ops::restore::{restore, RestoreOptions, RestoreReport, RestoredDisk};
+pub use ops::stats::{stats, RepoStats};
+pub use repo::{InitOptions, KeyInfo, Repository};

@@ -1,0 +1,234 @@
+//! Building and walking a disk's manifest tree.
+//!
+//! Leaves cover aligned spans of [`LEAF_SPAN`] image bytes (an extent belongs
+//! to the leaf where it starts; zero runs are split at span boundaries), and
+//! interior nodes group [`FANOUT`] children. Because disk images never shift,
+//! a change inside one span rewrites one leaf and the nodes above it: the
+//! rest of the tree is made of the same chunks as the previous point's and
+//! deduplicates like data.
+
+use crate::error::{Error, Result};
+use crate::format::manifest::{ChildRef, Extent, ManifestNode, NodeEntries, MAX_LEVEL};
+use crate::format::ChunkId;
+
+/// Image bytes covered by one leaf (except when a leaf fills up first).
+/// Measured on a day of ext4 churn: 4 MiB leaves store 41 % less manifest
+/// per incremental backup than 64 MiB leaves (see `spec/CHUNKING.md`).
+pub const LEAF_SPAN: u64 = 4 << 20;
+/// Most extents in a leaf written by this build.
+pub const MAX_LEAF_EXTENTS: usize = 16 << 10;
+/// Children per interior node.
+pub const FANOUT: usize = 256;
+/// Largest encoded node this build writes, and that readers accept.
+pub const MAX_NODE_BYTES: usize = 1 << 20;
+const _: () = assert!(16 + MAX_LEAF_EXTENTS * 37 <= MAX_NODE_BYTES);
+const _: () = assert!(16 + FANOUT * 40 <= MAX_NODE_BYTES);
+
+/// Streams extents into a manifest tree. `node_id` computes the chunk id of
+/// an encoded node; finished nodes queue up until the caller stores them
+/// ([`ManifestBuilder::drain_nodes`]).
+pub struct ManifestBuilder<F: Fn(&[u8]) -> ChunkId> {
+    node_id: F,
+    finished: Vec<(ChunkId, Vec<u8>)>,
+    pos: u64,
+    leaf_start: u64,
+    leaf: Vec<Extent>,
+    /// `levels[i]` holds the pending children of the level `i + 1` node.
+    levels: Vec<(u64, Vec<ChildRef>)>,
+}
+
+impl<F: Fn(&[u8]) -> ChunkId> ManifestBuilder<F> {
+    pub fn new(node_id: F) -> Self {
+        ManifestBuilder {
+            node_id,
+            finished: Vec::new(),
+            pos: 0,
+            leaf_start: 0,
+            leaf: Vec::new(),
+            levels: Vec::new(),
+        }
+    }
+
+    /// Takes the nodes finished since the last call, children before parents.
+    pub fn drain_nodes(&mut self) -> std::vec::Drain<'_, (ChunkId, Vec<u8>)> {
+        self.finished.drain(..)
+    }
+
+    fn store(&mut self, node: &ManifestNode) -> ChunkId {
+        let bytes = node.encode();
+        let id = (self.node_id)(&bytes);
+        self.finished.push((id, bytes));
+        id
+    }
+
+    /// Image bytes described so far.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    fn before_extent(&mut self) -> Result<()> {
+        if !self.leaf.is_empty()
+            && (self.pos / LEAF_SPAN != self.leaf_start / LEAF_SPAN
+                || self.leaf.len() >= MAX_LEAF_EXTENTS)
+        {
+            self.flush_leaf()?;
+        }
+        if self.leaf.is_empty() {
+            self.leaf_start = self.pos;
+        }
+        Ok(())
+    }
+
+    /// Appends a stored chunk of `length` bytes.
+    pub fn push_data(&mut self, id: ChunkId, length: u32) -> Result<()> {
+        debug_assert!(length > 0);
+        self.before_extent()?;
+        self.leaf.push(Extent::Data { id, length });
+        self.pos += length as u64;
+        Ok(())
+    }
+
+    /// Appends `length` zero bytes, merging with a preceding zero run.
+    pub fn push_zero(&mut self, mut length: u64) -> Result<()> {
+        while length > 0 {
+            let boundary = (self.pos / LEAF_SPAN + 1) * LEAF_SPAN;
+            let take = length.min(boundary - self.pos);
+            self.before_extent()?;
+            match self.leaf.last_mut() {
+                Some(Extent::Zero { length: l }) => *l += take,
+                _ => self.leaf.push(Extent::Zero { length: take }),
+            }
+            self.pos += take;
+            length -= take;
+        }
+        Ok(())
+    }
+
+    fn flush_leaf(&mut self) -> Result<()> {
+        let node = ManifestNode {
+            level: 0,
+            start: self.leaf_start,
+            entries: NodeEntries::Leaf(std::mem::take(&mut self.leaf)),
+        };
+        let covered = node.covered();
+        let id = self.store(&node);
+        self.add_child(0, self.leaf_start, ChildRef { id, covered })
+    }
+
+    fn add_child(&mut self, level: usize, start: u64, child: ChildRef) -> Result<()> {
+        if self.levels.len() <= level {
+            self.levels.push((start, Vec::new()));
+        }
+        if self.levels[level].1.is_empty() {
+            self.levels[level].0 = start;
+        }
+        self.levels[level].1.push(child);
+        if self.levels[level].1.len() >= FANOUT {
+            self.flush_level(level)?;
+        }
+        Ok(())
+    }
+
+    fn flush_level(&mut self, level: usize) -> Result<()> {
+        let (start, children) = std::mem::take(&mut self.levels[level]);
+        let node = ManifestNode {
+            level: level as u8 + 1,
+            start,
+            entries: NodeEntries::Interior(children),
+        };
+        let covered = node.covered();
+        let id = self.store(&node);
+        self.add_child(level + 1, start, ChildRef { id, covered })
+    }
+
+    /// Finishes the remaining nodes (collect them with
+    /// [`ManifestBuilder::drain_nodes`]) and returns the root's id.
+    pub fn finish(&mut self) -> Result<ChunkId> {
+        if !self.leaf.is_empty() || self.levels.is_empty() {
+            self.flush_leaf()?;
+        }
+        let mut level = 0;
+        loop {
+            let is_top = level + 1 == self.levels.len();
+            let pending = self.levels[level].1.len();
+            if is_top && pending == 1 {
+                return Ok(self.levels[level].1[0].id);
+            }
+            if pending > 0 {
+                self.flush_level(level)?;
+            }
+            level += 1;
+        }
+    }
+}
+
+/// What [`walk`] reports, in image order.
+pub enum ManifestEvent<'a> {
+    /// A manifest node, before its contents.
+    Node(&'a ChunkId),
+    /// An extent starting at `offset`.
+    Extent { offset: u64, extent: &'a Extent },
+}
+
+/// Walks the manifest rooted at `root` of a disk of `size` bytes, loading
+/// nodes with `load`, checking that the tree is consistent (offsets, sizes,
+/// levels), and calling `visit` for every node and extent in image order.
+pub fn walk(
+    root: &ChunkId,
+    size: u64,
+    load: &mut dyn FnMut(&ChunkId) -> Result<Vec<u8>>,
+    visit: &mut dyn FnMut(ManifestEvent<'_>) -> Result<()>,
+) -> Result<()> {
+    walk_node(root, 0, size, None, load, visit)
+}
+
+fn walk_node(
+    id: &ChunkId,
+    start: u64,
+    covered: u64,
+    level: Option<u8>,
+    load: &mut dyn FnMut(&ChunkId) -> Result<Vec<u8>>,
+    visit: &mut dyn FnMut(ManifestEvent<'_>) -> Result<()>,
+) -> Result<()> {
+    let what = || format!("manifest node {}", id.short());
+    visit(ManifestEvent::Node(id))?;
+    let bytes = load(id)?;
+    let node = ManifestNode::decode(&bytes).map_err(|e| Error::format(what(), e))?;
+    if node.start != start {
+        return Err(Error::damaged(what(), "starts at the wrong image offset"));
+    }
+    if let Some(l) = level {
+        if node.level != l {
+            return Err(Error::damaged(what(), "is at the wrong tree level"));
+        }
+    }
+    if node.level > MAX_LEVEL {
+        return Err(Error::damaged(what(), "tree is too deep"));
+    }
+    if node.covered() != covered {
+        return Err(Error::damaged(
+            what(),
+            format!(
+                "covers {} bytes where {} were expected",
+                node.covered(),
+                covered
+            ),
+        ));
+    }
+    let mut offset = start;
+    match &node.entries {
+        NodeEntries::Leaf(extents) => {
+            for extent in extents {
+                visit(ManifestEvent::Extent { offset, extent })?;
+                offset += extent.len();
+            }
+        }
+        NodeEntries::Interior(children) => {
+            for c in children {
+                walk_node(&c.id, offset, c.covered, Some(node.level - 1), load, visit)?;
+                offset += c.covered;
+            }
+        }
+    }
+    Ok(())
+}

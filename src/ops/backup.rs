@@ -1,0 +1,539 @@
+//! `backup`: read disk images, store their new chunks, record a recovery
+//! point.
+//!
+//! Pipeline per disk: a reader thread reads the image's data regions in
+//! segments, cuts them into chunks and hashes the whole image; the calling
+//! thread hands each segment's chunks to a thread pool that detects zero
+//! chunks, computes ids, looks them up and seals only the new ones; results
+//! come back in order and are appended to packs and to the manifest; a
+//! writer thread stores finished packs. Queues between stages are bounded,
+//! so memory does not grow with the image.
+//!
+//! Write order: packs, barrier, index files, barrier, recovery point,
+//! barrier. A crash leaves only packs no index lists yet; the next backup
+//! finds them ("orphan packs"), indexes them and reuses their chunks.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use crate::chunker::{is_all_zero, Chunker};
+use crate::crypto::Sealer;
+use crate::error::{Error, Result};
+use crate::format::config::CompressionSetting;
+use crate::format::index::{IndexBody, IndexRecord, MAX_INDEX_ENTRIES};
+use crate::format::pack::PackEntry;
+use crate::format::point::{DiskRecord, DiskStats, PointBody};
+use crate::format::{ChunkId, PackId, PointId};
+use crate::index::ChunkIndex;
+use crate::manifest::ManifestBuilder;
+use crate::packer::{read_pack_table, FinishedPack, PackBuilder, DEFAULT_PACK_TARGET};
+use crate::repo::{host_name, now_unix, pack_key, Repository};
+use crate::source::ImageSource;
+
+/// Bytes read from the image per segment.
+const SEGMENT_BYTES: usize = 4 << 20;
+/// Segments queued between the reader and the sealing stage.
+const SEGMENT_QUEUE: usize = 2;
+
+/// One disk to back up.
+#[derive(Debug, Clone)]
+pub struct DiskSource {
+    /// Name of the disk inside the recovery point (e.g. `sda`, `root`).
+    pub name: String,
+    /// Raw image file or block device.
+    pub path: PathBuf,
+}
+
+/// What to back up and how.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    pub disks: Vec<DiskSource>,
+    pub tags: Vec<String>,
+    /// Host recorded in the point; this machine's name when `None`.
+    pub host: Option<String>,
+    /// Compression of new chunks; the repository default when `None`.
+    pub compression: Option<CompressionSetting>,
+    /// Worker threads; all cores when `None`.
+    pub threads: Option<usize>,
+}
+
+/// The outcome of a backup.
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    pub point: PointId,
+    pub body: PointBody,
+    /// Packs left by an interrupted backup that this one indexed and reused.
+    pub recovered_packs: usize,
+    pub duration: Duration,
+}
+
+impl BackupReport {
+    /// Sum of the per-disk counters.
+    pub fn totals(&self) -> DiskStats {
+        sum_stats(self.body.disks.iter().map(|d| &d.stats))
+    }
+
+    /// Logical bytes of all disks.
+    pub fn logical_bytes(&self) -> u64 {
+        self.body.disks.iter().map(|d| d.size).sum()
+    }
+}
+
+pub(crate) fn sum_stats<'a>(it: impl Iterator<Item = &'a DiskStats>) -> DiskStats {
+    let mut t = DiskStats::default();
+    for s in it {
+        t.bytes_read += s.bytes_read;
+        t.zero_bytes += s.zero_bytes;
+        t.chunks += s.chunks;
+        t.new_chunks += s.new_chunks;
+        t.new_bytes += s.new_bytes;
+        t.stored_bytes += s.stored_bytes;
+    }
+    t
+}
+
+/// Backs up the disks in `opts` into `repo` as one new recovery point.
+pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
+    let started = Instant::now();
+    let (time_secs, time_nanos) = now_unix();
+    if opts.disks.is_empty() {
+        return Err(Error::InvalidArgument(
+            "nothing to back up: no disk given".into(),
+        ));
+    }
+    let mut names = HashSet::new();
+    for d in &opts.disks {
+        if d.name.is_empty() || !names.insert(d.name.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "disk names must be unique and non-empty ('{}')",
+                d.name
+            )));
+        }
+    }
+    // Open every source first, so a typo fails before anything is written.
+    let sources = opts
+        .disks
+        .iter()
+        .map(|d| {
+            ImageSource::open(&d.path).map_err(|source| Error::Source {
+                path: d.path.clone(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let threads = opts.threads.unwrap_or(0);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("diskvault-seal-{i}"))
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("cannot start worker threads: {e}")))?;
+
+    let mut index = repo.load_index()?;
+    let mut new_records: Vec<(PackId, PackEntry)> = Vec::new();
+    let recovered_packs = recover_orphan_packs(repo, &mut index, &mut new_records)?;
+    index.finish();
+
+    let mut session = Session {
+        sealer: repo.sealer().clone(),
+        index: Arc::new(index),
+        claimed: Arc::new(Mutex::new(HashSet::new())),
+        compression: opts.compression.unwrap_or(repo.config().compression),
+        chunker: Chunker::new(repo.config().chunker),
+        pack: PackBuilder::new(DEFAULT_PACK_TARGET),
+        new_records,
+        pool,
+    };
+
+    let (pack_tx, pack_rx) = sync_channel::<FinishedPack>(1);
+    let store = repo.store().clone();
+    let writer = thread::Builder::new()
+        .name("diskvault-packs".into())
+        .spawn(move || -> Result<()> {
+            for p in pack_rx {
+                store.put(&pack_key(&p.id), &p.bytes)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| Error::InvalidArgument(format!("cannot start a thread: {e}")))?;
+
+    let mut disks = Vec::new();
+    let mut result = Ok(());
+    for (src, d) in sources.into_iter().zip(&opts.disks) {
+        match session.backup_disk(src, d, &pack_tx) {
+            Ok(rec) => disks.push(rec),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if result.is_ok() && !session.pack.is_empty() {
+        let pack = std::mem::replace(&mut session.pack, PackBuilder::new(DEFAULT_PACK_TARGET));
+        result = session.send_pack(pack, &pack_tx);
+    }
+    drop(pack_tx);
+    let written = writer
+        .join()
+        .unwrap_or_else(|_| Err(Error::InvalidArgument("pack writer thread panicked".into())));
+    // A writer failure explains a send failure, so report it first.
+    written?;
+    result?;
+
+    // Packs are durable before the index that lists them.
+    repo.store().barrier()?;
+    write_index_files(repo, &session.new_records)?;
+    repo.store().barrier()?;
+
+    let body = PointBody {
+        time_secs,
+        time_nanos,
+        duration_millis: started.elapsed().as_millis() as u64,
+        host: opts.host.clone().unwrap_or_else(host_name),
+        source: opts
+            .disks
+            .iter()
+            .map(|d| d.path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+            .chars()
+            .take(crate::format::point::MAX_STRING)
+            .collect(),
+        tags: opts.tags.clone(),
+        disks,
+    };
+    let point = repo.write_point(&body)?;
+    Ok(BackupReport {
+        point,
+        body,
+        recovered_packs,
+        duration: started.elapsed(),
+    })
+}
+
+/// Indexes packs that exist in the store but in no index file: the work of
+/// a backup that was interrupted before it wrote its index.
+fn recover_orphan_packs(
+    repo: &Repository,
+    index: &mut ChunkIndex,
+    records: &mut Vec<(PackId, PackEntry)>,
+) -> Result<usize> {
+    let mut recovered = 0;
+    for pack in repo.list_packs()? {
+        if index.has_pack(&pack) {
+            continue;
+        }
+        // A damaged orphan is not fatal: it is simply not reused, and
+        // `check` reports it.
+        let Ok(entries) = read_pack_table(repo, &pack) else {
+            continue;
+        };
+        for e in entries {
+            index.add(e.id, pack, e.offset, e.length, e.raw_length);
+            records.push((pack, e));
+        }
+        recovered += 1;
+    }
+    Ok(recovered)
+}
+
+fn write_index_files(repo: &Repository, records: &[(PackId, PackEntry)]) -> Result<()> {
+    for group in records.chunks(MAX_INDEX_ENTRIES) {
+        let mut body = IndexBody::default();
+        let mut numbers = std::collections::HashMap::new();
+        for (pack, e) in group {
+            let n = *numbers.entry(*pack).or_insert_with(|| {
+                body.packs.push(*pack);
+                (body.packs.len() - 1) as u32
+            });
+            body.records.push(IndexRecord {
+                id: e.id,
+                pack: n,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+            });
+        }
+        repo.write_index_file(&body)?;
+    }
+    Ok(())
+}
+
+/// What the reader sends to the sealing stage.
+enum ReadItem {
+    /// A hole of this many bytes.
+    Hole(u64),
+    /// Image bytes and the lengths of the chunks cut from them.
+    Data { buf: Vec<u8>, cuts: Vec<usize> },
+}
+
+/// A chunk after the parallel stage.
+enum Sealed {
+    Zero(usize),
+    Known(ChunkId, usize),
+    New(ChunkId, usize, Vec<u8>),
+}
+
+struct Session {
+    sealer: Arc<Sealer>,
+    index: Arc<ChunkIndex>,
+    /// Chunks sealed by this backup (so a repeated chunk is sealed once).
+    claimed: Arc<Mutex<HashSet<ChunkId>>>,
+    compression: CompressionSetting,
+    chunker: Chunker,
+    pack: PackBuilder,
+    new_records: Vec<(PackId, PackEntry)>,
+    pool: rayon::ThreadPool,
+}
+
+impl Session {
+    fn send_pack(&mut self, pack: PackBuilder, tx: &SyncSender<FinishedPack>) -> Result<()> {
+        let finished = pack.finish(&self.sealer);
+        for e in &finished.entries {
+            self.new_records.push((finished.id, *e));
+        }
+        tx.send(finished)
+            .map_err(|_| Error::InvalidArgument("pack writer stopped".into()))
+    }
+
+    fn add_to_pack(
+        &mut self,
+        id: ChunkId,
+        sealed: &[u8],
+        raw: u32,
+        tx: &SyncSender<FinishedPack>,
+    ) -> Result<()> {
+        self.pack.add(id, sealed, raw);
+        if self.pack.is_full() {
+            let pack = std::mem::replace(&mut self.pack, PackBuilder::new(DEFAULT_PACK_TARGET));
+            self.send_pack(pack, tx)?;
+        }
+        Ok(())
+    }
+
+    /// Claims `id` for this backup; false if it is already stored or claimed.
+    fn claim(index: &ChunkIndex, claimed: &Mutex<HashSet<ChunkId>>, id: &ChunkId) -> bool {
+        !index.contains(id)
+            && claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(*id)
+    }
+
+    fn backup_disk(
+        &mut self,
+        src: ImageSource,
+        disk: &DiskSource,
+        tx: &SyncSender<FinishedPack>,
+    ) -> Result<DiskRecord> {
+        let size = src.size();
+        let regions = src.data_regions().map_err(|source| Error::Source {
+            path: disk.path.clone(),
+            source,
+        })?;
+        let (item_tx, item_rx) = sync_channel::<ReadItem>(SEGMENT_QUEUE);
+        let (recycle_tx, recycle_rx) = sync_channel::<Vec<u8>>(SEGMENT_QUEUE + 2);
+        let chunker = self.chunker.clone();
+        let path = disk.path.clone();
+        let reader = thread::Builder::new()
+            .name("diskvault-read".into())
+            .spawn(move || read_image(src, regions, chunker, item_tx, recycle_rx))
+            .map_err(|source| Error::Source {
+                path: path.clone(),
+                source,
+            })?;
+
+        let consumed = self.consume(item_rx, recycle_tx, tx);
+        let read = reader.join();
+        let (image_hash, bytes_read) = match read {
+            Ok(Ok(v)) => v,
+            Ok(Err(source)) => {
+                return Err(Error::Source {
+                    path: disk.path.clone(),
+                    source,
+                })
+            }
+            Err(_) => return Err(Error::InvalidArgument("reader thread panicked".into())),
+        };
+        let (root, mut stats, covered) = consumed?;
+        if covered != size {
+            return Err(Error::Source {
+                path: disk.path.clone(),
+                source: std::io::Error::other("the image changed size while it was read"),
+            });
+        }
+        stats.bytes_read = bytes_read;
+        Ok(DiskRecord {
+            name: disk.name.clone(),
+            size,
+            manifest_root: root,
+            image_hash,
+            stats,
+        })
+    }
+
+    fn consume(
+        &mut self,
+        items: Receiver<ReadItem>,
+        recycle: SyncSender<Vec<u8>>,
+        tx: &SyncSender<FinishedPack>,
+    ) -> Result<(ChunkId, DiskStats, u64)> {
+        let sealer = self.sealer.clone();
+        let mut manifest = ManifestBuilder::new(move |bytes: &[u8]| sealer.chunk_id(bytes));
+        let mut stats = DiskStats::default();
+        for item in items {
+            match item {
+                ReadItem::Hole(len) => {
+                    stats.zero_bytes += len;
+                    manifest.push_zero(len)?;
+                }
+                ReadItem::Data { buf, cuts } => {
+                    let results = self.seal_segment(&buf, &cuts);
+                    let _ = recycle.try_send(buf);
+                    for r in results {
+                        match r {
+                            Sealed::Zero(len) => {
+                                stats.zero_bytes += len as u64;
+                                manifest.push_zero(len as u64)?;
+                            }
+                            Sealed::Known(id, len) => {
+                                stats.chunks += 1;
+                                manifest.push_data(id, len as u32)?;
+                            }
+                            Sealed::New(id, len, sealed) => {
+                                stats.chunks += 1;
+                                stats.new_chunks += 1;
+                                stats.new_bytes += len as u64;
+                                stats.stored_bytes += sealed.len() as u64;
+                                self.add_to_pack(id, &sealed, len as u32, tx)?;
+                                manifest.push_data(id, len as u32)?;
+                            }
+                        }
+                    }
+                }
+            }
+            self.store_nodes(&mut manifest, &mut stats, tx)?;
+        }
+        let covered = manifest.position();
+        let root = manifest.finish()?;
+        self.store_nodes(&mut manifest, &mut stats, tx)?;
+        Ok((root, stats, covered))
+    }
+
+    fn store_nodes<F: Fn(&[u8]) -> ChunkId>(
+        &mut self,
+        manifest: &mut ManifestBuilder<F>,
+        stats: &mut DiskStats,
+        tx: &SyncSender<FinishedPack>,
+    ) -> Result<()> {
+        let nodes: Vec<_> = manifest.drain_nodes().collect();
+        for (id, bytes) in nodes {
+            if !Self::claim(&self.index, &self.claimed, &id) {
+                continue;
+            }
+            let sealed = self.sealer.seal(&bytes, &id.0, CompressionSetting::Zstd(3));
+            stats.new_chunks += 1;
+            stats.new_bytes += bytes.len() as u64;
+            stats.stored_bytes += sealed.len() as u64;
+            self.add_to_pack(id, &sealed, bytes.len() as u32, tx)?;
+        }
+        Ok(())
+    }
+
+    fn seal_segment(&self, buf: &[u8], cuts: &[usize]) -> Vec<Sealed> {
+        let mut spans = Vec::with_capacity(cuts.len());
+        let mut off = 0;
+        for &len in cuts {
+            spans.push((off, len));
+            off += len;
+        }
+        let sealer = &self.sealer;
+        let index = &self.index;
+        let claimed = &self.claimed;
+        let compression = self.compression;
+        self.pool.install(|| {
+            spans
+                .par_iter()
+                .map(|&(off, len)| {
+                    let data = &buf[off..off + len];
+                    if is_all_zero(data) {
+                        return Sealed::Zero(len);
+                    }
+                    let id = sealer.chunk_id(data);
+                    if !Self::claim(index, claimed, &id) {
+                        return Sealed::Known(id, len);
+                    }
+                    Sealed::New(id, len, sealer.seal(data, &id.0, compression))
+                })
+                .collect()
+        })
+    }
+}
+
+/// The reader thread: walks the data regions in segments, cuts chunks and
+/// hashes the whole image (holes as zeros). Returns the image hash and the
+/// bytes read.
+fn read_image(
+    src: ImageSource,
+    regions: Vec<(u64, u64)>,
+    chunker: Chunker,
+    out: SyncSender<ReadItem>,
+    recycled: Receiver<Vec<u8>>,
+) -> std::io::Result<([u8; 32], u64)> {
+    let mut hasher = blake3::Hasher::new();
+    let zeros = vec![0u8; 1 << 20];
+    let hash_zeros = |hasher: &mut blake3::Hasher, mut n: u64| {
+        while n > 0 {
+            let k = n.min(zeros.len() as u64) as usize;
+            hasher.update(&zeros[..k]);
+            n -= k as u64;
+        }
+    };
+    let stopped = || std::io::Error::other("backup stopped");
+    let mut pos = 0u64;
+    let mut bytes_read = 0u64;
+    let mut carry: Vec<u8> = Vec::new();
+    let regions_with_end = regions
+        .into_iter()
+        .chain(std::iter::once((src.size(), src.size())));
+    for (start, end) in regions_with_end {
+        if start > pos {
+            hash_zeros(&mut hasher, start - pos);
+            out.send(ReadItem::Hole(start - pos))
+                .map_err(|_| stopped())?;
+            pos = start;
+        }
+        // `pos` is the image offset of carry[0] from here on.
+        let mut next_read = start;
+        while next_read < end || !carry.is_empty() {
+            let want = (SEGMENT_BYTES as u64).min(end - next_read) as usize;
+            let mut buf = recycled.try_recv().unwrap_or_default();
+            buf.clear();
+            buf.extend_from_slice(&carry);
+            let filled = buf.len();
+            buf.resize(filled + want, 0);
+            src.read_at(&mut buf[filled..], next_read)?;
+            next_read += want as u64;
+            bytes_read += want as u64;
+            let at_end = next_read == end;
+            let mut cuts = Vec::new();
+            let consumed = chunker.cut(&buf, pos, at_end, &mut cuts);
+            carry.clear();
+            carry.extend_from_slice(&buf[consumed..]);
+            buf.truncate(consumed);
+            hasher.update(&buf);
+            pos += consumed as u64;
+            if !cuts.is_empty() {
+                out.send(ReadItem::Data { buf, cuts })
+                    .map_err(|_| stopped())?;
+            }
+        }
+    }
+    Ok((*hasher.finalize().as_bytes(), bytes_read))
+}

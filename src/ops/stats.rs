@@ -1,0 +1,70 @@
+//! `stats`: what the repository protects and what it costs.
+
+use crate::error::Result;
+use crate::repo::Repository;
+
+/// Repository-wide figures.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RepoStats {
+    pub points: usize,
+    pub disks: usize,
+    /// Sum of the logical sizes of every disk of every point.
+    pub logical_bytes: u64,
+    /// Of those, bytes that are not zero runs (what dedup is measured on).
+    pub logical_data_bytes: u64,
+    /// Distinct chunks (data and manifest).
+    pub unique_chunks: usize,
+    /// Plaintext bytes of the distinct chunks.
+    pub unique_bytes: u64,
+    /// Sealed bytes of the distinct chunks.
+    pub chunk_stored_bytes: u64,
+    /// Bytes of every object in the repository.
+    pub repository_bytes: u64,
+    pub objects: usize,
+    pub packs: usize,
+    pub index_files: usize,
+    /// `logical_data_bytes / unique_bytes`.
+    pub dedup_ratio: f64,
+    /// `unique_bytes / chunk_stored_bytes`.
+    pub compression_ratio: f64,
+    /// Memory the loaded index costs per chunk.
+    pub index_bytes_per_chunk: usize,
+}
+
+/// Computes [`RepoStats`].
+pub fn stats(repo: &Repository) -> Result<RepoStats> {
+    let mut s = RepoStats {
+        index_bytes_per_chunk: crate::index::BYTES_PER_CHUNK,
+        ..Default::default()
+    };
+    for (_, p) in repo.list_points()? {
+        s.points += 1;
+        for d in &p.disks {
+            s.disks += 1;
+            s.logical_bytes += d.size;
+            s.logical_data_bytes += d.size - d.stats.zero_bytes.min(d.size);
+        }
+    }
+    let index = repo.load_index()?;
+    s.unique_chunks = index.len();
+    for (_, loc) in index.iter() {
+        s.unique_bytes += loc.raw_length as u64;
+        s.chunk_stored_bytes += loc.length as u64;
+    }
+    let store = repo.store();
+    let mut keys = store.list("")?;
+    keys.retain(|k| !k.starts_with("tmp/"));
+    s.objects = keys.len();
+    for k in &keys {
+        s.repository_bytes += store.size(k)?;
+        if k.starts_with("packs/") {
+            s.packs += 1;
+        } else if k.starts_with("index/") {
+            s.index_files += 1;
+        }
+    }
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    s.dedup_ratio = ratio(s.logical_data_bytes, s.unique_bytes);
+    s.compression_ratio = ratio(s.unique_bytes, s.chunk_stored_bytes);
+    Ok(s)
+}
