@@ -29,8 +29,12 @@ pub struct LocalStore {
 impl LocalStore {
     /// Opens a store rooted at `root` (which need not exist yet).
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        // An absolute root keeps every parent directory nameable (the parent
+        // of a relative `repo` would be the empty path).
+        let root = std::path::absolute(&root).unwrap_or(root);
         LocalStore {
-            root: root.into(),
+            root,
             dirty_dirs: Mutex::new(HashSet::new()),
             private_prefixes: &["keys/"],
         }
@@ -115,9 +119,15 @@ impl Store for LocalStore {
             return Err(StoreError::io(key, e));
         }
         self.mark_dirty(parent.clone());
-        // A directory created on the way must itself be durable in its parent.
-        if let Some(grand) = parent.parent() {
-            self.mark_dirty(grand.to_path_buf());
+        // A directory created on the way must itself be durable in its
+        // parent, up to and including the repository root's own entry.
+        let mut dir = parent.as_path();
+        while let Some(up) = dir.parent() {
+            self.mark_dirty(up.to_path_buf());
+            if dir == self.root {
+                break;
+            }
+            dir = up;
         }
         Ok(())
     }
