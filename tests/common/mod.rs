@@ -76,7 +76,8 @@ pub fn write_sparse_image(path: &Path, size: u64, pieces: &[(u64, Vec<u8>)]) {
     let f = File::create(path).expect("create sparse image");
     f.set_len(size).expect("set_len");
     for (off, bytes) in pieces {
-        f.write_all_at(bytes, *off).expect("write into sparse image");
+        f.write_all_at(bytes, *off)
+            .expect("write into sparse image");
     }
     f.sync_all().expect("sync sparse image");
 }
@@ -95,26 +96,37 @@ pub fn allocated_bytes(path: &Path) -> u64 {
     std::fs::metadata(path).expect("metadata").blocks() * 512
 }
 
-/// True when `a` and `b` hold the same bytes; on a difference, says where,
-/// so a failure explains itself without dumping megabytes.
+/// Asserts `restored` holds the same bytes as `original`; on a difference,
+/// says where, so a failure explains itself without dumping megabytes.
 pub fn assert_same_bytes(restored: &Path, original: &Path) {
-    let a = std::fs::read(restored).expect("read restored image");
-    let b = std::fs::read(original).expect("read original image");
+    let a = File::open(restored).expect("open restored image");
+    let b = File::open(original).expect("open original image");
+    let (len_a, len_b) = (a.metadata().unwrap().len(), b.metadata().unwrap().len());
     assert_eq!(
-        a.len(),
-        b.len(),
-        "{} has {} bytes, the original {} has {}",
+        len_a,
+        len_b,
+        "{} has {len_a} bytes, the original {} has {len_b}",
         restored.display(),
-        a.len(),
         original.display(),
-        b.len()
     );
-    if let Some(pos) = a.iter().zip(&b).position(|(x, y)| x != y) {
-        panic!(
-            "{} differs from {} first at byte {pos}",
-            restored.display(),
-            original.display()
-        );
+    let mut buf_a = vec![0u8; MIB as usize];
+    let mut buf_b = vec![0u8; MIB as usize];
+    let mut pos = 0u64;
+    while pos < len_a {
+        let n = (len_a - pos).min(MIB) as usize;
+        a.read_exact_at(&mut buf_a[..n], pos)
+            .expect("read restored image");
+        b.read_exact_at(&mut buf_b[..n], pos)
+            .expect("read original image");
+        if let Some(i) = buf_a[..n].iter().zip(&buf_b[..n]).position(|(x, y)| x != y) {
+            panic!(
+                "{} differs from {} first at byte {}",
+                restored.display(),
+                original.display(),
+                pos + i as u64
+            );
+        }
+        pos += n as u64;
     }
 }
 

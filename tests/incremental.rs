@@ -1,0 +1,243 @@
+//! Backups after the first store only what changed: a user backing up the
+//! same disk every day pays for the day's writes, not for the disk.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use diskvault::stats;
+
+/// A 32 MiB disk, then the same disk after ~1 MiB of scattered 4 KiB writes.
+#[test]
+fn scattered_block_writes_store_little() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    let size = 32 * MIB;
+    let v1 = write_random_image(&image, size, 100);
+    let v1_path = dir.path().join("v1.img");
+    std::fs::write(&v1_path, &v1).unwrap();
+    let repo = init_repo(&dir.path().join("vault"));
+    let first = backup_one(&repo, "vda", &image);
+    assert!(
+        first.totals().stored_bytes > size,
+        "the first backup stores the whole (incompressible) disk: {}",
+        first.totals().stored_bytes
+    );
+
+    // 256 x 4 KiB = 1 MiB of page writes at random aligned places, as a file
+    // system or database would do. Pages close together often share a
+    // 16 KiB chunk, so count the chunks they touch.
+    let mut rng = Xorshift::new(101);
+    let mut touched = BTreeSet::new();
+    for _ in 0..256 {
+        let page = rng.below(size / 4096);
+        write_at(&image, page * 4096, &rng.bytes(4096));
+        touched.insert(page * 4096 / DEFAULT_CHUNK);
+    }
+    let second = backup_one(&repo, "vda", &image);
+
+    let t = second.totals();
+    let changed_chunks = touched.len() as u64;
+    eprintln!(
+        "1 MiB of scattered pages: {changed_chunks} chunks changed, {} new chunks, {} bytes stored",
+        t.new_chunks, t.stored_bytes
+    );
+    assert!(
+        t.new_chunks >= changed_chunks,
+        "every changed chunk is new: {} new chunks, {changed_chunks} changed",
+        t.new_chunks
+    );
+    // The changed chunks, plus the manifest leaves that list them (8 leaves
+    // of ~10 KiB for 32 MiB) and the root.
+    let bound = changed_chunks * DEFAULT_CHUNK + 160 * KIB;
+    assert!(
+        t.stored_bytes < bound,
+        "second backup stored {} bytes for {changed_chunks} changed 16 KiB chunks (bound {bound})",
+        t.stored_bytes
+    );
+    assert!(
+        t.stored_bytes < 5 * MIB,
+        "1 MiB of writes stored {} bytes",
+        t.stored_bytes
+    );
+
+    let out1 = dir.path().join("restored-v1.img");
+    let out2 = dir.path().join("restored-v2.img");
+    restore_to(&repo, &first.point.to_hex(), &out1);
+    restore_to(&repo, &second.point.to_hex(), &out2);
+    assert_same_bytes(&out1, &v1_path);
+    assert_same_bytes(&out2, &image);
+}
+
+/// Clustered writes (a file rewritten in place) cost about what they wrote.
+#[test]
+fn clustered_writes_store_about_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    write_random_image(&image, 32 * MIB, 102);
+    let repo = init_repo(&dir.path().join("vault"));
+    backup_one(&repo, "vda", &image);
+
+    // 16 runs of 64 KiB: 1 MiB changed.
+    let mut rng = Xorshift::new(103);
+    for _ in 0..16 {
+        let at = rng.below(32 * MIB / (64 * KIB)) * 64 * KIB;
+        write_at(&image, at, &rng.bytes(64 * KIB as usize));
+    }
+    let second = backup_one(&repo, "vda", &image);
+
+    let stored = second.totals().stored_bytes;
+    assert!(
+        stored < 3 * MIB / 2,
+        "1 MiB of clustered writes stored {stored} bytes"
+    );
+    let out = dir.path().join("restored.img");
+    restore_to(&repo, "latest", &out);
+    assert_same_bytes(&out, &image);
+}
+
+#[test]
+fn unchanged_disk_stores_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    write_random_image(&image, 8 * MIB, 104);
+    let repo = init_repo(&dir.path().join("vault"));
+    let first = backup_one(&repo, "vda", &image);
+
+    let again = backup_one(&repo, "vda", &image);
+
+    assert_ne!(first.point, again.point, "each backup is its own point");
+    let t = again.totals();
+    assert_eq!(t.new_chunks, 0, "no new chunks for an unchanged disk");
+    assert_eq!(t.stored_bytes, 0, "no new bytes for an unchanged disk");
+    let s = stats(&repo).unwrap();
+    assert_eq!(s.points, 2);
+    assert!(
+        s.dedup_ratio > 1.9,
+        "two identical backups dedup about 2x: {}",
+        s.dedup_ratio
+    );
+    let out = dir.path().join("restored.img");
+    restore_to(&repo, &first.point.to_hex(), &out);
+    assert_same_bytes(&out, &image);
+}
+
+/// A second disk that shares content with the first is deduplicated
+/// across disks, within one point.
+#[test]
+fn identical_disks_in_one_point_are_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.img");
+    let b = dir.path().join("b.img");
+    let data = write_random_image(&a, 4 * MIB, 105);
+    std::fs::write(&b, &data).unwrap();
+    let repo = init_repo(&dir.path().join("vault"));
+
+    let report = backup_disks(&repo, &[("a", &a), ("b", &b)]);
+
+    let stored = report.totals().stored_bytes;
+    assert!(
+        stored < 4 * MIB + 256 * KIB,
+        "two copies of 4 MiB stored {stored} bytes"
+    );
+    let out = dir.path().join("out");
+    restore_to(&repo, "latest", &out);
+    assert_same_bytes(&out.join("a.img"), &a);
+    assert_same_bytes(&out.join("b.img"), &b);
+}
+
+fn mkimages_script() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/mkimages.sh")
+}
+
+fn missing_tool() -> Option<String> {
+    if !mkimages_script().is_file() {
+        return Some(format!("{} not found", mkimages_script().display()));
+    }
+    for tool in ["mke2fs", "debugfs", "dumpe2fs", "e2fsck", "tar", "python3"] {
+        let found = Command::new("bash")
+            .args(["-c", &format!("command -v {tool}")])
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/sbin:/sbin",
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !found {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    None
+}
+
+/// Real ext4 images: v2 is v1 after a day of file churn and in-place page
+/// writes (made offline with debugfs by `mkimages.sh`).
+#[test]
+fn ext4_day_of_churn() {
+    if let Some(why) = missing_tool() {
+        eprintln!("skipping ext4_day_of_churn: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let made = Command::new("bash")
+        .arg(mkimages_script())
+        .arg(&images)
+        .arg("256")
+        .env("MAKE_V3", "0")
+        .env(
+            "PATH",
+            format!(
+                "{}:/usr/sbin:/sbin",
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .expect("run mkimages.sh");
+    assert!(
+        made.status.success(),
+        "mkimages.sh failed:\n{}{}",
+        String::from_utf8_lossy(&made.stdout),
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let v1 = images.join("disk_v1.img");
+    let v2 = images.join("disk_v2.img");
+    let repo = init_repo(&dir.path().join("vault"));
+
+    let first = backup_one(&repo, "root", &v1);
+    let second = backup_one(&repo, "root", &v2);
+
+    let stored = second.totals().stored_bytes;
+    eprintln!(
+        "ext4 256 MiB: v1 stored {} bytes, v2 stored {stored} bytes",
+        first.totals().stored_bytes
+    );
+    assert!(
+        stored < 8 * MIB,
+        "a day of churn (~6.4 MiB of changed blocks) stored {stored} bytes"
+    );
+    assert!(
+        stored * 10 < first.totals().stored_bytes,
+        "v2 ({stored}) should store far less than v1 ({})",
+        first.totals().stored_bytes
+    );
+    let out1 = dir.path().join("v1-restored.img");
+    let out2 = dir.path().join("v2-restored.img");
+    restore_to(&repo, &first.point.to_hex(), &out1);
+    restore_to(&repo, &second.point.to_hex(), &out2);
+    assert_same_bytes(&out1, &v1);
+    assert_same_bytes(&out2, &v2);
+    assert!(
+        allocated_bytes(&out2) <= allocated_bytes(&v2) + 4 * MIB,
+        "the restored image keeps the free space as holes: {} bytes allocated, the original {}",
+        allocated_bytes(&out2),
+        allocated_bytes(&v2)
+    );
+}
