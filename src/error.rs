@@ -140,6 +140,15 @@ impl From<StoreError> for Error {
                 object: key,
                 reason: "it is missing".into(),
             },
+            // A read past the end of an object: the object was truncated.
+            StoreError::Io { key, source }
+                if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                Error::Damaged {
+                    object: key,
+                    reason: source.to_string(),
+                }
+            }
             other => Error::Store(other),
         }
     }

@@ -391,7 +391,12 @@ fn repeated_content_is_stored_once() {
     let image = dir.path().join("repeats.img");
     // The same 1 MiB block eight times (aligned to the chunk size).
     let block = Xorshift::new(15).bytes(MIB as usize);
-    let data: Vec<u8> = block.iter().copied().cycle().take(8 * MIB as usize).collect();
+    let data: Vec<u8> = block
+        .iter()
+        .copied()
+        .cycle()
+        .take(8 * MIB as usize)
+        .collect();
     std::fs::write(&image, &data).unwrap();
     let repo = init_repo(&dir.path().join("vault"));
 

@@ -43,10 +43,24 @@ pub fn run() -> i32 {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             exit_code(&e)
         }
     }
+}
+
+/// The error and its causes, leaving out a cause the message already
+/// quotes (library errors include their source in their own text).
+fn message(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 fn exit_code(e: &anyhow::Error) -> i32 {
