@@ -290,6 +290,7 @@ impl Run {
 
 /// Runs the `diskvault` binary with a clean passphrase environment and
 /// stdin that is not a terminal (so it never prompts).
+#[derive(Clone)]
 pub struct Cli {
     password: Option<String>,
     new_password: Option<String>,
@@ -317,9 +318,11 @@ impl Cli {
     }
 
     /// Also sets `DISKVAULT_NEW_PASSWORD` (for `key add` / `key passwd`).
-    pub fn new_password(mut self, password: &str) -> Cli {
-        self.new_password = Some(password.to_string());
-        self
+    pub fn new_password(&self, password: &str) -> Cli {
+        Cli {
+            new_password: Some(password.to_string()),
+            ..self.clone()
+        }
     }
 
     pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Run {
