@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use diskvault::{
-    restore, stats, ChunkerParams, Encryption, Error, InitOptions, KdfCost, Repository,
-    RestoreOptions,
+    check, restore, stats, CheckOptions, ChunkerParams, Encryption, Error, InitOptions, KdfCost,
+    Repository, RestoreOptions,
 };
 
 #[test]
@@ -436,4 +436,131 @@ fn reopened_repository_restores_with_the_passphrase() {
     // A unique prefix of the id is enough.
     restore_to(&repo, &point.to_hex()[..10], &out);
     assert_same_bytes(&out, &image);
+}
+
+#[test]
+fn disk_names_that_map_to_one_file_are_not_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.img");
+    let b = dir.path().join("b.img");
+    write_random_image(&a, 64 * KIB, 17);
+    write_random_image(&b, 64 * KIB, 18);
+    let repo = init_repo(&dir.path().join("vault"));
+    // '/' cannot be in a file name, so "vm1/root" is restored as vm1_root.img.
+    backup_disks(&repo, &[("vm1/root", &a), ("vm1_root", &b)]);
+
+    let out = dir.path().join("out");
+    let err = restore(&repo, &restore_opts("latest", &out)).unwrap_err();
+
+    let msg = err.to_string();
+    assert!(
+        msg.contains("vm1/root") && msg.contains("vm1_root") && msg.contains("--disk"),
+        "{msg}"
+    );
+    assert!(files_under(&out).is_empty(), "{:?}", files_under(&out));
+    // Each disk is still there, one at a time.
+    for (name, original) in [("vm1/root", &a), ("vm1_root", &b)] {
+        let file = dir.path().join(format!("{}.img", name.replace('/', "-")));
+        restore(
+            &repo,
+            &RestoreOptions {
+                disk: Some(name.into()),
+                ..restore_opts("latest", &file)
+            },
+        )
+        .unwrap();
+        assert_same_bytes(&file, original);
+    }
+}
+
+#[test]
+fn sparse_image_with_fine_grained_holes() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("holes.img");
+    // Every other 4 KiB block is data, starting at an odd place, and the
+    // image ends in a hole at a size that is no multiple of anything.
+    let mut rng = Xorshift::new(19);
+    let pieces: Vec<(u64, Vec<u8>)> = (0..600u64)
+        .filter(|i| i % 2 == 0)
+        .map(|i| (3 * MIB + i * 4096, rng.bytes(4096)))
+        .collect();
+    write_sparse_image(&image, 12 * MIB + 5, &pieces);
+
+    for chunker in ["fixed", "fastcdc", "fastcdc:1K/4K/16K"] {
+        let repo = init_repo_with(
+            &dir.path().join(format!("vault-{chunker}")),
+            &InitOptions {
+                chunker: chunker.parse().unwrap(),
+                ..fast_init()
+            },
+        );
+        backup_one(&repo, "holes", &image);
+        let out = dir
+            .path()
+            .join(format!("restored-{}.img", chunker.replace('/', "-")));
+        restore_to(&repo, "latest", &out);
+
+        assert_same_bytes(&out, &image);
+        assert!(
+            allocated_bytes(&out) <= allocated_bytes(&image) + 64 * KIB,
+            "{chunker}: {} bytes allocated, the original {}",
+            allocated_bytes(&out),
+            allocated_bytes(&image)
+        );
+    }
+}
+
+#[test]
+fn many_small_extents_per_manifest_leaf() {
+    let dir = tempfile::tempdir().unwrap();
+    // 512-byte chunks alternating with 512-byte zero runs: 16 Ki extents
+    // in every 8 MiB.
+    let image = dir.path().join("striped.img");
+    let mut data = Xorshift::new(20).bytes(9 * MIB as usize);
+    for stripe in data.chunks_mut(1024) {
+        stripe[..512].fill(0);
+    }
+    std::fs::write(&image, &data).unwrap();
+    let repo = init_repo_with(
+        &dir.path().join("vault"),
+        &InitOptions {
+            chunker: "fixed:512".parse().unwrap(),
+            ..fast_init()
+        },
+    );
+
+    let report = backup_one(&repo, "striped", &image);
+    assert_eq!(report.totals().zero_bytes, 9 * MIB / 2);
+    let out = dir.path().join("restored.img");
+    restore_to(&repo, "latest", &out);
+    assert_same_bytes(&out, &image);
+}
+
+#[test]
+fn tiny_content_defined_chunks_fill_manifest_leaves_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    // ~256-byte chunks: a 4 MiB leaf span would need ~16 Ki extents.
+    write_random_image(&image, 9 * MIB, 21);
+    let repo = init_repo_with(
+        &dir.path().join("vault"),
+        &InitOptions {
+            chunker: "fastcdc:64/256/1024".parse().unwrap(),
+            ..fast_init()
+        },
+    );
+
+    backup_one(&repo, "disk", &image);
+    let out = dir.path().join("restored.img");
+    restore_to(&repo, "latest", &out);
+    assert_same_bytes(&out, &image);
+    let report = check(
+        &repo,
+        &CheckOptions {
+            read_data: true,
+            threads: None,
+        },
+    )
+    .unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
 }

@@ -102,7 +102,17 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions) -> Result<RestoreReport
                 .collect()
         }
     };
-    for (_, path) in &targets {
+    for (i, (disk, path)) in targets.iter().enumerate() {
+        // Sanitising can map two disk names to one file; restoring both
+        // would silently keep only the last.
+        if let Some((other, _)) = targets[..i].iter().find(|(_, p)| p == path) {
+            return Err(Error::InvalidArgument(format!(
+                "disks '{}' and '{}' would both be restored to {}; restore them one at a time with --disk",
+                other.name,
+                disk.name,
+                path.display()
+            )));
+        }
         if path.exists() && !opts.force {
             return Err(Error::OutputExists(path.clone()));
         }
