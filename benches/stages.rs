@@ -86,7 +86,6 @@ fn stages(c: &mut Criterion) {
     g.bench_function("reference: memcpy", |b| {
         b.iter(|| copy.copy_from_slice(black_box(&data)))
     });
-    });
     for params in [ChunkerParams::DEFAULT, ChunkerParams::DEFAULT_FASTCDC] {
         g.bench_function(params.to_string(), |b| {
             let chunker = Chunker::new(params);
