@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use diskvault::stats;
+use diskvault::{check, stats, CheckOptions};
 
 /// A 32 MiB disk, then the same disk after ~1 MiB of scattered 4 KiB writes.
 #[test]
@@ -239,5 +239,113 @@ fn ext4_day_of_churn() {
         "the restored image keeps the free space as holes: {} bytes allocated, the original {}",
         allocated_bytes(&out2),
         allocated_bytes(&v2)
+    );
+}
+
+/// A backup killed after writing its packs but before its index and point
+/// (the state a crash leaves): the next backup reuses those packs instead of
+/// storing the data again.
+#[test]
+fn interrupted_backup_is_reused_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = dir.path().join("vault");
+    let image = dir.path().join("disk.img");
+    write_random_image(&image, 6 * MIB, 106);
+    let repo = init_repo(&vault);
+    backup_one(&repo, "vda", &image);
+    for object in objects(&vault, "index/")
+        .into_iter()
+        .chain(objects(&vault, "points/"))
+    {
+        std::fs::remove_file(object).unwrap();
+    }
+    let repo = open_repo(&vault);
+    let before = check(&repo, &CheckOptions::default()).unwrap();
+    assert!(before.is_ok(), "{:?}", before.problems);
+    assert_eq!(before.unindexed_packs, 1);
+
+    let report = backup_one(&repo, "vda", &image);
+
+    assert_eq!(report.recovered_packs, 1);
+    assert_eq!(
+        report.totals().stored_bytes,
+        0,
+        "the data was already in the reused pack"
+    );
+    let after = check(
+        &repo,
+        &CheckOptions {
+            read_data: true,
+            threads: None,
+        },
+    )
+    .unwrap();
+    assert!(after.is_ok(), "{:?}", after.problems);
+    assert_eq!(after.unindexed_packs, 0);
+    let out = dir.path().join("restored.img");
+    restore_to(&repo, "latest", &out);
+    assert_same_bytes(&out, &image);
+}
+
+/// Two machines back up into one vault at the same time; their disks share
+/// most of their content.
+#[test]
+fn backups_running_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = dir.path().join("vault");
+    init_repo(&vault);
+    let base = Xorshift::new(107).bytes(8 * MIB as usize);
+    let mut images = Vec::new();
+    for host in 0..2u64 {
+        let path = dir.path().join(format!("host{host}.img"));
+        let mut data = base.clone();
+        let mut rng = Xorshift::new(108 + host);
+        for _ in 0..32 {
+            let at = rng.below(data.len() as u64 - 4096) as usize;
+            rng.fill(&mut data[at..at + 4096]);
+        }
+        std::fs::write(&path, &data).unwrap();
+        images.push(path);
+    }
+
+    let points: Vec<_> = std::thread::scope(|s| {
+        let runs: Vec<_> = images
+            .iter()
+            .map(|image| {
+                let vault = &vault;
+                s.spawn(move || {
+                    let repo = open_repo(vault);
+                    (0..3)
+                        .map(|_| backup_one(&repo, "vda", image).point)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+
+    let repo = open_repo(&vault);
+    let report = check(
+        &repo,
+        &CheckOptions {
+            read_data: true,
+            threads: None,
+        },
+    )
+    .unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.points, 6);
+    for (image, ids) in images.iter().zip(&points) {
+        for id in ids {
+            let out = dir.path().join(format!("restored-{}.img", id.short()));
+            restore_to(&repo, &id.to_hex(), &out);
+            assert_same_bytes(&out, image);
+        }
+    }
+    let s = stats(&repo).unwrap();
+    assert!(
+        s.chunk_stored_bytes < 12 * MIB,
+        "two 8 MiB disks sharing most content stored {} chunk bytes",
+        s.chunk_stored_bytes
     );
 }
