@@ -16,7 +16,7 @@ use crate::format::{
     OBJECT_HEADER_LEN,
 };
 use crate::index::{ChunkIndex, ChunkLocation};
-use crate::store::{LocalStore, Store};
+use crate::store::{LocalStore, Store, StoreError};
 
 /// Key of the config object.
 pub const CONFIG_KEY: &str = "config";
@@ -222,6 +222,13 @@ impl Repository {
         let bytes = match store.get(CONFIG_KEY) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(Error::NotARepository(location.to_string())),
+            // The location is a file (say, a disk image given in the
+            // repository's place), not a directory holding a repository.
+            Err(StoreError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotADirectory =>
+            {
+                return Err(Error::NotARepository(location.to_string()))
+            }
             Err(e) => return Err(e.into()),
         };
         RepoConfig::decode(&bytes).map_err(|e| Error::format(CONFIG_KEY, e))

@@ -399,8 +399,15 @@ fn not_a_repository() {
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let nowhere = dir.path().join("nowhere");
+    // Arguments swapped: `backup disk.img VAULT` makes the image the vault.
+    let image = dir.path().join("disk.img");
+    std::fs::write(&image, b"not a vault").unwrap();
 
-    for path in [&empty, &nowhere] {
+    let run = Cli::new().run(&["backup".as_ref(), image.as_os_str(), empty.as_os_str()]);
+    run.expect_code(EXIT_NOT_FOUND, "backup with the arguments swapped")
+        .expect_mentions("no diskvault repository at", "says it is no vault");
+
+    for path in [&empty, &nowhere, &image] {
         let run = Cli::new().run(&["points".as_ref(), path.as_os_str()]);
         run.expect_code(EXIT_NOT_FOUND, "points on a directory without a repository")
             .expect_mentions(&path.display().to_string(), "names the path")
@@ -433,4 +440,44 @@ fn unreadable_source_image_is_named_and_nothing_is_recorded() {
         1,
         "a failed backup records no point"
     );
+}
+
+#[test]
+fn damaged_manifest_is_found_without_reading_data() {
+    let v = Vault::new();
+    let repo = open_repo(&v.path);
+    let root = repo.read_point(&v.point).unwrap().disks[0].manifest_root;
+    let at = repo.load_index().unwrap().get(&root).unwrap().offset;
+    flip_byte(&v.pack(), at as u64 + 40);
+
+    let run = v.check(&[]);
+    run.expect_code(EXIT_DAMAGED, "check with a damaged manifest")
+        .expect_mentions("manifest of disk 'disk'", "names the manifest")
+        .expect_mentions(&v.point.short(), "names the point");
+
+    v.restore_latest()
+        .expect_code(EXIT_DAMAGED, "restore with a damaged manifest")
+        .expect_mentions(&root.short(), "names the damaged node");
+    v.assert_no_output();
+}
+
+#[test]
+fn empty_vault_has_no_latest_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = dir.path().join("vault");
+    init_repo(&vault);
+
+    let run = Cli::new().run(&[
+        "restore".as_ref(),
+        vault.as_os_str(),
+        "latest".as_ref(),
+        dir.path().join("out.img").as_os_str(),
+    ]);
+
+    run.expect_code(EXIT_NOT_FOUND, "restore latest from an empty vault")
+        .expect_mentions("no points", "says there are none");
+    Cli::new()
+        .run(&["points".as_ref(), vault.as_os_str()])
+        .expect_ok("points of an empty vault")
+        .expect_mentions("no recovery points", "says there are none");
 }
