@@ -481,3 +481,69 @@ fn empty_vault_has_no_latest_point() {
         .expect_ok("points of an empty vault")
         .expect_mentions("no recovery points", "says there are none");
 }
+
+/// A point whose recorded image hash or size disagrees with its chunks
+/// (as a bug in an old diskvault or a forged point could make): the
+/// restore's final check catches it and no output is left.
+#[test]
+fn restore_verifies_the_whole_image() {
+    let v = Vault::new();
+    let repo = open_repo(&v.path);
+    let mut body = repo.read_point(&v.point).unwrap();
+    body.disks[0].image_hash[0] ^= 1;
+    let wrong_hash = repo.write_point(&body).unwrap();
+    body.disks[0].image_hash[0] ^= 1;
+    body.disks[0].size += 4096;
+    let wrong_size = repo.write_point(&body).unwrap();
+
+    for point in [wrong_hash, wrong_size] {
+        let run = Cli::new().run(&[
+            "restore".as_ref(),
+            v.arg().as_os_str(),
+            point.to_hex().as_ref(),
+            v.out.as_os_str(),
+        ]);
+        run.expect_code(
+            EXIT_DAMAGED,
+            "restore of a point that does not match its data",
+        )
+        .expect_mentions("disk", "names the disk");
+        v.assert_no_output();
+    }
+
+    // The genuine point still restores.
+    Cli::new()
+        .run(&[
+            "restore".as_ref(),
+            v.arg().as_os_str(),
+            v.point.to_hex().as_ref(),
+            v.out.as_os_str(),
+        ])
+        .expect_ok("restore of the genuine point");
+    assert_same_bytes(&v.out, &v.image);
+}
+
+#[test]
+fn damaged_chunk_shared_by_two_points_names_both() {
+    let v = Vault::new();
+    let second = backup_one(&open_repo(&v.path), "disk", &v.image).point;
+    let chunk = v.first_chunk();
+    flip_byte(&v.pack(), 8 + 10);
+
+    let run = v.check(&["--read-data"]);
+
+    run.expect_code(EXIT_DAMAGED, "check --read-data")
+        .expect_mentions(&v.point.short(), "names the first point")
+        .expect_mentions(&second.short(), "names the second point");
+    let report = v.check(&["--read-data", "--json"]).json();
+    let problem = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["object"].as_str().unwrap().contains(&chunk.to_hex()))
+        .unwrap_or_else(|| panic!("no problem names chunk {chunk}: {report}"))
+        .clone();
+    let mut expected = vec![v.point.to_hex(), second.to_hex()];
+    expected.sort();
+    assert_eq!(problem["affected_points"], serde_json::json!(expected));
+}
