@@ -370,6 +370,24 @@ fn restore_over_an_existing_file_needs_force() {
     cli.run(&["restore", &vault, "latest", &s(&out), "--force"])
         .expect_ok("restore --force");
     assert_same_bytes(&out, &desk.image);
+
+    // A directory is no place for one disk, with or without --force, and
+    // the user learns it before the restore runs.
+    let dir = desk.path("restores");
+    std::fs::create_dir(&dir).unwrap();
+    for force in [false, true] {
+        let mut args = vec!["restore", &vault, "latest"];
+        let dir_arg = s(&dir);
+        args.push(&dir_arg);
+        if force {
+            args.push("--force");
+        }
+        cli.run(&args)
+            .expect_code(EXIT_REFUSED, "restore of one disk onto a directory")
+            .expect_mentions("is a directory", "says why");
+        assert!(dir.is_dir());
+        assert!(!desk.path("restores.partial").exists());
+    }
 }
 
 #[test]

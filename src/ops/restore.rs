@@ -113,6 +113,16 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions) -> Result<RestoreReport
                 path.display()
             )));
         }
+        // Checked before --force: a directory cannot be overwritten by a
+        // file, and finding out after the restore would waste it.
+        if path.is_dir() {
+            return Err(Error::InvalidArgument(format!(
+                "{} is a directory; give a file name for disk '{}', e.g. {}",
+                path.display(),
+                disk.name,
+                path.join(format!("{}.img", sanitize(&disk.name))).display()
+            )));
+        }
         if path.exists() && !opts.force {
             return Err(Error::OutputExists(path.clone()));
         }
