@@ -564,3 +564,84 @@ fn tiny_content_defined_chunks_fill_manifest_leaves_early() {
     .unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
 }
+
+/// Log-like text: compressible, but no two chunks alike.
+fn text_image(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Xorshift::new(seed);
+    let mut out = Vec::with_capacity(len + 100);
+    let mut n = 0u64;
+    while out.len() < len {
+        n += 1;
+        let line = format!(
+            "2024-06-01T12:{:02}:{:02} host{} sshd[{}]: Accepted publickey for user{} port {}\n",
+            n / 60 % 60,
+            n % 60,
+            rng.below(4),
+            rng.below(30000),
+            rng.below(50),
+            rng.below(65536)
+        );
+        out.extend_from_slice(line.as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[test]
+fn compressible_data_is_stored_compressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("logs.img");
+    std::fs::write(&image, text_image(4 * MIB as usize, 22)).unwrap();
+    let repo = init_repo(&dir.path().join("vault"));
+
+    let report = backup_one(&repo, "logs", &image);
+
+    let stored = report.totals().stored_bytes;
+    assert!(
+        stored < 4 * MIB / 3,
+        "4 MiB of log text stored {stored} bytes"
+    );
+    let s = stats(&repo).unwrap();
+    assert!(s.compression_ratio > 3.0, "{}", s.compression_ratio);
+    let out = dir.path().join("restored.img");
+    restore_to(&repo, "latest", &out);
+    assert_same_bytes(&out, &image);
+}
+
+#[test]
+fn compression_can_change_between_backups() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("logs.img");
+    let v1 = text_image(2 * MIB as usize, 23);
+    std::fs::write(&image, &v1).unwrap();
+    let repo = init_repo(&dir.path().join("vault"));
+    let first = backup_one(&repo, "logs", &image);
+
+    std::fs::write(&image, text_image(2 * MIB as usize, 24)).unwrap();
+    let second = diskvault::backup(
+        &repo,
+        &diskvault::BackupOptions {
+            disks: vec![diskvault::DiskSource {
+                name: "logs".into(),
+                path: image.clone(),
+            }],
+            compression: Some("none".parse().unwrap()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+
+    assert!(
+        second.totals().stored_bytes > 2 * MIB,
+        "uncompressed chunks are stored as they are: {}",
+        second.totals().stored_bytes
+    );
+    let v1_path = dir.path().join("v1.img");
+    std::fs::write(&v1_path, &v1).unwrap();
+    let out1 = dir.path().join("restored-v1.img");
+    let out2 = dir.path().join("restored-v2.img");
+    restore_to(&repo, &first.point.to_hex(), &out1);
+    restore_to(&repo, &second.point.to_hex(), &out2);
+    assert_same_bytes(&out1, &v1_path);
+    assert_same_bytes(&out2, &image);
+}
