@@ -384,10 +384,17 @@ fn restore_over_an_existing_file_needs_force() {
         }
         cli.run(&args)
             .expect_code(EXIT_REFUSED, "restore of one disk onto a directory")
-            .expect_mentions("is a directory", "says why");
+            .expect_mentions("names a directory", "says why");
         assert!(dir.is_dir());
         assert!(!desk.path("restores.partial").exists());
     }
+    // Nor is a path that ends in '/' (a directory the user meant to create).
+    let new_dir = format!("{}/", s(&desk.path("new-dir")));
+    cli.run(&["restore", &vault, "latest", &new_dir])
+        .expect_code(EXIT_REFUSED, "restore of one disk to 'dir/'")
+        .expect_mentions("names a directory", "says why");
+    assert!(!desk.path("new-dir.partial").exists());
+    assert!(!desk.path("new-dir").exists());
 }
 
 #[test]

@@ -10,6 +10,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
@@ -115,9 +116,9 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions) -> Result<RestoreReport
         }
         // Checked before --force: a directory cannot be overwritten by a
         // file, and finding out after the restore would waste it.
-        if path.is_dir() {
+        if path.is_dir() || path.as_os_str().as_bytes().ends_with(b"/") {
             return Err(Error::InvalidArgument(format!(
-                "{} is a directory; give a file name for disk '{}', e.g. {}",
+                "{} names a directory; give a file name for disk '{}', e.g. {}",
                 path.display(),
                 disk.name,
                 path.join(format!("{}.img", sanitize(&disk.name))).display()
@@ -235,9 +236,12 @@ fn restore_disk(
     match result {
         Ok((written, chunks)) => {
             if !target.is_device {
-                fs::rename(&target.write_path, &target.path).map_err(|source| Error::Output {
-                    path: target.path.clone(),
-                    source,
+                fs::rename(&target.write_path, &target.path).map_err(|source| {
+                    let _ = fs::remove_file(&target.write_path);
+                    Error::Output {
+                        path: target.path.clone(),
+                        source,
+                    }
                 })?;
             }
             Ok(RestoredDisk {
