@@ -160,13 +160,7 @@ fn missing_tool() -> Option<String> {
     for tool in ["mke2fs", "debugfs", "dumpe2fs", "e2fsck", "tar", "python3"] {
         let found = Command::new("bash")
             .args(["-c", &format!("command -v {tool}")])
-            .env(
-                "PATH",
-                format!(
-                    "{}:/usr/sbin:/sbin",
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
+            .env("PATH", path_with_sbin())
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false);
@@ -175,6 +169,43 @@ fn missing_tool() -> Option<String> {
         }
     }
     None
+}
+
+/// Runs `mkimages.sh OUTDIR 256` (v1 and v2 only). The script copies live
+/// system files, so a file changing under it (another process writing a
+/// Python cache, say) can fail one run: try twice before giving up.
+fn make_ext4_images(out: &Path) {
+    let mut failures = String::new();
+    for _attempt in 0..2 {
+        let made = Command::new("bash")
+            .arg(mkimages_script())
+            .arg(out)
+            .arg("256")
+            .env("MAKE_V3", "0")
+            .env("PATH", path_with_sbin())
+            .output()
+            .expect("run mkimages.sh");
+        if made.status.success() {
+            return;
+        }
+        let failure = format!(
+            "mkimages.sh failed ({}):\n{}{}\n",
+            made.status,
+            String::from_utf8_lossy(&made.stdout),
+            String::from_utf8_lossy(&made.stderr)
+        );
+        eprintln!("{failure}");
+        failures.push_str(&failure);
+    }
+    panic!("{failures}");
+}
+
+/// e2fsprogs live in sbin, which a user's PATH may lack.
+fn path_with_sbin() -> String {
+    format!(
+        "{}:/usr/sbin:/sbin",
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 /// Real ext4 images: v2 is v1 after a day of file churn and in-place page
@@ -187,26 +218,7 @@ fn ext4_day_of_churn() {
     }
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("images");
-    let made = Command::new("bash")
-        .arg(mkimages_script())
-        .arg(&images)
-        .arg("256")
-        .env("MAKE_V3", "0")
-        .env(
-            "PATH",
-            format!(
-                "{}:/usr/sbin:/sbin",
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .output()
-        .expect("run mkimages.sh");
-    assert!(
-        made.status.success(),
-        "mkimages.sh failed:\n{}{}",
-        String::from_utf8_lossy(&made.stdout),
-        String::from_utf8_lossy(&made.stderr)
-    );
+    make_ext4_images(&images);
     let v1 = images.join("disk_v1.img");
     let v2 = images.join("disk_v2.img");
     let repo = init_repo(&dir.path().join("vault"));
