@@ -51,6 +51,7 @@ pub mod chunker;
 pub mod crypto;
 mod error;
 pub mod format;
+pub mod imagehash;
 pub mod index;
 pub mod manifest;
 pub mod ops;

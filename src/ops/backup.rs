@@ -30,6 +30,7 @@ use crate::format::index::{IndexBody, IndexRecord, MAX_INDEX_ENTRIES};
 use crate::format::pack::PackEntry;
 use crate::format::point::{DiskRecord, DiskStats, PointBody};
 use crate::format::{ChunkId, PackId, PointId};
+use crate::imagehash::{ImageHasher, Span};
 use crate::index::ChunkIndex;
 use crate::manifest::ManifestBuilder;
 use crate::packer::{read_pack_table, FinishedPack, PackBuilder, DEFAULT_PACK_TARGET};
@@ -349,9 +350,9 @@ impl Session {
                 source,
             })?;
 
-        let consumed = self.consume(item_rx, recycle_tx, tx);
+        let consumed = self.consume(size, item_rx, recycle_tx, tx);
         let read = reader.join();
-        let (image_hash, bytes_read) = match read {
+        let bytes_read = match read {
             Ok(Ok(v)) => v,
             Ok(Err(source)) => {
                 return Err(Error::Source {
@@ -361,13 +362,13 @@ impl Session {
             }
             Err(_) => return Err(Error::InvalidArgument("reader thread panicked".into())),
         };
-        let (root, mut stats, covered) = consumed?;
-        if covered != size {
+        let (root, mut stats, covered, image_hash) = consumed?;
+        let Some(image_hash) = image_hash.filter(|_| covered == size) else {
             return Err(Error::Source {
                 path: disk.path.clone(),
                 source: std::io::Error::other("the image changed size while it was read"),
             });
-        }
+        };
         stats.bytes_read = bytes_read;
         Ok(DiskRecord {
             name: disk.name.clone(),
@@ -380,21 +381,32 @@ impl Session {
 
     fn consume(
         &mut self,
+        size: u64,
         items: Receiver<ReadItem>,
         recycle: SyncSender<Vec<u8>>,
         tx: &SyncSender<FinishedPack>,
-    ) -> Result<(ChunkId, DiskStats, u64)> {
+    ) -> Result<(ChunkId, DiskStats, u64, Option<[u8; 32]>)> {
         let sealer = self.sealer.clone();
         let mut manifest = ManifestBuilder::new(move |bytes: &[u8]| sealer.chunk_id(bytes));
+        let mut hasher = ImageHasher::new(size);
         let mut stats = DiskStats::default();
         for item in items {
             match item {
                 ReadItem::Hole(len) => {
                     stats.zero_bytes += len;
                     manifest.push_zero(len)?;
+                    self.pool.install(|| hasher.update(&[Span::Zero(len)]));
                 }
                 ReadItem::Data { buf, cuts } => {
-                    let results = self.seal_segment(&buf, &cuts);
+                    // Seal the segment's chunks and hash its image blocks at
+                    // the same time, both spread over the pool.
+                    let results = self.pool.install(|| {
+                        rayon::join(
+                            || self.seal_segment(&buf, &cuts),
+                            || hasher.update(&[Span::Data(&buf)]),
+                        )
+                        .0
+                    });
                     let _ = recycle.try_send(buf);
                     for r in results {
                         match r {
@@ -423,7 +435,9 @@ impl Session {
         let covered = manifest.position();
         let root = manifest.finish()?;
         self.store_nodes(&mut manifest, &mut stats, tx)?;
-        Ok((root, stats, covered))
+        // Short input (the image shrank) is reported by the caller.
+        let image_hash = (hasher.position() == size).then(|| hasher.finalize());
+        Ok((root, stats, covered, image_hash))
     }
 
     fn store_nodes<F: Fn(&[u8]) -> ChunkId>(
@@ -457,44 +471,32 @@ impl Session {
         let index = &self.index;
         let claimed = &self.claimed;
         let compression = self.compression;
-        self.pool.install(|| {
-            spans
-                .par_iter()
-                .map(|&(off, len)| {
-                    let data = &buf[off..off + len];
-                    if is_all_zero(data) {
-                        return Sealed::Zero(len);
-                    }
-                    let id = sealer.chunk_id(data);
-                    if !Self::claim(index, claimed, &id) {
-                        return Sealed::Known(id, len);
-                    }
-                    Sealed::New(id, len, sealer.seal(data, &id.0, compression))
-                })
-                .collect()
-        })
+        spans
+            .par_iter()
+            .map(|&(off, len)| {
+                let data = &buf[off..off + len];
+                if is_all_zero(data) {
+                    return Sealed::Zero(len);
+                }
+                let id = sealer.chunk_id(data);
+                if !Self::claim(index, claimed, &id) {
+                    return Sealed::Known(id, len);
+                }
+                Sealed::New(id, len, sealer.seal(data, &id.0, compression))
+            })
+            .collect()
     }
 }
 
-/// The reader thread: walks the data regions in segments, cuts chunks and
-/// hashes the whole image (holes as zeros). Returns the image hash and the
-/// bytes read.
+/// The reader thread: walks the data regions in segments and cuts chunks.
+/// Returns the bytes read.
 fn read_image(
     src: ImageSource,
     regions: Vec<(u64, u64)>,
     chunker: Chunker,
     out: SyncSender<ReadItem>,
     recycled: Receiver<Vec<u8>>,
-) -> std::io::Result<([u8; 32], u64)> {
-    let mut hasher = blake3::Hasher::new();
-    let zeros = vec![0u8; 1 << 20];
-    let hash_zeros = |hasher: &mut blake3::Hasher, mut n: u64| {
-        while n > 0 {
-            let k = n.min(zeros.len() as u64) as usize;
-            hasher.update(&zeros[..k]);
-            n -= k as u64;
-        }
-    };
+) -> std::io::Result<u64> {
     let stopped = || std::io::Error::other("backup stopped");
     let mut pos = 0u64;
     let mut bytes_read = 0u64;
@@ -504,7 +506,6 @@ fn read_image(
         .chain(std::iter::once((src.size(), src.size())));
     for (start, end) in regions_with_end {
         if start > pos {
-            hash_zeros(&mut hasher, start - pos);
             out.send(ReadItem::Hole(start - pos))
                 .map_err(|_| stopped())?;
             pos = start;
@@ -527,7 +528,6 @@ fn read_image(
             carry.clear();
             carry.extend_from_slice(&buf[consumed..]);
             buf.truncate(consumed);
-            hasher.update(&buf);
             pos += consumed as u64;
             if !cuts.is_empty() {
                 out.send(ReadItem::Data { buf, cuts })
@@ -535,5 +535,5 @@ fn read_image(
             }
         }
     }
-    Ok((*hasher.finalize().as_bytes(), bytes_read))
+    Ok(bytes_read)
 }
