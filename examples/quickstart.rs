@@ -71,6 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             output: restored.clone(),
             force: false,
             threads: None,
+            into_existing: false,
         },
     )?;
     let same = std::fs::read(&restored)? == std::fs::read(&day2_image)?;

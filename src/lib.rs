@@ -35,6 +35,7 @@
 //!     output: out.clone(),
 //!     force: false,
 //!     threads: None,
+//!     into_existing: false,
 //! })?;
 //! assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&image).unwrap());
 //! # Ok(()) }

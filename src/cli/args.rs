@@ -98,7 +98,12 @@ pub enum Command {
         /// Point id, unique id prefix, or `latest`.
         point: String,
         /// Output file or block device (a directory when restoring several disks).
-        output: PathBuf,
+        #[arg(required_unless_present = "into")]
+        output: Option<PathBuf>,
+        /// Update an existing older copy of the disk in place instead: only
+        /// the chunks that differ are fetched and written.
+        #[arg(long, value_name = "EXISTING", conflicts_with_all = ["output", "force"])]
+        into: Option<PathBuf>,
         /// Restore only this disk.
         #[arg(long)]
         disk: Option<String>,

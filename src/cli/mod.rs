@@ -230,20 +230,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             repo,
             point,
             output: out,
+            into,
             disk,
             force,
             threads,
             pass,
         } => {
             let r = open(&repo, &pass)?;
+            let into_existing = into.is_some();
             let report = diskvault::restore(
                 &r,
                 &diskvault::RestoreOptions {
                     point,
                     disk,
-                    output: out,
+                    output: into.or(out).unwrap_or_default(),
                     force,
                     threads,
+                    into_existing,
                 },
             )?;
             output::restore(&report);

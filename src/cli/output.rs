@@ -200,13 +200,25 @@ pub fn show(id: &PointId, p: &PointBody, json: bool) {
 pub fn restore(rep: &RestoreReport) {
     let secs = rep.duration.as_secs_f64();
     for d in &rep.disks {
-        println!(
-            "restored disk {} to {} ({}, {} chunks, verified)",
-            d.name,
-            d.path.display(),
-            size(d.size),
-            d.chunks
-        );
+        if d.chunks_reused > 0 {
+            println!(
+                "updated disk {} in {} ({}: {} chunks already correct, {} fetched, {} written, verified)",
+                d.name,
+                d.path.display(),
+                size(d.size),
+                d.chunks_reused,
+                d.chunks_fetched,
+                size(d.bytes_written)
+            );
+        } else {
+            println!(
+                "restored disk {} to {} ({}, {} chunks, verified)",
+                d.name,
+                d.path.display(),
+                size(d.size),
+                d.chunks
+            );
+        }
     }
     let total: u64 = rep.disks.iter().map(|d| d.size).sum();
     println!(

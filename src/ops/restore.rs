@@ -1,12 +1,20 @@
 //! `restore`: rebuild disk images from a recovery point, verifying every
 //! chunk and the whole-image hash.
 //!
-//! The manifest is walked in image order; batches of extents are fetched,
-//! opened and verified in parallel, then a writer thread writes them with
-//! positional writes and feeds the image hash in order, so the output is
-//! never read back. Zero runs become holes. A regular file is written under
-//! a `.partial` name and renamed into place only once its hash matched, so
-//! the output path never holds wrong bytes.
+//! The manifest is walked in image order. Each batch of extents is fetched
+//! with few large reads (chunks stored next to each other in a pack are read
+//! together), opened and verified in parallel, and hashed into the
+//! whole-image hash in parallel; a writer thread meanwhile writes the
+//! previous batch with positional writes, so the output is never read back.
+//! Zero runs become holes. A regular file is written under a `.partial` name
+//! and renamed into place only once its hash matched, so the output path
+//! never holds wrong bytes.
+//!
+//! With [`RestoreOptions::into_existing`], the output is an older copy of
+//! the disk: every extent is first read from it and compared with the
+//! manifest by chunk id, and only the chunks that differ are fetched and
+//! written (reading the local copy is much cheaper than fetching and
+//! decompressing).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -23,15 +31,16 @@ use crate::error::{Error, Result};
 use crate::format::manifest::Extent;
 use crate::format::point::DiskRecord;
 use crate::format::{ChunkId, PointId};
-use crate::index::ChunkIndex;
+use crate::imagehash::{ImageHasher, Span};
+use crate::index::{ChunkIndex, ChunkLocation};
 use crate::manifest::{walk, ManifestEvent};
-use crate::repo::Repository;
+use crate::repo::{pack_key, Repository};
 
 /// Plaintext bytes fetched per parallel batch.
 const BATCH_BYTES: u64 = 16 << 20;
 
 /// What to restore and where.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     /// Recovery point: `latest`, an id or a unique id prefix.
     pub point: String,
@@ -45,6 +54,9 @@ pub struct RestoreOptions {
     pub force: bool,
     /// Worker threads; all cores when `None`.
     pub threads: Option<usize>,
+    /// Update `output`, an existing older copy of the disk, in place: only
+    /// chunks that differ are fetched and written. Needs one disk.
+    pub into_existing: bool,
 }
 
 /// One restored disk.
@@ -55,7 +67,13 @@ pub struct RestoredDisk {
     pub size: u64,
     /// Plaintext bytes written (zero runs are not written to files).
     pub bytes_written: u64,
+    /// Data chunks in the disk's manifest.
     pub chunks: u64,
+    /// Chunks fetched from the repository (all of them, unless restoring
+    /// into an existing copy).
+    pub chunks_fetched: u64,
+    /// Chunks found already correct in the existing copy.
+    pub chunks_reused: u64,
 }
 
 /// The outcome of a restore.
@@ -71,6 +89,9 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions) -> Result<RestoreReport
     let started = Instant::now();
     let point_id = repo.resolve_point(&opts.point)?;
     let point = repo.read_point(&point_id)?;
+    if opts.into_existing {
+        return restore_into(repo, opts, point_id, &point, started);
+    }
     let targets: Vec<(&DiskRecord, PathBuf)> = match &opts.disk {
         Some(name) => {
             let d = point
@@ -128,10 +149,7 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions) -> Result<RestoreReport
             return Err(Error::OutputExists(path.clone()));
         }
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads.unwrap_or(0))
-        .build()
-        .map_err(|e| Error::InvalidArgument(format!("cannot start worker threads: {e}")))?;
+    let pool = worker_pool(opts.threads)?;
     let index = repo.load_index()?;
     let mut disks = Vec::new();
     for (disk, path) in targets {
@@ -140,6 +158,68 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions) -> Result<RestoreReport
     Ok(RestoreReport {
         point: point_id,
         disks,
+        duration: started.elapsed(),
+    })
+}
+
+fn worker_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("cannot start worker threads: {e}")))
+}
+
+/// `restore --into`: update an existing copy of one disk in place.
+fn restore_into(
+    repo: &Repository,
+    opts: &RestoreOptions,
+    point_id: PointId,
+    point: &crate::format::point::PointBody,
+    started: Instant,
+) -> Result<RestoreReport> {
+    let disk = match &opts.disk {
+        Some(name) => point
+            .disks
+            .iter()
+            .find(|d| &d.name == name)
+            .ok_or_else(|| Error::UnknownDisk {
+                point: point_id.short(),
+                disk: name.clone(),
+                available: disk_names(&point.disks),
+            })?,
+        None if point.disks.len() == 1 => &point.disks[0],
+        None => {
+            return Err(Error::DiskRequired {
+                point: point_id.short(),
+                count: point.disks.len(),
+            })
+        }
+    };
+    let meta = fs::metadata(&opts.output).map_err(|source| Error::Output {
+        path: opts.output.clone(),
+        source,
+    })?;
+    if !(meta.is_file() || meta.file_type().is_block_device()) {
+        return Err(Error::InvalidArgument(format!(
+            "{} is not a file or block device to restore into",
+            opts.output.display()
+        )));
+    }
+    let pool = worker_pool(opts.threads)?;
+    let index = repo.load_index()?;
+    let target = open_existing_target(&opts.output, disk.size)?;
+    let (bytes_written, counts) = write_disk(repo, &index, &pool, disk, &target)?;
+    Ok(RestoreReport {
+        point: point_id,
+        disks: vec![RestoredDisk {
+            name: disk.name.clone(),
+            path: opts.output.clone(),
+            size: disk.size,
+            bytes_written,
+            chunks: counts.chunks,
+            chunks_fetched: counts.fetched,
+            chunks_reused: counts.reused,
+        }],
         duration: started.elapsed(),
     })
 }
@@ -165,40 +245,45 @@ fn sanitize(name: &str) -> String {
 /// Where a disk's bytes go.
 struct Target {
     file: File,
-    /// Path written during the restore (differs from `path` for files).
+    /// Path written during the restore (differs from `path` for new files).
     write_path: PathBuf,
     path: PathBuf,
-    /// Block devices get their zero runs written; files get holes.
-    is_device: bool,
+    /// How zero runs are written.
+    zeros: ZeroPolicy,
+    /// Compare with the existing content before writing (restore --into).
+    compare_existing: bool,
+}
+
+/// What a zero run needs in the output.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ZeroPolicy {
+    /// A new sparse file: nothing, it is a hole already.
+    Skip,
+    /// An existing file: punch a hole (or write zeros where that fails).
+    Punch,
+    /// A block device: write zeros.
+    Write,
+}
+
+fn output_error(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
+    move |source| Error::Output {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn device_size(file: &File) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = file;
+    f.seek(SeekFrom::End(0))
 }
 
 fn open_target(path: &Path, size: u64) -> Result<Target> {
-    let out_err = |source: io::Error| Error::Output {
-        path: path.to_path_buf(),
-        source,
-    };
     let is_device = fs::metadata(path)
         .map(|m| m.file_type().is_block_device())
         .unwrap_or(false);
     if is_device {
-        let file = OpenOptions::new().write(true).open(path).map_err(out_err)?;
-        let dev_size = {
-            use std::io::{Seek, SeekFrom};
-            let mut f = &file;
-            f.seek(SeekFrom::End(0)).map_err(out_err)?
-        };
-        if dev_size < size {
-            return Err(Error::InvalidArgument(format!(
-                "{} holds {dev_size} bytes, the disk needs {size}",
-                path.display()
-            )));
-        }
-        return Ok(Target {
-            file,
-            write_path: path.to_path_buf(),
-            path: path.to_path_buf(),
-            is_device,
-        });
+        return open_existing_target(path, size);
     }
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
@@ -208,20 +293,51 @@ fn open_target(path: &Path, size: u64) -> Result<Target> {
         .create(true)
         .truncate(true)
         .open(&write_path)
-        .map_err(out_err)?;
-    file.set_len(size).map_err(out_err)?;
+        .map_err(output_error(path))?;
+    file.set_len(size).map_err(output_error(path))?;
     Ok(Target {
         file,
         write_path,
         path: path.to_path_buf(),
-        is_device,
+        zeros: ZeroPolicy::Skip,
+        compare_existing: false,
     })
 }
 
-/// A batch item: an extent at an image offset, with its bytes once fetched.
-enum Piece {
-    Data(u64, Vec<u8>),
-    Zero(u64, u64),
+/// Opens an existing file or device to be updated in place.
+fn open_existing_target(path: &Path, size: u64) -> Result<Target> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(output_error(path))?;
+    let is_device = file
+        .metadata()
+        .map_err(output_error(path))?
+        .file_type()
+        .is_block_device();
+    if is_device {
+        let dev_size = device_size(&file).map_err(output_error(path))?;
+        if dev_size < size {
+            return Err(Error::InvalidArgument(format!(
+                "{} holds {dev_size} bytes, the disk needs {size}",
+                path.display()
+            )));
+        }
+    } else {
+        file.set_len(size).map_err(output_error(path))?;
+    }
+    Ok(Target {
+        file,
+        write_path: path.to_path_buf(),
+        path: path.to_path_buf(),
+        zeros: if is_device {
+            ZeroPolicy::Write
+        } else {
+            ZeroPolicy::Punch
+        },
+        compare_existing: true,
+    })
 }
 
 fn restore_disk(
@@ -231,11 +347,14 @@ fn restore_disk(
     disk: &DiskRecord,
     path: &Path,
 ) -> Result<RestoredDisk> {
-    let target = open_target(path, disk.size)?;
+    let mut target = open_target(path, disk.size)?;
+    // Writing a fresh copy: comparing with what was there is pointless.
+    target.compare_existing = false;
     let result = write_disk(repo, index, pool, disk, &target);
+    let in_place = target.write_path == target.path;
     match result {
-        Ok((written, chunks)) => {
-            if !target.is_device {
+        Ok((written, counts)) => {
+            if !in_place {
                 fs::rename(&target.write_path, &target.path).map_err(|source| {
                     let _ = fs::remove_file(&target.write_path);
                     Error::Output {
@@ -249,11 +368,13 @@ fn restore_disk(
                 path: target.path,
                 size: disk.size,
                 bytes_written: written,
-                chunks,
+                chunks: counts.chunks,
+                chunks_fetched: counts.fetched,
+                chunks_reused: counts.reused,
             })
         }
         Err(e) => {
-            if !target.is_device {
+            if !in_place {
                 let _ = fs::remove_file(&target.write_path);
             }
             Err(e)
@@ -261,105 +382,96 @@ fn restore_disk(
     }
 }
 
+/// A batch item once resolved: bytes to write (or already in place), or a
+/// zero run.
+enum Piece {
+    Data {
+        offset: u64,
+        bytes: Vec<u8>,
+        write: bool,
+    },
+    Zero {
+        offset: u64,
+        len: u64,
+    },
+}
+
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    chunks: u64,
+    fetched: u64,
+    reused: u64,
+}
+
+/// Largest read that fetches neighbouring chunks of one pack together.
+const MAX_RUN_BYTES: u64 = 1 << 20;
+
 fn write_disk(
     repo: &Repository,
     index: &ChunkIndex,
     pool: &rayon::ThreadPool,
     disk: &DiskRecord,
     target: &Target,
-) -> Result<(u64, u64)> {
+) -> Result<(u64, Counts)> {
     let (tx, rx) = sync_channel::<Vec<Piece>>(1);
     let out_path = target.write_path.clone();
-    let is_device = target.is_device;
-    let file = target.file.try_clone().map_err(|source| Error::Output {
-        path: out_path.clone(),
-        source,
-    })?;
+    let zeros = target.zeros;
+    let file = target.file.try_clone().map_err(output_error(&out_path))?;
     let writer = thread::Builder::new()
         .name("diskvault-write".into())
-        .spawn(move || -> io::Result<([u8; 32], u64)> {
-            let mut hasher = blake3::Hasher::new();
-            let zeros = vec![0u8; 1 << 20];
-            let mut written = 0u64;
-            for batch in rx {
-                for piece in batch {
-                    match piece {
-                        Piece::Data(off, bytes) => {
-                            file.write_all_at(&bytes, off)?;
-                            hasher.update(&bytes);
-                            written += bytes.len() as u64;
-                        }
-                        Piece::Zero(mut off, mut len) => {
-                            while len > 0 {
-                                let k = len.min(zeros.len() as u64) as usize;
-                                hasher.update(&zeros[..k]);
-                                if is_device {
-                                    file.write_all_at(&zeros[..k], off)?;
-                                }
-                                off += k as u64;
-                                len -= k as u64;
-                            }
-                        }
-                    }
-                }
-            }
-            file.sync_all()?;
-            Ok((*hasher.finalize().as_bytes(), written))
-        })
-        .map_err(|source| Error::Output {
-            path: out_path.clone(),
-            source,
-        })?;
+        .spawn(move || write_pieces(file, zeros, rx))
+        .map_err(output_error(&out_path))?;
 
-    let fetch = |batch: Vec<(u64, Extent)>| -> Result<Vec<Piece>> {
-        pool.install(|| {
-            batch
-                .into_par_iter()
-                .map(|(off, e)| match e {
-                    Extent::Zero { length } => Ok(Piece::Zero(off, length)),
-                    Extent::Data { id, length } => {
-                        let bytes = read_indexed_chunk(repo, index, &id)?;
-                        if bytes.len() != length as usize {
-                            return Err(Error::damaged(
-                                format!("chunk {}", id.short()),
-                                "its length differs from the manifest",
-                            ));
-                        }
-                        Ok(Piece::Data(off, bytes))
-                    }
-                })
-                .collect()
-        })
-    };
-
+    let mut hasher = ImageHasher::new(disk.size);
+    let mut counts = Counts::default();
     let mut batch: Vec<(u64, Extent)> = Vec::new();
     let mut batch_bytes = 0u64;
-    let mut chunks = 0u64;
+    let existing = target.compare_existing.then_some(&target.file);
+    let mut run_batch = |batch: Vec<(u64, Extent)>, counts: &mut Counts| -> Result<()> {
+        let pieces = pool.install(|| -> Result<Vec<Piece>> {
+            let pieces = fetch_batch(repo, index, &batch, existing)?;
+            let spans: Vec<Span<'_>> = pieces
+                .iter()
+                .map(|p| match p {
+                    Piece::Data { bytes, .. } => Span::Data(bytes),
+                    Piece::Zero { len, .. } => Span::Zero(*len),
+                })
+                .collect();
+            hasher.update(&spans);
+            Ok(pieces)
+        })?;
+        for p in &pieces {
+            if let Piece::Data { write, .. } = p {
+                counts.chunks += 1;
+                if *write {
+                    counts.fetched += 1;
+                } else {
+                    counts.reused += 1;
+                }
+            }
+        }
+        tx.send(pieces).map_err(|_| writer_gone())
+    };
     let mut load = |id: &ChunkId| read_indexed_chunk(repo, index, id);
     let walked = walk(&disk.manifest_root, disk.size, &mut load, &mut |ev| {
         if let ManifestEvent::Extent { offset, extent } = ev {
             if let Extent::Data { .. } = extent {
-                chunks += 1;
                 batch_bytes += extent.len();
             }
             batch.push((offset, *extent));
             if batch_bytes >= BATCH_BYTES || batch.len() >= 4096 {
-                let pieces = fetch(std::mem::take(&mut batch))?;
                 batch_bytes = 0;
-                tx.send(pieces).map_err(|_| writer_gone())?;
+                run_batch(std::mem::take(&mut batch), &mut counts)?;
             }
         }
         Ok(())
     });
-    let last = walked.and_then(|_| {
-        let pieces = fetch(std::mem::take(&mut batch))?;
-        tx.send(pieces).map_err(|_| writer_gone())
-    });
+    let last = walked.and_then(|_| run_batch(std::mem::take(&mut batch), &mut counts));
     drop(tx);
     let written = writer
         .join()
         .map_err(|_| Error::InvalidArgument("writer thread panicked".into()))?;
-    let (hash, bytes) = match (last, written) {
+    let bytes = match (last, written) {
         // A failed writer explains why sending to it failed: report it first.
         (_, Err(source)) => {
             return Err(Error::Output {
@@ -370,6 +482,13 @@ fn write_disk(
         (Err(e), _) => return Err(e),
         (Ok(()), Ok(v)) => v,
     };
+    if hasher.position() != disk.size {
+        return Err(Error::damaged(
+            format!("manifest of disk '{}'", disk.name),
+            "it does not cover the whole disk",
+        ));
+    }
+    let hash = hasher.finalize();
     if hash != disk.image_hash {
         return Err(Error::VerificationFailed {
             disk: disk.name.clone(),
@@ -380,7 +499,196 @@ fn write_disk(
             ),
         });
     }
-    Ok((bytes, chunks))
+    Ok((bytes, counts))
+}
+
+/// The writer thread: positional writes in arrival order; returns the bytes
+/// written after making them durable.
+fn write_pieces(
+    file: File,
+    zeros: ZeroPolicy,
+    rx: std::sync::mpsc::Receiver<Vec<Piece>>,
+) -> io::Result<u64> {
+    let zero_buf = vec![0u8; 1 << 20];
+    let mut written = 0u64;
+    for batch in rx {
+        for piece in batch {
+            match piece {
+                Piece::Data {
+                    offset,
+                    bytes,
+                    write: true,
+                } => {
+                    file.write_all_at(&bytes, offset)?;
+                    written += bytes.len() as u64;
+                }
+                Piece::Data { write: false, .. } => {}
+                Piece::Zero { offset, len } => match zeros {
+                    ZeroPolicy::Skip => {}
+                    ZeroPolicy::Punch if punch_hole(&file, offset, len).is_ok() => {}
+                    ZeroPolicy::Punch | ZeroPolicy::Write => {
+                        let (mut off, mut left) = (offset, len);
+                        while left > 0 {
+                            let k = left.min(zero_buf.len() as u64) as usize;
+                            file.write_all_at(&zero_buf[..k], off)?;
+                            off += k as u64;
+                            left -= k as u64;
+                        }
+                    }
+                },
+            }
+        }
+    }
+    file.sync_all()?;
+    Ok(written)
+}
+
+/// Deallocates a range of a file, which then reads as zeros.
+fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: fallocate on a valid descriptor has no memory effects.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One read of neighbouring chunks in a pack: `(pack, start, length)` and
+/// the batch positions of the chunks it holds.
+struct Run {
+    pack: u32,
+    start: u64,
+    end: u64,
+    members: Vec<(usize, ChunkLocation)>,
+}
+
+/// Resolves a batch of extents into pieces, in parallel: in `--into` mode
+/// chunks already present in `existing` are kept; the others are read from
+/// packs in coalesced runs and opened.
+fn fetch_batch(
+    repo: &Repository,
+    index: &ChunkIndex,
+    batch: &[(u64, Extent)],
+    existing: Option<&File>,
+) -> Result<Vec<Piece>> {
+    // Which data extents must come from the repository.
+    let reused: Vec<Option<Vec<u8>>> = match existing {
+        Some(file) => batch
+            .par_iter()
+            .map(|(offset, e)| match e {
+                Extent::Data { id, length } => {
+                    let mut buf = vec![0u8; *length as usize];
+                    let same = file.read_exact_at(&mut buf, *offset).is_ok()
+                        && repo.sealer().chunk_id(&buf) == *id;
+                    same.then_some(buf)
+                }
+                Extent::Zero { .. } => None,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let is_reused = |i: usize| reused.get(i).is_some_and(|r| r.is_some());
+
+    // Group the chunks to fetch into runs of neighbouring bytes in a pack.
+    let mut wanted: Vec<(usize, ChunkLocation)> = Vec::new();
+    for (i, (_, e)) in batch.iter().enumerate() {
+        if let Extent::Data { id, .. } = e {
+            if !is_reused(i) {
+                let loc = index
+                    .get(id)
+                    .ok_or_else(|| Error::MissingChunk { chunk: id.to_hex() })?;
+                wanted.push((i, loc));
+            }
+        }
+    }
+    wanted.sort_by_key(|(_, l)| (l.pack, l.offset));
+    let mut runs: Vec<Run> = Vec::new();
+    for (i, loc) in wanted {
+        let (start, end) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
+        match runs.last_mut() {
+            Some(r) if r.pack == loc.pack && r.end == start && end - r.start <= MAX_RUN_BYTES => {
+                r.end = end;
+                r.members.push((i, loc));
+            }
+            _ => runs.push(Run {
+                pack: loc.pack,
+                start,
+                end,
+                members: vec![(i, loc)],
+            }),
+        }
+    }
+
+    // Read the runs and open their chunks in parallel.
+    let opened: Vec<Vec<(usize, Vec<u8>)>> = runs
+        .par_iter()
+        .map(|run| -> Result<Vec<(usize, Vec<u8>)>> {
+            let pack = index.pack_id(run.pack);
+            let key = pack_key(&pack);
+            let bytes = repo
+                .store()
+                .get_range(&key, run.start, (run.end - run.start) as usize)?;
+            run.members
+                .par_iter()
+                .map(|&(i, loc)| {
+                    let Extent::Data { id, length } = batch[i].1 else {
+                        unreachable!("runs hold data extents only")
+                    };
+                    let at = (loc.offset as u64 - run.start) as usize;
+                    let sealed = &bytes[at..at + loc.length as usize];
+                    let plain = repo
+                        .sealer()
+                        .open_chunk_for_restore(sealed, &id, repo.max_chunk_plain())
+                        .map_err(|e| {
+                            Error::damaged(format!("chunk {} in {}", id.to_hex(), key), e)
+                        })?;
+                    if plain.len() != length as usize {
+                        return Err(Error::damaged(
+                            format!("chunk {}", id.to_hex()),
+                            "its length differs from the manifest",
+                        ));
+                    }
+                    Ok((i, plain))
+                })
+                .collect()
+        })
+        .collect::<Result<_>>()?;
+
+    let mut slots: Vec<Option<Vec<u8>>> = reused;
+    slots.resize(batch.len(), None);
+    let mut fetched = vec![false; batch.len()];
+    for (i, plain) in opened.into_iter().flatten() {
+        slots[i] = Some(plain);
+        fetched[i] = true;
+    }
+    batch
+        .iter()
+        .zip(slots)
+        .zip(fetched)
+        .map(|(((offset, e), slot), fetched)| match e {
+            Extent::Zero { length } => Ok(Piece::Zero {
+                offset: *offset,
+                len: *length,
+            }),
+            Extent::Data { id, .. } => {
+                let bytes = slot.ok_or_else(|| Error::MissingChunk { chunk: id.to_hex() })?;
+                Ok(Piece::Data {
+                    offset: *offset,
+                    bytes,
+                    write: fetched,
+                })
+            }
+        })
+        .collect()
 }
 
 fn writer_gone() -> Error {
