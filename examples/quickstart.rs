@@ -71,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             output: restored.clone(),
             force: false,
             threads: None,
-            into_existing: false,
+            ..Default::default()
         },
     )?;
     let same = std::fs::read(&restored)? == std::fs::read(&day2_image)?;

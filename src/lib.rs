@@ -35,7 +35,7 @@
 //!     output: out.clone(),
 //!     force: false,
 //!     threads: None,
-//!     into_existing: false,
+//!     ..Default::default()
 //! })?;
 //! assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&image).unwrap());
 //! # Ok(()) }
@@ -57,6 +57,7 @@ pub mod index;
 pub mod manifest;
 pub mod ops;
 pub mod packer;
+mod progress;
 mod repo;
 pub mod source;
 pub mod store;
@@ -70,4 +71,5 @@ pub use ops::backup::{backup, BackupOptions, BackupReport, DiskSource};
 pub use ops::check::{check, CheckOptions, CheckReport, Problem};
 pub use ops::restore::{restore, RestoreOptions, RestoreReport, RestoredDisk};
 pub use ops::stats::{stats, RepoStats};
+pub use progress::Progress;
 pub use repo::{InitOptions, KeyInfo, Repository};

@@ -44,7 +44,7 @@ fn golden_v1_repository_restores_byte_for_byte() {
                 output: path.clone(),
                 force: false,
                 threads: Some(2),
-                into_existing: false,
+                ..Default::default()
             },
         )
         .unwrap_or_else(|e| panic!("restoring {label} {disk}: {e}"));

@@ -197,6 +197,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 })
                 .collect();
             let r = open(&repo, &pass)?;
+            let bar = output::Bar::new("backup");
             let report = diskvault::backup(
                 &r,
                 &diskvault::BackupOptions {
@@ -205,9 +206,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     host,
                     compression,
                     threads,
+                    progress: bar.progress(),
                 },
-            )?;
-            output::backup(&report, json);
+            );
+            bar.finish();
+            output::backup(&report?, json);
             Ok(exit::OK)
         }
         Command::Points { repo, json, pass } => {
@@ -238,6 +241,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let r = open(&repo, &pass)?;
             let into_existing = into.is_some();
+            let bar = output::Bar::new("restore");
             let report = diskvault::restore(
                 &r,
                 &diskvault::RestoreOptions {
@@ -247,9 +251,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     force,
                     threads,
                     into_existing,
+                    progress: bar.progress(),
                 },
-            )?;
-            output::restore(&report);
+            );
+            bar.finish();
+            output::restore(&report?);
             Ok(exit::OK)
         }
         Command::Check {

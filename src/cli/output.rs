@@ -4,6 +4,43 @@ use diskvault::{
     BackupReport, CheckReport, KeyInfo, PointBody, PointId, RepoStats, Repository, RestoreReport,
 };
 use serde_json::json;
+use std::io::IsTerminal;
+
+/// A progress bar on standard error, shown only when it is a terminal (so
+/// scripts and logs get clean output).
+pub struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    pub fn new(what: &str) -> Bar {
+        if !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_prefix(what.to_string());
+        Bar(Some(bar))
+    }
+
+    /// The library callback that moves this bar.
+    pub fn progress(&self) -> Option<diskvault::Progress> {
+        let bar = self.0.clone()?;
+        Some(diskvault::Progress::new(move |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        }))
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
 
 /// `1.5 GiB`-style sizes.
 pub fn size(bytes: u64) -> String {

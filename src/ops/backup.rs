@@ -34,6 +34,7 @@ use crate::imagehash::{ImageHasher, Span};
 use crate::index::ChunkIndex;
 use crate::manifest::ManifestBuilder;
 use crate::packer::{read_pack_table, FinishedPack, PackBuilder, DEFAULT_PACK_TARGET};
+use crate::progress::{Progress, Tracker};
 use crate::repo::{host_name, now_unix, pack_key, Repository};
 use crate::source::ImageSource;
 
@@ -62,6 +63,8 @@ pub struct BackupOptions {
     pub compression: Option<CompressionSetting>,
     /// Worker threads; all cores when `None`.
     pub threads: Option<usize>,
+    /// Told the bytes of image processed so far, across all disks.
+    pub progress: Option<Progress>,
 }
 
 /// The outcome of a backup.
@@ -150,6 +153,10 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         pack: PackBuilder::new(DEFAULT_PACK_TARGET),
         new_records,
         pool,
+        tracker: Tracker::new(
+            opts.progress.clone(),
+            sources.iter().map(ImageSource::size).sum(),
+        ),
     };
 
     let (pack_tx, pack_rx) = sync_channel::<FinishedPack>(1);
@@ -291,6 +298,7 @@ struct Session {
     pack: PackBuilder,
     new_records: Vec<(PackId, PackEntry)>,
     pool: rayon::ThreadPool,
+    tracker: Tracker,
 }
 
 impl Session {
@@ -393,11 +401,13 @@ impl Session {
         for item in items {
             match item {
                 ReadItem::Hole(len) => {
+                    self.tracker.advance(len);
                     stats.zero_bytes += len;
                     manifest.push_zero(len)?;
                     self.pool.install(|| hasher.update(&[Span::Zero(len)]));
                 }
                 ReadItem::Data { buf, cuts } => {
+                    self.tracker.advance(buf.len() as u64);
                     // Seal the segment's chunks and hash its image blocks at
                     // the same time, both spread over the pool.
                     let results = self.pool.install(|| {

@@ -34,6 +34,7 @@ use crate::format::{ChunkId, PointId};
 use crate::imagehash::{ImageHasher, Span};
 use crate::index::{ChunkIndex, ChunkLocation};
 use crate::manifest::{walk, ManifestEvent};
+use crate::progress::{Progress, Tracker};
 use crate::repo::{pack_key, Repository};
 
 /// Plaintext bytes fetched per parallel batch.
@@ -57,6 +58,8 @@ pub struct RestoreOptions {
     /// Update `output`, an existing older copy of the disk, in place: only
     /// chunks that differ are fetched and written. Needs one disk.
     pub into_existing: bool,
+    /// Told the bytes of image restored so far, across all disks.
+    pub progress: Option<Progress>,
 }
 
 /// One restored disk.
@@ -151,9 +154,20 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions) -> Result<RestoreReport
     }
     let pool = worker_pool(opts.threads)?;
     let index = repo.load_index()?;
+    let mut tracker = Tracker::new(
+        opts.progress.clone(),
+        targets.iter().map(|(d, _)| d.size).sum(),
+    );
     let mut disks = Vec::new();
     for (disk, path) in targets {
-        disks.push(restore_disk(repo, &index, &pool, disk, &path)?);
+        disks.push(restore_disk(
+            repo,
+            &index,
+            &pool,
+            disk,
+            &path,
+            &mut tracker,
+        )?);
     }
     Ok(RestoreReport {
         point: point_id,
@@ -208,7 +222,8 @@ fn restore_into(
     let pool = worker_pool(opts.threads)?;
     let index = repo.load_index()?;
     let target = open_existing_target(&opts.output, disk.size)?;
-    let (bytes_written, counts) = write_disk(repo, &index, &pool, disk, &target)?;
+    let mut tracker = Tracker::new(opts.progress.clone(), disk.size);
+    let (bytes_written, counts) = write_disk(repo, &index, &pool, disk, &target, &mut tracker)?;
     Ok(RestoreReport {
         point: point_id,
         disks: vec![RestoredDisk {
@@ -346,11 +361,12 @@ fn restore_disk(
     pool: &rayon::ThreadPool,
     disk: &DiskRecord,
     path: &Path,
+    tracker: &mut Tracker,
 ) -> Result<RestoredDisk> {
     let mut target = open_target(path, disk.size)?;
     // Writing a fresh copy: comparing with what was there is pointless.
     target.compare_existing = false;
-    let result = write_disk(repo, index, pool, disk, &target);
+    let result = write_disk(repo, index, pool, disk, &target, tracker);
     let in_place = target.write_path == target.path;
     match result {
         Ok((written, counts)) => {
@@ -412,6 +428,7 @@ fn write_disk(
     pool: &rayon::ThreadPool,
     disk: &DiskRecord,
     target: &Target,
+    tracker: &mut Tracker,
 ) -> Result<(u64, Counts)> {
     let (tx, rx) = sync_channel::<Vec<Piece>>(1);
     let out_path = target.write_path.clone();
@@ -441,6 +458,10 @@ fn write_disk(
             Ok(pieces)
         })?;
         for p in &pieces {
+            tracker.advance(match p {
+                Piece::Data { bytes, .. } => bytes.len() as u64,
+                Piece::Zero { len, .. } => *len,
+            });
             if let Piece::Data { write, .. } = p {
                 counts.chunks += 1;
                 if *write {

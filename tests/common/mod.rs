@@ -181,7 +181,7 @@ pub fn restore_opts(point: &str, output: &Path) -> RestoreOptions {
         output: output.to_path_buf(),
         force: false,
         threads: None,
-        into_existing: false,
+        ..Default::default()
     }
 }
 
