@@ -41,8 +41,8 @@ pub enum Command {
         /// Chunking: fixed (16K, the default), fixed:SIZE, fastcdc (4K/16K/64K) or fastcdc:MIN/AVG/MAX.
         #[arg(long, default_value = "fixed")]
         chunker: ChunkerParams,
-        /// Default compression of new chunks: zstd:LEVEL or none.
-        #[arg(long, default_value = "zstd:3")]
+        /// Default compression of new chunks: zstd:LEVEL (-7..=22) or none.
+        #[arg(long, default_value = "zstd:1")]
         compression: CompressionSetting,
         #[command(flatten)]
         pass: PassArgs,
