@@ -113,9 +113,15 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
     }
     let mut names = HashSet::new();
     for d in &opts.disks {
-        if d.name.is_empty() || !names.insert(d.name.as_str()) {
+        if d.name.is_empty() {
             return Err(Error::InvalidArgument(format!(
-                "disk names must be unique and non-empty ('{}')",
+                "the disk from {} has an empty name; name it with --disk",
+                d.path.display()
+            )));
+        }
+        if !names.insert(d.name.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "two disks are named '{}' (disk names default to the image's file name); give each image its own name with --disk, in order",
                 d.name
             )));
         }
