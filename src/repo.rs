@@ -109,14 +109,46 @@ fn user_name() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Empties `dir` if it holds nothing but the leftovers of an interrupted
+/// `init`: files under `keys/` and `tmp/`, and no `config`. Anything else
+/// makes it a directory that is not ours to reuse.
+fn remove_interrupted_init(dir: &Path) -> Result<()> {
+    let refuse = || Error::AlreadyExists(dir.display().to_string());
+    let mut leftovers = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|_| refuse())? {
+        let entry = entry.map_err(|_| refuse())?;
+        let name = entry.file_name();
+        if !(name == "keys" || name == "tmp") || !entry.path().is_dir() {
+            return Err(refuse());
+        }
+        for file in std::fs::read_dir(entry.path()).map_err(|_| refuse())? {
+            let file = file.map_err(|_| refuse())?;
+            if !file.file_type().map_err(|_| refuse())?.is_file() {
+                return Err(refuse());
+            }
+            leftovers.push(file.path());
+        }
+    }
+    // The key files wrap a master key of a repository that never came to
+    // exist (its config was never written): nothing can be lost by
+    // removing them, and left behind they would be listed as keys of the
+    // new repository.
+    for file in leftovers {
+        std::fs::remove_file(&file).map_err(|e| StoreError::io(&file.display().to_string(), e))?;
+    }
+    Ok(())
+}
+
 impl Repository {
     /// Creates a repository in the directory `path`, which must not exist or
     /// be empty. `passphrase` is required for an encrypted repository.
+    ///
+    /// A directory holding only what an interrupted `init` leaves (key
+    /// files and temporary files, but no `config`) is no repository: those
+    /// leftovers are removed and the repository is created anew.
     pub fn init(path: &Path, passphrase: Option<&[u8]>, opts: &InitOptions) -> Result<Repository> {
-        if let Ok(mut rd) = std::fs::read_dir(path) {
-            if rd.next().is_some() {
-                return Err(Error::AlreadyExists(path.display().to_string()));
-            }
+        if std::fs::read_dir(path).is_ok() {
+            remove_interrupted_init(path)?;
         } else if path.exists() {
             return Err(Error::AlreadyExists(path.display().to_string()));
         }

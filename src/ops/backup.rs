@@ -146,8 +146,8 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         .map_err(|e| Error::InvalidArgument(format!("cannot start worker threads: {e}")))?;
 
     let mut index = repo.load_index()?;
-    let mut new_records: Vec<(PackId, PackEntry)> = Vec::new();
-    let recovered_packs = recover_orphan_packs(repo, &mut index, &mut new_records)?;
+    let mut recovered: Vec<(PackId, PackEntry)> = Vec::new();
+    let recovered_packs = recover_orphan_packs(repo, &mut index, &mut recovered)?;
     index.finish();
 
     let mut session = Session {
@@ -157,7 +157,6 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         compression: opts.compression.unwrap_or(repo.config().compression),
         chunker: Chunker::new(repo.config().chunker),
         pack: PackBuilder::new(DEFAULT_PACK_TARGET),
-        new_records,
         pool,
         tracker: Tracker::new(
             opts.progress.clone(),
@@ -165,45 +164,36 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         ),
     };
 
-    let (pack_tx, pack_rx) = sync_channel::<FinishedPack>(1);
-    let store = repo.store().clone();
-    let writer = thread::Builder::new()
-        .name("diskvault-packs".into())
-        .spawn(move || -> Result<()> {
-            for p in pack_rx {
-                store.put(&pack_key(&p.id), &p.bytes)?;
-            }
-            Ok(())
-        })
-        .map_err(|e| Error::InvalidArgument(format!("cannot start a thread: {e}")))?;
-
-    let mut disks = Vec::new();
-    let mut result = Ok(());
-    for (src, d) in sources.into_iter().zip(&opts.disks) {
-        match session.backup_disk(src, d, &pack_tx) {
-            Ok(rec) => disks.push(rec),
-            Err(e) => {
-                result = Err(e);
-                break;
+    let disks = thread::scope(|scope| -> Result<Vec<DiskRecord>> {
+        let (pack_tx, pack_rx) = sync_channel::<FinishedPack>(1);
+        let writer = thread::Builder::new()
+            .name("diskvault-packs".into())
+            .spawn_scoped(scope, || store_packs(repo, pack_rx, recovered))
+            .map_err(|e| Error::InvalidArgument(format!("cannot start a thread: {e}")))?;
+        let mut disks = Vec::new();
+        let mut result = Ok(());
+        for (src, d) in sources.into_iter().zip(&opts.disks) {
+            match session.backup_disk(src, d, &pack_tx) {
+                Ok(rec) => disks.push(rec),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
         }
-    }
-    if result.is_ok() && !session.pack.is_empty() {
-        let pack = std::mem::replace(&mut session.pack, PackBuilder::new(DEFAULT_PACK_TARGET));
-        result = session.send_pack(pack, &pack_tx);
-    }
-    drop(pack_tx);
-    let written = writer
-        .join()
-        .unwrap_or_else(|_| Err(Error::InvalidArgument("pack writer thread panicked".into())));
-    // A writer failure explains a send failure, so report it first.
-    written?;
-    result?;
-
-    // Packs are durable before the index that lists them.
-    repo.store().barrier()?;
-    write_index_files(repo, &session.new_records)?;
-    repo.store().barrier()?;
+        if result.is_ok() && !session.pack.is_empty() {
+            let pack = std::mem::replace(&mut session.pack, PackBuilder::new(DEFAULT_PACK_TARGET));
+            result = session.send_pack(pack, &pack_tx);
+        }
+        drop(pack_tx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(Error::InvalidArgument("pack writer thread panicked".into())));
+        // A writer failure explains a send failure, so report it first.
+        written?;
+        result?;
+        Ok(disks)
+    })?;
 
     let body = PointBody {
         time_secs,
@@ -257,7 +247,48 @@ fn recover_orphan_packs(
     Ok(recovered)
 }
 
-fn write_index_files(repo: &Repository, records: &[(PackId, PackEntry)]) -> Result<()> {
+/// Index entries written per index file during a backup: bounds the memory
+/// a long first backup holds for its new chunks, and lets an interrupted
+/// backup leave most of its work indexed.
+const INDEX_FLUSH_ENTRIES: usize = 64 << 10;
+
+/// The pack writer thread: stores finished packs, and writes index files for
+/// them (and for recovered orphan packs) once the packs are durable. Returns
+/// after the last index file is durable.
+fn store_packs(
+    repo: &Repository,
+    packs: Receiver<FinishedPack>,
+    recovered: Vec<(PackId, PackEntry)>,
+) -> Result<()> {
+    let store = repo.store();
+    // Orphan packs were renamed into place by a process that may have died
+    // before making the renames durable.
+    let mut seen = HashSet::new();
+    for (pack, _) in &recovered {
+        if seen.insert(*pack) {
+            store.ensure_durable(&pack_key(pack))?;
+        }
+    }
+    let mut pending = recovered;
+    for p in packs {
+        store.put(&pack_key(&p.id), &p.bytes)?;
+        pending.extend(p.entries.iter().map(|e| (p.id, *e)));
+        if pending.len() >= INDEX_FLUSH_ENTRIES {
+            flush_index(repo, &mut pending)?;
+        }
+    }
+    flush_index(repo, &mut pending)?;
+    store.barrier()?;
+    Ok(())
+}
+
+/// Makes the packs durable, then writes an index file for `records`.
+fn flush_index(repo: &Repository, records: &mut Vec<(PackId, PackEntry)>) -> Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    // Packs are durable before the index that lists them.
+    repo.store().barrier()?;
     for group in records.chunks(MAX_INDEX_ENTRIES) {
         let mut body = IndexBody::default();
         let mut numbers = std::collections::HashMap::new();
@@ -276,6 +307,7 @@ fn write_index_files(repo: &Repository, records: &[(PackId, PackEntry)]) -> Resu
         }
         repo.write_index_file(&body)?;
     }
+    records.clear();
     Ok(())
 }
 
@@ -302,7 +334,6 @@ struct Session {
     compression: CompressionSetting,
     chunker: Chunker,
     pack: PackBuilder,
-    new_records: Vec<(PackId, PackEntry)>,
     pool: rayon::ThreadPool,
     tracker: Tracker,
 }
@@ -310,9 +341,6 @@ struct Session {
 impl Session {
     fn send_pack(&mut self, pack: PackBuilder, tx: &SyncSender<FinishedPack>) -> Result<()> {
         let finished = pack.finish(&self.sealer);
-        for e in &finished.entries {
-            self.new_records.push((finished.id, *e));
-        }
         tx.send(finished)
             .map_err(|_| Error::InvalidArgument("pack writer stopped".into()))
     }

@@ -665,7 +665,9 @@ fn fetch_batch(
                         unreachable!("runs hold data extents only")
                     };
                     let at = (loc.offset as u64 - run.start) as usize;
-                    let sealed = &bytes[at..at + loc.length as usize];
+                    let sealed = bytes.get(at..at + loc.length as usize).ok_or_else(|| {
+                        Error::damaged(&key, "the store returned fewer bytes than asked for")
+                    })?;
                     let plain = repo
                         .sealer()
                         .open_chunk_for_restore(sealed, &id, repo.max_chunk_plain())

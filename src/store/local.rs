@@ -181,6 +181,21 @@ impl Store for LocalStore {
         }
     }
 
+    fn ensure_durable(&self, key: &str) -> Result<(), StoreError> {
+        let p = self.path(key);
+        // The file itself was fsynced before its rename; its directory entry
+        // (and the directories above it) may not be.
+        let mut dir = p.parent();
+        while let Some(d) = dir {
+            self.mark_dirty(d.to_path_buf());
+            if d == self.root {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+
     fn barrier(&self) -> Result<(), StoreError> {
         let dirs: Vec<PathBuf> = self
             .dirty_dirs

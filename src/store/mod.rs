@@ -8,8 +8,10 @@
 //!   makes every earlier `put` durable before returning. Writers call it
 //!   between the stages whose order matters (packs, then index, then points).
 
+pub mod faulty;
 mod local;
 
+pub use faulty::{Fault, FaultyStore, OpCounts, OpKind};
 pub use local::LocalStore;
 
 use std::io;
@@ -77,4 +79,10 @@ pub trait Store: Send + Sync {
     fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Makes every earlier `put` and `delete` durable.
     fn barrier(&self) -> Result<(), StoreError>;
+    /// Makes an object written by another process (which may have died
+    /// before its own barrier) durable at the next [`Store::barrier`].
+    fn ensure_durable(&self, key: &str) -> Result<(), StoreError> {
+        let _ = key;
+        Ok(())
+    }
 }

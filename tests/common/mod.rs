@@ -346,3 +346,31 @@ impl Cli {
         Run::from_output(&shown, out)
     }
 }
+
+/// A temporary directory in memory (`/dev/shm`) when the machine has one,
+/// for tests that copy or rewrite whole vaults many times. What they test
+/// does not depend on durability (a killed process loses nothing the
+/// kernel accepted), and tmpfs keeps them fast.
+pub fn scratch_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().expect("create a temporary directory")
+}
+
+/// Copies the directory tree `from` (a vault, say) to `to`, replacing
+/// whatever was there.
+pub fn copy_dir(from: &Path, to: &Path) {
+    if to.exists() {
+        std::fs::remove_dir_all(to).expect("remove the old copy");
+    }
+    std::fs::create_dir_all(to).expect("create the copy");
+    for rel in files_under(from) {
+        let dest = to.join(&rel);
+        std::fs::create_dir_all(dest.parent().expect("a parent")).expect("create directories");
+        std::fs::copy(from.join(&rel), dest).expect("copy a file");
+    }
+}
