@@ -13,6 +13,7 @@ pub mod keyfile;
 pub mod manifest;
 pub mod pack;
 pub mod point;
+pub mod replica;
 
 pub use id::{ChunkId, IndexId, KeyId, PackId, PointId};
 
