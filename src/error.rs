@@ -75,6 +75,12 @@ pub enum Error {
     },
     #[error("restored disk '{disk}' does not match the recovery point: {reason}; the output is not a faithful copy")]
     VerificationFailed { disk: String, reason: String },
+    #[error("{destination} cannot hold chunks of {source_repo}: {reason}; a replica must be created by 'diskvault sync' into a new or empty directory")]
+    IncompatibleRepositories {
+        source_repo: String,
+        destination: String,
+        reason: String,
+    },
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0}")]
@@ -100,6 +106,7 @@ impl Error {
             | Error::AmbiguousPoint { .. }
             | Error::DiskRequired { .. }
             | Error::OutputExists(_)
+            | Error::IncompatibleRepositories { .. }
             | Error::InvalidArgument(_)
             | Error::KeyManagement(_) => ErrorCategory::Refused,
             Error::Store(StoreError::NotFound { .. }) => ErrorCategory::Damaged,

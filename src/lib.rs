@@ -41,10 +41,23 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Replication
+//! [`sync`] copies the objects another repository lacks, verbatim and still
+//! encrypted, so it needs no key; a missing or empty destination becomes a
+//! *replica* (same config and key files). [`replica_status`] shows how far
+//! a replica lags, [`repair`] mends a damaged repository from its replica,
+//! and [`RestoreOptions::fallback`] lets a restore read what the repository
+//! lacks from one.
+//!
 //! ## Concurrency
 //! Objects are immutable and named by their content, so backups may run
-//! beside each other and beside restores and checks. There is no operation
-//! yet that deletes data (prune will take a lock when it arrives).
+//! beside each other and beside restores, checks and syncs (a sync lists
+//! the source's points before its index files and packs, so it never copies
+//! a point ahead of its chunks). Only [`repair`] deletes anything: it
+//! rewrites index files and removes damaged packs, keeping every chunk
+//! indexed in an intact pack at every instant, so a backup beside it stays
+//! correct, while a restore that started before it may fail on a removed
+//! pack and need running again. Run one repair of a repository at a time.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
@@ -66,10 +79,14 @@ pub use crypto::KdfCost;
 pub use error::{Error, ErrorCategory, Result};
 pub use format::config::{ChunkerParams, CompressionSetting, Encryption, RepoConfig};
 pub use format::point::{DiskRecord, DiskStats, PointBody};
+pub use format::replica::ReplicaMarker;
 pub use format::{ChunkId, IndexId, KeyId, PackId, PointId};
 pub use ops::backup::{backup, BackupOptions, BackupReport, DiskSource};
 pub use ops::check::{check, CheckOptions, CheckReport, Problem};
+pub use ops::repair::{repair, RepairOptions, RepairReport};
+pub use ops::replica::{replica_status, ReplicaStatus, RepoLocation};
 pub use ops::restore::{restore, RestoreOptions, RestoreReport, RestoredDisk};
 pub use ops::stats::{stats, RepoStats};
+pub use ops::sync::{sync, sync_with_key, ObjectTally, SyncOptions, SyncReport};
 pub use progress::Progress;
 pub use repo::{InitOptions, KeyInfo, Repository};

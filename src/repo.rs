@@ -21,6 +21,9 @@ use crate::store::{LocalStore, Store, StoreError};
 /// Key of the config object.
 pub const CONFIG_KEY: &str = "config";
 
+/// Key of the replica marker, present in repositories created by `sync`.
+pub const REPLICA_KEY: &str = "replica";
+
 /// Object key of a pack.
 pub fn pack_key(id: &PackId) -> String {
     let h = id.to_hex();
@@ -320,6 +323,27 @@ impl Repository {
         &self.store
     }
 
+    /// A handle on `store`, another copy of this repository (same config
+    /// id, so the same key material), that reads and writes with this
+    /// handle's key: how `sync`, `repair` and `restore --fallback` use a
+    /// replica without asking for its passphrase. The caller has checked
+    /// that `config` is compatible.
+    pub(crate) fn with_store_of_copy(
+        &self,
+        store: Arc<dyn Store>,
+        location: String,
+        config: RepoConfig,
+    ) -> Repository {
+        Repository {
+            store,
+            location,
+            config,
+            sealer: self.sealer.clone(),
+            master_key: self.master_key.clone(),
+            key_id: None,
+        }
+    }
+
     /// The sealer for this repository's blobs.
     pub fn sealer(&self) -> &Arc<Sealer> {
         &self.sealer
@@ -591,7 +615,7 @@ impl Repository {
 
 /// Lists the ids of objects under `prefix`, ignoring names that are not ids
 /// (stray files are reported by `check`, not fatal here).
-fn list_ids<T: std::str::FromStr>(store: &dyn Store, prefix: &str) -> Result<Vec<T>> {
+pub(crate) fn list_ids<T: std::str::FromStr>(store: &dyn Store, prefix: &str) -> Result<Vec<T>> {
     let mut out = Vec::new();
     for key in store.list(prefix)? {
         if let Some(name) = key.rsplit('/').next() {

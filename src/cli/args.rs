@@ -113,6 +113,62 @@ pub enum Command {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// A replica of the repository to read chunks from when they are
+        /// missing or damaged in REPO.
+        #[arg(long, value_name = "REPLICA")]
+        fallback: Option<PathBuf>,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// Copy recovery points to a replica, sending only the objects it lacks
+    /// (verbatim and still encrypted: no passphrase needed).
+    Sync {
+        /// The repository to copy from.
+        src: PathBuf,
+        /// A replica of SRC, or a new or empty directory to create one in.
+        dst: PathBuf,
+        /// Send only points whose id starts with PREFIX (repeatable, or
+        /// comma-separated); `latest` needs the passphrase.
+        #[arg(long = "points", value_name = "PREFIX", value_delimiter = ',')]
+        points: Vec<String>,
+        /// Send only points with this tag (repeatable; needs the passphrase).
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Open and verify every chunk of every copied pack (needs the passphrase).
+        #[arg(long)]
+        verify: bool,
+        /// Objects copied at once (default: 4).
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// Show how far a replica lags behind: points it lacks, bytes to send,
+    /// newest point on each side.
+    Status {
+        repo: PathBuf,
+        /// The replica to compare with.
+        #[arg(long, value_name = "REPLICA")]
+        replica: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// Put back missing or damaged packs, chunks, index files and points
+    /// from a replica.
+    Repair {
+        repo: PathBuf,
+        /// The replica to take good copies from.
+        #[arg(long = "from", value_name = "REPLICA")]
+        from: PathBuf,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         pass: PassArgs,
     },

@@ -12,7 +12,9 @@ use clap::Parser;
 use zeroize::Zeroizing;
 
 use args::{Cli, Command, EncryptionArg, KeyAction, PassArgs};
-use diskvault::{Encryption, Error, ErrorCategory, InitOptions, KdfCost, Repository};
+use diskvault::{
+    Encryption, Error, ErrorCategory, InitOptions, KdfCost, RepoLocation, Repository, SyncOptions,
+};
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -237,6 +239,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             disk,
             force,
             threads,
+            fallback,
             pass,
         } => {
             let r = open(&repo, &pass)?;
@@ -252,11 +255,78 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     threads,
                     into_existing,
                     progress: bar.progress(),
+                    fallback: fallback.as_deref().map(RepoLocation::local),
                 },
             );
             bar.finish();
-            output::restore(&report?);
+            output::restore(&report?, &repo, fallback.as_deref());
             Ok(exit::OK)
+        }
+        Command::Sync {
+            src,
+            dst,
+            points,
+            tags,
+            verify,
+            threads,
+            json,
+            pass,
+        } => {
+            // Objects move verbatim, so the passphrase is needed only to
+            // read points (tags, `latest`) or open chunks (--verify).
+            let needs_key = verify || !tags.is_empty() || points.iter().any(|p| p == "latest");
+            let bar = output::Bar::new("sync");
+            let opts = SyncOptions {
+                points,
+                tags,
+                verify,
+                threads,
+                progress: bar.progress(),
+            };
+            let destination = RepoLocation::local(&dst);
+            // The replica marker records where the source is: make that
+            // path mean something from anywhere.
+            let src = std::path::absolute(&src).unwrap_or(src);
+            let report = if needs_key {
+                let r = open(&src, &pass)?;
+                diskvault::sync_with_key(&r, &destination, &opts)
+            } else {
+                diskvault::sync(&RepoLocation::local(&src), &destination, &opts)
+            };
+            bar.finish();
+            output::sync(&report?, json);
+            Ok(exit::OK)
+        }
+        Command::Status {
+            repo,
+            replica,
+            json,
+            pass,
+        } => {
+            let r = open(&repo, &pass)?;
+            let status = diskvault::replica_status(&r, &RepoLocation::local(&replica))?;
+            output::status(&status, json);
+            Ok(exit::OK)
+        }
+        Command::Repair {
+            repo,
+            from,
+            threads,
+            json,
+            pass,
+        } => {
+            let r = open(&repo, &pass)?;
+            let report = diskvault::repair(
+                &r,
+                &RepoLocation::local(&from),
+                &diskvault::RepairOptions { threads },
+            )?;
+            output::repair(&report, &repo, &from, json);
+            Ok(if report.is_complete() {
+                exit::OK
+            } else {
+                exit::DAMAGED
+            })
         }
         Command::Check {
             repo,

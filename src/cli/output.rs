@@ -1,10 +1,12 @@
 //! Text and JSON output of each command.
 
 use diskvault::{
-    BackupReport, CheckReport, KeyInfo, PointBody, PointId, RepoStats, Repository, RestoreReport,
+    BackupReport, CheckReport, KeyInfo, ObjectTally, PointBody, PointId, RepairReport,
+    ReplicaStatus, RepoStats, Repository, RestoreReport, SyncReport,
 };
 use serde_json::json;
 use std::io::IsTerminal;
+use std::path::Path;
 
 /// A progress bar on standard error, shown only when it is a terminal (so
 /// scripts and logs get clean output).
@@ -234,7 +236,7 @@ pub fn show(id: &PointId, p: &PointBody, json: bool) {
     }
 }
 
-pub fn restore(rep: &RestoreReport) {
+pub fn restore(rep: &RestoreReport, repo: &Path, fallback: Option<&Path>) {
     let secs = rep.duration.as_secs_f64();
     for d in &rep.disks {
         if d.chunks_reused > 0 {
@@ -263,6 +265,279 @@ pub fn restore(rep: &RestoreReport) {
         rep.point.short(),
         rate(total, secs)
     );
+    let from_replica: u64 = rep.disks.iter().map(|d| d.chunks_from_replica).sum();
+    if let (true, Some(replica)) = (from_replica > 0, fallback) {
+        println!(
+            "{from_replica} chunks were missing or damaged in {} and were read from the replica {}; run 'diskvault repair {} --from {}'",
+            repo.display(),
+            replica.display(),
+            repo.display(),
+            replica.display()
+        );
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `3 packs, 1 index file, 2 points`: the non-zero counts of a tally.
+fn tally(t: &ObjectTally) -> String {
+    let parts: Vec<String> = [
+        (t.packs, "pack", "packs"),
+        (t.index_files, "index file", "index files"),
+        (t.points, "point", "points"),
+        (t.key_files, "key file", "key files"),
+    ]
+    .iter()
+    .filter(|(n, _, _)| *n > 0)
+    .map(|(n, one, many)| plural(*n, one, many))
+    .collect();
+    if parts.is_empty() {
+        "nothing".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn tally_json(t: &ObjectTally) -> serde_json::Value {
+    json!({
+        "packs": t.packs,
+        "index_files": t.index_files,
+        "points": t.points,
+        "key_files": t.key_files,
+        "objects": t.objects(),
+        "bytes": t.bytes,
+    })
+}
+
+pub fn sync(rep: &SyncReport, json: bool) {
+    let secs = rep.duration.as_secs_f64();
+    if json {
+        let v = json!({
+            "source": rep.source,
+            "destination": rep.destination,
+            "created": rep.created,
+            "selective": rep.selective,
+            "points_selected": rep.points_selected,
+            "copied": tally_json(&rep.copied),
+            "skipped": tally_json(&rep.skipped),
+            "index_files_written": rep.index_files_written,
+            "chunks_verified": rep.chunks_verified,
+            "duration_seconds": secs,
+            "bytes_per_second": rep.bytes_per_second(),
+            "nothing_copied": rep.copied_nothing(),
+        });
+        println!("{v}");
+        return;
+    }
+    if rep.created {
+        println!("created {} as a replica of {}", rep.destination, rep.source);
+    }
+    if rep.copied_nothing() {
+        println!(
+            "nothing to copy: {} already holds the {} ({} objects checked in {secs:.2} s)",
+            rep.destination,
+            plural(rep.points_selected, "selected point", "selected points"),
+            rep.skipped.objects()
+        );
+        return;
+    }
+    println!(
+        "copied {}: {} in {secs:.2} s ({})",
+        tally(&rep.copied),
+        size(rep.copied.bytes),
+        rate(rep.copied.bytes, secs)
+    );
+    if rep.skipped.objects() > 0 {
+        println!(
+            "already there: {} ({})",
+            tally(&rep.skipped),
+            size(rep.skipped.bytes)
+        );
+    }
+    if rep.selective {
+        let which = match rep.points_selected {
+            1 => "the selected point needs".to_string(),
+            n => format!("the {n} selected points need"),
+        };
+        println!(
+            "sent only the packs {which}; wrote {} for them",
+            plural(rep.index_files_written, "index file", "index files")
+        );
+    }
+    if rep.chunks_verified > 0 {
+        println!(
+            "verified {} chunks in {}",
+            rep.chunks_verified, rep.destination
+        );
+    }
+}
+
+/// `3 h 5 min`-style durations.
+fn age(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub fn status(st: &ReplicaStatus, json: bool) {
+    let now = now();
+    let newest_json = |n: &Option<(PointId, i64)>| match n {
+        Some((id, t)) => {
+            json!({"id": id.to_hex(), "time": t, "time_utc": time(*t), "age_seconds": now - t})
+        }
+        None => serde_json::Value::Null,
+    };
+    if json {
+        let v = json!({
+            "source": st.source,
+            "replica": st.replica,
+            "replica_exists": st.replica_exists,
+            "marker": st.marker.as_ref().map(|m| json!({"source": m.source, "created": m.created, "host": m.host})),
+            "missing_points": st.missing_points.iter().map(|(id, t)| json!({"id": id.to_hex(), "time": t})).collect::<Vec<_>>(),
+            "extra_points": st.extra_points,
+            "objects_to_send": st.objects_to_send,
+            "bytes_to_send": st.bytes_to_send,
+            "source_newest": newest_json(&st.source_newest),
+            "replica_newest": newest_json(&st.replica_newest),
+            "up_to_date": st.is_current(),
+        });
+        println!("{v}");
+        return;
+    }
+    if !st.replica_exists {
+        println!(
+            "{} does not exist yet: 'diskvault sync {} {}' creates it",
+            st.replica, st.source, st.replica
+        );
+    } else if let Some(m) = &st.marker {
+        println!(
+            "replica {} (created {} UTC from {} on {})",
+            st.replica,
+            time(m.created),
+            m.source,
+            m.host
+        );
+    } else {
+        println!("replica {} (a copy of the same repository)", st.replica);
+    }
+    let newest = |n: &Option<(PointId, i64)>| match n {
+        Some((id, t)) => format!("{}  {} UTC ({} ago)", id.short(), time(*t), age(now - t)),
+        None => "none".into(),
+    };
+    println!("  newest point in source   {}", newest(&st.source_newest));
+    println!("  newest point in replica  {}", newest(&st.replica_newest));
+    if st.missing_points.is_empty() {
+        println!("  the replica holds every point of the source");
+    } else {
+        println!(
+            "  the replica lacks {}:",
+            plural(st.missing_points.len(), "point", "points")
+        );
+        for (id, t) in &st.missing_points {
+            println!("    {}  {} UTC", id.short(), time(*t));
+        }
+    }
+    if st.extra_points > 0 {
+        println!(
+            "  the replica has {} the source lacks",
+            plural(st.extra_points, "point", "points")
+        );
+    }
+    if st.is_current() {
+        println!("up to date: a sync would copy nothing");
+    } else {
+        println!(
+            "to send: {} ({})",
+            plural(st.objects_to_send, "object", "objects"),
+            size(st.bytes_to_send)
+        );
+    }
+}
+
+pub fn repair(rep: &RepairReport, repo: &Path, replica: &Path, json: bool) {
+    if json {
+        let v = json!({
+            "complete": rep.is_complete(),
+            "packs_checked": rep.packs_checked,
+            "objects_replaced": rep.objects_replaced,
+            "chunks_from_replica": rep.chunks_from_replica,
+            "chunks_salvaged": rep.chunks_salvaged,
+            "chunks_dropped": rep.chunks_dropped,
+            "packs_written": rep.packs_written,
+            "index_files_written": rep.index_files_written,
+            "index_files_removed": rep.index_files_removed,
+            "packs_removed": rep.packs_removed,
+            "bytes_fetched": rep.bytes_fetched,
+            "duration_seconds": rep.duration.as_secs_f64(),
+            "unrepaired": rep.unrepaired.iter().map(|(o, r)| json!({"object": o, "reason": r})).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+        return;
+    }
+    println!(
+        "read {} in {:.2} s",
+        plural(rep.packs_checked, "pack", "packs"),
+        rep.duration.as_secs_f64()
+    );
+    if rep.found_nothing() {
+        println!("nothing to repair");
+        return;
+    }
+    for key in &rep.objects_replaced {
+        println!("  replaced {key} with the copy from {}", replica.display());
+    }
+    let moved = rep.chunks_salvaged + rep.chunks_from_replica;
+    if moved > 0 {
+        println!(
+            "  moved {moved} chunks into {} ({} intact ones out of damaged packs, {} read from {})",
+            plural(rep.packs_written, "new pack", "new packs"),
+            rep.chunks_salvaged,
+            rep.chunks_from_replica,
+            replica.display()
+        );
+    }
+    if rep.chunks_dropped > 0 {
+        println!(
+            "  dropped {} damaged chunks that no point needs",
+            rep.chunks_dropped
+        );
+    }
+    if rep.index_files_written + rep.index_files_removed + rep.packs_removed > 0 {
+        println!(
+            "  wrote {}, removed {} and {}",
+            plural(rep.index_files_written, "index file", "index files"),
+            plural(rep.index_files_removed, "old index file", "old index files"),
+            plural(rep.packs_removed, "damaged pack", "damaged packs")
+        );
+    }
+    println!("  read {} from the replica", size(rep.bytes_fetched));
+    if rep.is_complete() {
+        println!(
+            "repaired; 'diskvault check {} --read-data' verifies every chunk",
+            repo.display()
+        );
+        return;
+    }
+    println!(
+        "{} could not be repaired:",
+        plural(rep.unrepaired.len(), "problem", "problems")
+    );
+    for (object, reason) in &rep.unrepaired {
+        println!("  {object}: {reason}");
+    }
 }
 
 pub fn check(rep: &CheckReport, read_data: bool, json: bool) {

@@ -15,12 +15,18 @@
 //! manifest by chunk id, and only the chunks that differ are fetched and
 //! written (reading the local copy is much cheaper than fetching and
 //! decompressing).
+//!
+//! With [`RestoreOptions::fallback`], a replica of the repository backs the
+//! restore up: a chunk that is missing from the index, whose pack cannot be
+//! read, or that fails verification is read from the replica instead
+//! (whose index is loaded only then), and the report counts those chunks.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -34,6 +40,7 @@ use crate::format::{ChunkId, PointId};
 use crate::imagehash::{ImageHasher, Span};
 use crate::index::{ChunkIndex, ChunkLocation};
 use crate::manifest::{walk, ManifestEvent};
+use crate::ops::replica::{ReplicaReader, RepoLocation};
 use crate::progress::{Progress, Tracker};
 use crate::repo::{pack_key, Repository};
 
@@ -60,6 +67,10 @@ pub struct RestoreOptions {
     pub into_existing: bool,
     /// Told the bytes of image restored so far, across all disks.
     pub progress: Option<Progress>,
+    /// A replica of the repository (same config id, created by `sync`) to
+    /// read chunks from when the repository lacks them or holds them
+    /// damaged. It is opened with the repository's key.
+    pub fallback: Option<RepoLocation>,
 }
 
 /// One restored disk.
@@ -77,6 +88,9 @@ pub struct RestoredDisk {
     pub chunks_fetched: u64,
     /// Chunks found already correct in the existing copy.
     pub chunks_reused: u64,
+    /// Chunks (data and manifest) missing or damaged in the repository and
+    /// read from the fallback replica instead.
+    pub chunks_from_replica: u64,
 }
 
 /// The outcome of a restore.
@@ -90,10 +104,20 @@ pub struct RestoreReport {
 /// Restores disks of a recovery point.
 pub fn restore(repo: &Repository, opts: &RestoreOptions) -> Result<RestoreReport> {
     let started = Instant::now();
+    let fallback = opts
+        .fallback
+        .as_ref()
+        .map(|r| ReplicaReader::open(repo, r))
+        .transpose()?;
     let point_id = repo.resolve_point(&opts.point)?;
-    let point = repo.read_point(&point_id)?;
+    let point = match (repo.read_point(&point_id), &fallback) {
+        (Err(e), Some(f)) if e.category() == crate::ErrorCategory::Damaged => {
+            f.repo().read_point(&point_id)?
+        }
+        (result, _) => result?,
+    };
     if opts.into_existing {
-        return restore_into(repo, opts, point_id, &point, started);
+        return restore_into(repo, opts, point_id, &point, fallback.as_ref(), started);
     }
     let targets: Vec<(&DiskRecord, PathBuf)> = match &opts.disk {
         Some(name) => {
@@ -153,27 +177,80 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions) -> Result<RestoreReport
         }
     }
     let pool = worker_pool(opts.threads)?;
-    let index = repo.load_index()?;
+    let index = load_index(repo, fallback.as_ref())?;
+    let reader = ChunkReader::new(repo, &index, fallback.as_ref());
     let mut tracker = Tracker::new(
         opts.progress.clone(),
         targets.iter().map(|(d, _)| d.size).sum(),
     );
     let mut disks = Vec::new();
     for (disk, path) in targets {
-        disks.push(restore_disk(
-            repo,
-            &index,
-            &pool,
-            disk,
-            &path,
-            &mut tracker,
-        )?);
+        disks.push(restore_disk(&reader, &pool, disk, &path, &mut tracker)?);
     }
     Ok(RestoreReport {
         point: point_id,
         disks,
         duration: started.elapsed(),
     })
+}
+
+/// The repository's index. With a fallback replica, an index file that
+/// cannot be read is left out (its chunks then come from the replica).
+fn load_index(repo: &Repository, fallback: Option<&ReplicaReader>) -> Result<ChunkIndex> {
+    if fallback.is_none() {
+        return repo.load_index();
+    }
+    let mut index = ChunkIndex::default();
+    for id in repo.list_index_files()? {
+        if let Ok(body) = repo.read_index_file(&id) {
+            index.add_body(&body);
+        }
+    }
+    index.finish();
+    Ok(index)
+}
+
+/// Where a restore reads chunks: the repository through its index, and a
+/// replica for the chunks the repository lacks or holds damaged.
+struct ChunkReader<'a> {
+    repo: &'a Repository,
+    index: &'a ChunkIndex,
+    fallback: Option<&'a ReplicaReader>,
+    /// Chunks read from the replica so far.
+    from_replica: AtomicU64,
+}
+
+impl<'a> ChunkReader<'a> {
+    fn new(
+        repo: &'a Repository,
+        index: &'a ChunkIndex,
+        fallback: Option<&'a ReplicaReader>,
+    ) -> Self {
+        ChunkReader {
+            repo,
+            index,
+            fallback,
+            from_replica: AtomicU64::new(0),
+        }
+    }
+
+    /// Reads one chunk (a manifest node), from the replica if need be.
+    fn read(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        match (read_indexed_chunk(self.repo, self.index, id), self.fallback) {
+            (Err(_), Some(f)) => self.read_from_replica(f, id),
+            (result, _) => result,
+        }
+    }
+
+    fn read_from_replica(&self, f: &ReplicaReader, id: &ChunkId) -> Result<Vec<u8>> {
+        let plain = f.read_chunk_for_restore(id)?;
+        self.from_replica.fetch_add(1, Ordering::Relaxed);
+        Ok(plain)
+    }
+
+    fn replica_reads(&self) -> u64 {
+        self.from_replica.load(Ordering::Relaxed)
+    }
 }
 
 fn worker_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
@@ -189,6 +266,7 @@ fn restore_into(
     opts: &RestoreOptions,
     point_id: PointId,
     point: &crate::format::point::PointBody,
+    fallback: Option<&ReplicaReader>,
     started: Instant,
 ) -> Result<RestoreReport> {
     let disk = match &opts.disk {
@@ -220,10 +298,11 @@ fn restore_into(
         )));
     }
     let pool = worker_pool(opts.threads)?;
-    let index = repo.load_index()?;
+    let index = load_index(repo, fallback)?;
+    let reader = ChunkReader::new(repo, &index, fallback);
     let target = open_existing_target(&opts.output, disk.size)?;
     let mut tracker = Tracker::new(opts.progress.clone(), disk.size);
-    let (bytes_written, counts) = write_disk(repo, &index, &pool, disk, &target, &mut tracker)?;
+    let (bytes_written, counts) = write_disk(&reader, &pool, disk, &target, &mut tracker)?;
     Ok(RestoreReport {
         point: point_id,
         disks: vec![RestoredDisk {
@@ -234,6 +313,7 @@ fn restore_into(
             chunks: counts.chunks,
             chunks_fetched: counts.fetched,
             chunks_reused: counts.reused,
+            chunks_from_replica: counts.from_replica,
         }],
         duration: started.elapsed(),
     })
@@ -356,8 +436,7 @@ fn open_existing_target(path: &Path, size: u64) -> Result<Target> {
 }
 
 fn restore_disk(
-    repo: &Repository,
-    index: &ChunkIndex,
+    reader: &ChunkReader<'_>,
     pool: &rayon::ThreadPool,
     disk: &DiskRecord,
     path: &Path,
@@ -366,7 +445,7 @@ fn restore_disk(
     let mut target = open_target(path, disk.size)?;
     // Writing a fresh copy: comparing with what was there is pointless.
     target.compare_existing = false;
-    let result = write_disk(repo, index, pool, disk, &target, tracker);
+    let result = write_disk(reader, pool, disk, &target, tracker);
     let in_place = target.write_path == target.path;
     match result {
         Ok((written, counts)) => {
@@ -387,6 +466,7 @@ fn restore_disk(
                 chunks: counts.chunks,
                 chunks_fetched: counts.fetched,
                 chunks_reused: counts.reused,
+                chunks_from_replica: counts.from_replica,
             })
         }
         Err(e) => {
@@ -417,14 +497,14 @@ struct Counts {
     chunks: u64,
     fetched: u64,
     reused: u64,
+    from_replica: u64,
 }
 
 /// Largest read that fetches neighbouring chunks of one pack together.
 const MAX_RUN_BYTES: u64 = 1 << 20;
 
 fn write_disk(
-    repo: &Repository,
-    index: &ChunkIndex,
+    reader: &ChunkReader<'_>,
     pool: &rayon::ThreadPool,
     disk: &DiskRecord,
     target: &Target,
@@ -441,12 +521,13 @@ fn write_disk(
 
     let mut hasher = ImageHasher::new(disk.size);
     let mut counts = Counts::default();
+    let replica_reads_before = reader.replica_reads();
     let mut batch: Vec<(u64, Extent)> = Vec::new();
     let mut batch_bytes = 0u64;
     let existing = target.compare_existing.then_some(&target.file);
     let mut run_batch = |batch: Vec<(u64, Extent)>, counts: &mut Counts| -> Result<()> {
         let pieces = pool.install(|| -> Result<Vec<Piece>> {
-            let pieces = fetch_batch(repo, index, &batch, existing)?;
+            let pieces = fetch_batch(reader, &batch, existing)?;
             let spans: Vec<Span<'_>> = pieces
                 .iter()
                 .map(|p| match p {
@@ -473,7 +554,7 @@ fn write_disk(
         }
         tx.send(pieces).map_err(|_| writer_gone())
     };
-    let mut load = |id: &ChunkId| read_indexed_chunk(repo, index, id);
+    let mut load = |id: &ChunkId| reader.read(id);
     let walked = walk(&disk.manifest_root, disk.size, &mut load, &mut |ev| {
         if let ManifestEvent::Extent { offset, extent } = ev {
             if let Extent::Data { .. } = extent {
@@ -503,6 +584,7 @@ fn write_disk(
         (Err(e), _) => return Err(e),
         (Ok(()), Ok(v)) => v,
     };
+    counts.from_replica = reader.replica_reads() - replica_reads_before;
     if hasher.position() != disk.size {
         return Err(Error::damaged(
             format!("manifest of disk '{}'", disk.name),
@@ -594,13 +676,14 @@ struct Run {
 
 /// Resolves a batch of extents into pieces, in parallel: in `--into` mode
 /// chunks already present in `existing` are kept; the others are read from
-/// packs in coalesced runs and opened.
+/// packs in coalesced runs and opened, and those the repository lacks or
+/// holds damaged are read from the fallback replica, if there is one.
 fn fetch_batch(
-    repo: &Repository,
-    index: &ChunkIndex,
+    reader: &ChunkReader<'_>,
     batch: &[(u64, Extent)],
     existing: Option<&File>,
 ) -> Result<Vec<Piece>> {
+    let (repo, index) = (reader.repo, reader.index);
     // Which data extents must come from the repository.
     let reused: Vec<Option<Vec<u8>>> = match existing {
         Some(file) => batch
@@ -621,13 +704,16 @@ fn fetch_batch(
 
     // Group the chunks to fetch into runs of neighbouring bytes in a pack.
     let mut wanted: Vec<(usize, ChunkLocation)> = Vec::new();
+    // Batch positions of chunks to read from the replica.
+    let mut from_replica: Vec<usize> = Vec::new();
     for (i, (_, e)) in batch.iter().enumerate() {
         if let Extent::Data { id, .. } = e {
             if !is_reused(i) {
-                let loc = index
-                    .get(id)
-                    .ok_or_else(|| Error::MissingChunk { chunk: id.to_hex() })?;
-                wanted.push((i, loc));
+                match (index.get(id), reader.fallback) {
+                    (Some(loc), _) => wanted.push((i, loc)),
+                    (None, Some(_)) => from_replica.push(i),
+                    (None, None) => return Err(Error::MissingChunk { chunk: id.to_hex() }),
+                }
             }
         }
     }
@@ -650,48 +736,48 @@ fn fetch_batch(
     }
 
     // Read the runs and open their chunks in parallel.
-    let opened: Vec<Vec<(usize, Vec<u8>)>> = runs
+    let opened: Vec<Vec<(usize, Result<Vec<u8>>)>> = runs
         .par_iter()
-        .map(|run| -> Result<Vec<(usize, Vec<u8>)>> {
-            let pack = index.pack_id(run.pack);
-            let key = pack_key(&pack);
-            let bytes = repo
-                .store()
-                .get_range(&key, run.start, (run.end - run.start) as usize)?;
-            run.members
-                .par_iter()
-                .map(|&(i, loc)| {
-                    let Extent::Data { id, length } = batch[i].1 else {
-                        unreachable!("runs hold data extents only")
-                    };
-                    let at = (loc.offset as u64 - run.start) as usize;
-                    let sealed = bytes.get(at..at + loc.length as usize).ok_or_else(|| {
-                        Error::damaged(&key, "the store returned fewer bytes than asked for")
-                    })?;
-                    let plain = repo
-                        .sealer()
-                        .open_chunk_for_restore(sealed, &id, repo.max_chunk_plain())
-                        .map_err(|e| {
-                            Error::damaged(format!("chunk {} in {}", id.to_hex(), key), e)
-                        })?;
-                    if plain.len() != length as usize {
-                        return Err(Error::damaged(
-                            format!("chunk {}", id.to_hex()),
-                            "its length differs from the manifest",
-                        ));
-                    }
-                    Ok((i, plain))
-                })
-                .collect()
-        })
-        .collect::<Result<_>>()?;
+        .map(|run| open_run(repo, index, batch, run))
+        .collect();
 
     let mut slots: Vec<Option<Vec<u8>>> = reused;
     slots.resize(batch.len(), None);
     let mut fetched = vec![false; batch.len()];
     for (i, plain) in opened.into_iter().flatten() {
-        slots[i] = Some(plain);
-        fetched[i] = true;
+        match plain {
+            Ok(p) => {
+                slots[i] = Some(p);
+                fetched[i] = true;
+            }
+            Err(_) if reader.fallback.is_some() => from_replica.push(i),
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(f) = reader.fallback {
+        let replica: Vec<(usize, Result<Vec<u8>>)> = from_replica
+            .par_iter()
+            .map(|&i| {
+                let Extent::Data { id, length } = batch[i].1 else {
+                    unreachable!("only data extents are fetched")
+                };
+                let plain = reader.read_from_replica(f, &id).and_then(|p| {
+                    if p.len() == length as usize {
+                        Ok(p)
+                    } else {
+                        Err(Error::damaged(
+                            format!("chunk {} in the replica", id.to_hex()),
+                            "its length differs from the manifest",
+                        ))
+                    }
+                });
+                (i, plain)
+            })
+            .collect();
+        for (i, plain) in replica {
+            slots[i] = Some(plain?);
+            fetched[i] = true;
+        }
     }
     batch
         .iter()
@@ -710,6 +796,67 @@ fn fetch_batch(
                     write: fetched,
                 })
             }
+        })
+        .collect()
+}
+
+/// Reads one run and opens each of its chunks; every member gets its
+/// plaintext or the reason it has none.
+fn open_run(
+    repo: &Repository,
+    index: &ChunkIndex,
+    batch: &[(u64, Extent)],
+    run: &Run,
+) -> Vec<(usize, Result<Vec<u8>>)> {
+    let pack = index.pack_id(run.pack);
+    let key = pack_key(&pack);
+    let bytes = match repo
+        .store()
+        .get_range(&key, run.start, (run.end - run.start) as usize)
+    {
+        Ok(b) => b,
+        Err(e) => {
+            // The first member carries the store's error; the others say
+            // why they have nothing.
+            let mut first = Some(Error::from(e));
+            return run
+                .members
+                .iter()
+                .map(|&(i, _)| {
+                    let err = first
+                        .take()
+                        .unwrap_or_else(|| Error::damaged(key.clone(), "it could not be read"));
+                    (i, Err(err))
+                })
+                .collect();
+        }
+    };
+    run.members
+        .par_iter()
+        .map(|&(i, loc)| {
+            let Extent::Data { id, length } = batch[i].1 else {
+                unreachable!("runs hold data extents only")
+            };
+            let at = (loc.offset as u64 - run.start) as usize;
+            let Some(sealed) = bytes.get(at..at + loc.length as usize) else {
+                let why = "the store returned fewer bytes than asked for";
+                return (i, Err(Error::damaged(key.clone(), why)));
+            };
+            let plain = repo
+                .sealer()
+                .open_chunk_for_restore(sealed, &id, repo.max_chunk_plain())
+                .map_err(|e| Error::damaged(format!("chunk {} in {}", id.to_hex(), key), e))
+                .and_then(|plain| {
+                    if plain.len() == length as usize {
+                        Ok(plain)
+                    } else {
+                        Err(Error::damaged(
+                            format!("chunk {}", id.to_hex()),
+                            "its length differs from the manifest",
+                        ))
+                    }
+                });
+            (i, plain)
         })
         .collect()
 }

@@ -1,0 +1,511 @@
+//! `repair`: put back, from a replica, what `check` would find missing or
+//! damaged in a repository.
+//!
+//! Objects are named by the hash of their bytes, and `sync` copies them
+//! verbatim, so a damaged or missing pack, index file or point is usually
+//! replaced whole by the replica's object of the same name (once its bytes
+//! hash to that name). When the replica does not hold the same pack (it
+//! was filled by its own backups, or by a selective sync), the repair works
+//! chunk by chunk: the pack's intact chunks are salvaged, the others are
+//! read from the replica and verified, and all of them are written, still
+//! sealed, into new packs with a new index file. The index files that list
+//! the damaged pack are then rewritten without its entries, so that no
+//! reader can pick a bad copy of a chunk, and the damaged pack is deleted.
+//! Chunks that recovery points reference but no index lists are fetched
+//! from the replica the same way.
+//!
+//! Crash safety: each step is durable before the next, and at every instant
+//! every chunk that was readable stays indexed at least once:
+//!
+//! 1. whole objects replaced by the replica's copies (atomic renames); barrier;
+//! 2. new packs; barrier; their index file; barrier;
+//! 3. rewritten index files; barrier; the index files they replace are
+//!    deleted; barrier;
+//! 4. damaged packs that no index names any more are deleted; barrier.
+//!
+//! A repair interrupted at any point can be run again; it finds the chunks
+//! already moved and finishes the job. Do not run two repairs of one
+//! repository at once.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use crate::error::{Error, ErrorCategory, Result};
+use crate::format::index::{IndexBody, IndexRecord};
+use crate::format::manifest::Extent;
+use crate::format::point::PointBody;
+use crate::format::{ChunkId, IndexId, PackId, PointId};
+use crate::index::ChunkIndex;
+use crate::manifest::{walk, ManifestEvent};
+use crate::ops::replica::{ReplicaReader, RepoLocation};
+use crate::ops::sync::index_bodies;
+use crate::packer::{parse_pack_table, PackBuilder, DEFAULT_PACK_TARGET};
+use crate::repo::{index_key, pack_key, point_key, Repository};
+
+/// How to repair.
+#[derive(Debug, Clone, Default)]
+pub struct RepairOptions {
+    /// Worker threads for reading packs; all cores when `None`.
+    pub threads: Option<usize>,
+}
+
+/// What a repair did, and what it could not do.
+#[derive(Debug, Clone, Default)]
+pub struct RepairReport {
+    /// Objects (packs, index files, points) replaced whole by the
+    /// replica's copy of the same name.
+    pub objects_replaced: Vec<String>,
+    /// Chunks read from the replica into new packs.
+    pub chunks_from_replica: u64,
+    /// Intact chunks moved out of damaged packs into new packs.
+    pub chunks_salvaged: u64,
+    /// Damaged chunks that no recovery point needs and no copy exists of:
+    /// their index entries were dropped.
+    pub chunks_dropped: u64,
+    /// Packs written with moved chunks.
+    pub packs_written: usize,
+    /// Index files written (for new packs, and rewritten ones).
+    pub index_files_written: usize,
+    /// Index files deleted (replaced by rewritten ones, or unreadable).
+    pub index_files_removed: usize,
+    /// Damaged packs deleted once every chunk in them had moved.
+    pub packs_removed: usize,
+    /// Bytes read from the replica.
+    pub bytes_fetched: u64,
+    /// Packs read and hashed.
+    pub packs_checked: usize,
+    /// What is still wrong: object and reason.
+    pub unrepaired: Vec<(String, String)>,
+    pub duration: Duration,
+}
+
+impl RepairReport {
+    /// True when nothing is left damaged.
+    pub fn is_complete(&self) -> bool {
+        self.unrepaired.is_empty()
+    }
+
+    /// True when the repository needed nothing.
+    pub fn found_nothing(&self) -> bool {
+        self.is_complete()
+            && self.objects_replaced.is_empty()
+            && self.packs_written == 0
+            && self.index_files_removed == 0
+            && self.chunks_dropped == 0
+    }
+}
+
+/// Repairs `repo` from `replica`, a copy of the same repository (see the
+/// module documentation). Reads every pack of `repo` once.
+pub fn repair(
+    repo: &Repository,
+    replica: &RepoLocation,
+    opts: &RepairOptions,
+) -> Result<RepairReport> {
+    let started = Instant::now();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("cannot start worker threads: {e}")))?;
+    let rep = ReplicaReader::open(repo, replica)?;
+    let mut report = RepairReport::default();
+
+    // Index files and points: whole objects, replaced from the replica when
+    // they do not open.
+    let mut bodies: Vec<(IndexId, IndexBody)> = Vec::new();
+    let mut lost_index: Vec<IndexId> = Vec::new();
+    for id in repo.list_index_files()? {
+        let key = index_key(&id);
+        let mut read = repo.read_index_file(&id);
+        if is_damage(&read) && replace_whole(repo, &rep, &key, &id.0, &mut report)? {
+            read = repo.read_index_file(&id);
+        }
+        match read {
+            Ok(b) => bodies.push((id, b)),
+            Err(e) if e.category() == ErrorCategory::Damaged => lost_index.push(id),
+            Err(e) => return Err(e),
+        }
+    }
+    let mut points: Vec<(PointId, PointBody)> = Vec::new();
+    for id in repo.list_point_ids()? {
+        let key = point_key(&id);
+        let mut read = repo.read_point(&id);
+        if is_damage(&read) && replace_whole(repo, &rep, &key, &id.0, &mut report)? {
+            read = repo.read_point(&id);
+        }
+        match read {
+            Ok(p) => points.push((id, p)),
+            Err(e) if e.category() == ErrorCategory::Damaged => {
+                report.unrepaired.push((key, e.to_string()))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
+    // Packs the index names: read and hashed; replaced whole when the
+    // replica has the same pack.
+    let present: HashSet<PackId> = repo.list_packs()?.into_iter().collect();
+    let named: BTreeSet<PackId> = bodies
+        .iter()
+        .flat_map(|(_, b)| b.packs.iter().copied())
+        .collect();
+    let named: Vec<PackId> = named.into_iter().collect();
+    report.packs_checked = named.len();
+    let intact: Vec<bool> = pool.install(|| {
+        named
+            .par_iter()
+            .map(|p| pack_is_intact(repo, p, &present))
+            .collect::<Result<_>>()
+    })?;
+    let mut damaged: BTreeSet<PackId> = BTreeSet::new();
+    for (p, ok) in named.iter().zip(intact) {
+        if !ok && !replace_whole(repo, &rep, &pack_key(p), &p.0, &mut report)? {
+            damaged.insert(*p);
+        }
+    }
+    repo.store().barrier()?;
+
+    // Packs no readable index names, when an index file was lost: indexed
+    // again from their own tables.
+    let mut new_records: Vec<(PackId, IndexRecord)> = Vec::new();
+    if !lost_index.is_empty() {
+        let named: HashSet<&PackId> = named.iter().collect();
+        for p in present.iter().filter(|p| !named.contains(p)) {
+            let Ok(bytes) = repo.store().get(&pack_key(p)) else {
+                continue;
+            };
+            if PackId::hash_of(&bytes) != *p {
+                continue;
+            }
+            let Ok(entries) = parse_pack_table(repo.sealer(), &pack_key(p), &bytes) else {
+                continue;
+            };
+            // Its writer may have died before its barrier.
+            repo.store().ensure_durable(&pack_key(p))?;
+            new_records.extend(entries.into_iter().map(|e| {
+                (
+                    *p,
+                    IndexRecord {
+                        id: e.id,
+                        pack: 0,
+                        offset: e.offset,
+                        length: e.length,
+                        raw_length: e.raw_length,
+                    },
+                )
+            }));
+        }
+    }
+
+    // Where chunks are: in intact packs (`good`), or in damaged ones.
+    let mut good = ChunkIndex::default();
+    let mut in_damaged = ChunkIndex::default();
+    for (_, b) in &bodies {
+        for r in &b.records {
+            let pack = b.packs[r.pack as usize];
+            let ix = if damaged.contains(&pack) {
+                &mut in_damaged
+            } else {
+                &mut good
+            };
+            ix.add(r.id, pack, r.offset, r.length, r.raw_length);
+        }
+    }
+    for (pack, r) in &new_records {
+        good.add(r.id, *pack, r.offset, r.length, r.raw_length);
+    }
+    good.finish();
+    in_damaged.finish();
+
+    // Every chunk the points reference, walking their manifests with nodes
+    // read from wherever an intact copy is.
+    let mut referenced: HashSet<ChunkId> = HashSet::new();
+    let node_cache: RefCell<HashMap<ChunkId, Vec<u8>>> = RefCell::new(HashMap::new());
+    for (pid, point) in &points {
+        for disk in &point.disks {
+            let mut load = |id: &ChunkId| -> Result<Vec<u8>> {
+                for ix in [&good, &in_damaged] {
+                    if let Some(loc) = ix.get(id) {
+                        if let Ok(b) = repo.read_chunk(id, &loc, &ix.pack_id(loc.pack)) {
+                            return Ok(b);
+                        }
+                    }
+                }
+                if let Some(b) = node_cache.borrow().get(id) {
+                    return Ok(b.clone());
+                }
+                let (_, plain) = rep.read_sealed_verified(id)?;
+                node_cache.borrow_mut().insert(*id, plain.clone());
+                Ok(plain)
+            };
+            let mut visit = |ev: ManifestEvent<'_>| -> Result<()> {
+                match ev {
+                    ManifestEvent::Node(id) => referenced.insert(*id),
+                    ManifestEvent::Extent {
+                        extent: Extent::Data { id, .. },
+                        ..
+                    } => referenced.insert(*id),
+                    ManifestEvent::Extent { .. } => false,
+                };
+                Ok(())
+            };
+            if let Err(e) = walk(&disk.manifest_root, disk.size, &mut load, &mut visit) {
+                report.unrepaired.push((
+                    format!("manifest of disk '{}' in point {}", disk.name, pid.short()),
+                    e.to_string(),
+                ));
+            }
+        }
+    }
+    drop(node_cache);
+
+    // Chunks of damaged packs: salvaged, fetched, or given up.
+    let mut mover = ChunkMover::new(repo);
+    // Index entries (pack, chunk) that no longer need to exist.
+    let mut resolved: HashSet<(PackId, ChunkId)> = HashSet::new();
+    for p in &damaged {
+        let bytes = repo.store().get(&pack_key(p)).ok();
+        let mut chunks: Vec<IndexRecord> = bodies
+            .iter()
+            .flat_map(|(_, b)| {
+                b.records
+                    .iter()
+                    .filter(move |r| b.packs[r.pack as usize] == *p)
+                    .copied()
+            })
+            .collect();
+        chunks.sort_by_key(|r| r.id);
+        chunks.dedup_by_key(|r| r.id);
+        for r in chunks {
+            let id = r.id;
+            if good.contains(&id) || mover.has(&id) {
+                resolved.insert((*p, id));
+                continue;
+            }
+            let salvaged = bytes.as_ref().and_then(|b| {
+                let sealed = b.get(r.offset as usize..r.offset as usize + r.length as usize)?;
+                let plain = repo
+                    .sealer()
+                    .open_chunk(sealed, &id, repo.max_chunk_plain())
+                    .ok()?;
+                (plain.len() == r.raw_length as usize).then(|| sealed.to_vec())
+            });
+            if let Some(sealed) = salvaged {
+                mover.add(id, &sealed, r.raw_length)?;
+                report.chunks_salvaged += 1;
+                resolved.insert((*p, id));
+                continue;
+            }
+            match rep.read_sealed_verified(&id) {
+                Ok((sealed, plain)) => {
+                    report.bytes_fetched += sealed.len() as u64;
+                    mover.add(id, &sealed, plain.len() as u32)?;
+                    report.chunks_from_replica += 1;
+                    resolved.insert((*p, id));
+                }
+                Err(_) if !referenced.contains(&id) => {
+                    report.chunks_dropped += 1;
+                    resolved.insert((*p, id));
+                }
+                Err(e) => report
+                    .unrepaired
+                    .push((format!("chunk {}", id.to_hex()), e.to_string())),
+            }
+        }
+    }
+
+    // Chunks the points need that no index lists at all.
+    let mut unindexed: Vec<ChunkId> = referenced
+        .iter()
+        .filter(|id| !good.contains(id) && !in_damaged.contains(id) && !mover.has(id))
+        .copied()
+        .collect();
+    unindexed.sort();
+    for id in unindexed {
+        match rep.read_sealed_verified(&id) {
+            Ok((sealed, plain)) => {
+                report.bytes_fetched += sealed.len() as u64;
+                mover.add(id, &sealed, plain.len() as u32)?;
+                report.chunks_from_replica += 1;
+            }
+            Err(e) => report
+                .unrepaired
+                .push((format!("chunk {}", id.to_hex()), e.to_string())),
+        }
+    }
+
+    // New packs, then the index file that lists them.
+    let moved = mover.finish()?;
+    report.packs_written = moved.packs;
+    new_records.extend(moved.records);
+    if !new_records.is_empty() {
+        repo.store().barrier()?;
+        for body in index_bodies(&new_records) {
+            repo.write_index_file(&body)?;
+            report.index_files_written += 1;
+        }
+        repo.store().barrier()?;
+    }
+
+    // Index files without the entries of moved chunks; then the old ones go.
+    let mut still_named: HashSet<PackId> = HashSet::new();
+    let mut obsolete: Vec<IndexId> = Vec::new();
+    for (id, body) in &bodies {
+        let records: Vec<(PackId, IndexRecord)> = body
+            .records
+            .iter()
+            .map(|r| (body.packs[r.pack as usize], *r))
+            .collect();
+        let kept: Vec<(PackId, IndexRecord)> = records
+            .iter()
+            .filter(|(p, r)| !resolved.contains(&(*p, r.id)))
+            .copied()
+            .collect();
+        still_named.extend(kept.iter().map(|(p, _)| *p));
+        if kept.len() == records.len() {
+            // Packs named without entries stay named as they were.
+            still_named.extend(body.packs.iter().copied());
+            continue;
+        }
+        for b in index_bodies(&kept) {
+            repo.write_index_file(&b)?;
+            report.index_files_written += 1;
+        }
+        obsolete.push(*id);
+    }
+    obsolete.extend(lost_index);
+    if !obsolete.is_empty() {
+        repo.store().barrier()?;
+        for id in &obsolete {
+            repo.store().delete(&index_key(id))?;
+            report.index_files_removed += 1;
+        }
+        repo.store().barrier()?;
+    }
+
+    // Damaged packs whose every chunk moved.
+    for p in &damaged {
+        if present.contains(p) && !still_named.contains(p) {
+            repo.store().delete(&pack_key(p))?;
+            report.packs_removed += 1;
+        }
+    }
+    repo.store().barrier()?;
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+fn is_damage<T>(r: &Result<T>) -> bool {
+    matches!(r, Err(e) if e.category() == ErrorCategory::Damaged)
+}
+
+/// Replaces the object at `key` by the replica's copy when its bytes hash
+/// to `hash`; returns whether it did.
+fn replace_whole(
+    repo: &Repository,
+    rep: &ReplicaReader,
+    key: &str,
+    hash: &[u8; 32],
+    report: &mut RepairReport,
+) -> Result<bool> {
+    let bytes = match rep.repo().store().get(key) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    if blake3::hash(&bytes).as_bytes() != hash {
+        return Ok(false);
+    }
+    repo.store().put(key, &bytes)?;
+    report.bytes_fetched += bytes.len() as u64;
+    report.objects_replaced.push(key.to_string());
+    Ok(true)
+}
+
+/// True when the pack exists and its bytes hash to its name.
+fn pack_is_intact(repo: &Repository, pack: &PackId, present: &HashSet<PackId>) -> Result<bool> {
+    if !present.contains(pack) {
+        return Ok(false);
+    }
+    match repo.store().get(&pack_key(pack)) {
+        Ok(bytes) => Ok(PackId::hash_of(&bytes) == *pack),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes moved chunks, still sealed, into new packs.
+struct ChunkMover<'a> {
+    repo: &'a Repository,
+    pack: PackBuilder,
+    moved: HashSet<ChunkId>,
+    records: Vec<(PackId, IndexRecord)>,
+    packs: usize,
+}
+
+/// The packs a [`ChunkMover`] wrote and the index records of their chunks.
+struct Moved {
+    packs: usize,
+    records: Vec<(PackId, IndexRecord)>,
+}
+
+impl<'a> ChunkMover<'a> {
+    fn new(repo: &'a Repository) -> Self {
+        ChunkMover {
+            repo,
+            pack: PackBuilder::new(DEFAULT_PACK_TARGET),
+            moved: HashSet::new(),
+            records: Vec::new(),
+            packs: 0,
+        }
+    }
+
+    fn has(&self, id: &ChunkId) -> bool {
+        self.moved.contains(id)
+    }
+
+    /// Adds a verified sealed chunk (once), writing the pack when full.
+    fn add(&mut self, id: ChunkId, sealed: &[u8], raw_length: u32) -> Result<()> {
+        if !self.moved.insert(id) {
+            return Ok(());
+        }
+        self.pack.add(id, sealed, raw_length);
+        if self.pack.is_full() {
+            self.write_pack()?;
+        }
+        Ok(())
+    }
+
+    fn write_pack(&mut self) -> Result<()> {
+        let pack = std::mem::replace(&mut self.pack, PackBuilder::new(DEFAULT_PACK_TARGET));
+        let done = pack.finish(self.repo.sealer());
+        self.repo.store().put(&pack_key(&done.id), &done.bytes)?;
+        self.packs += 1;
+        self.records.extend(done.entries.iter().map(|e| {
+            (
+                done.id,
+                IndexRecord {
+                    id: e.id,
+                    pack: 0,
+                    offset: e.offset,
+                    length: e.length,
+                    raw_length: e.raw_length,
+                },
+            )
+        }));
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Moved> {
+        if !self.pack.is_empty() {
+            self.write_pack()?;
+        }
+        Ok(Moved {
+            packs: self.packs,
+            records: self.records,
+        })
+    }
+}
