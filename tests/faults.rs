@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::*;
-use diskvault::store::{Fault, FaultyStore, LocalStore, OpCounts, OpKind};
+use diskvault::store::{Fault, FaultyStore, LocalStore, OpCounts, OpKind, WriteEvent};
 use diskvault::{
-    backup, check, restore, BackupOptions, BackupReport, CheckOptions, DiskSource, Error,
+    backup, check, restore, BackupOptions, BackupReport, CheckOptions, DiskSource, Error, IndexId,
     InitOptions, KdfCost, PackId, PointId, Repository,
 };
 
@@ -323,6 +323,136 @@ impl Scene {
     }
 }
 
+/// Replays the changes a command made, in order, and asserts the write
+/// order of spec/FORMAT.md §11: every pack an index file names is durable
+/// (a barrier came between) before the index file is written, every index
+/// file before the recovery point, and the point before the command
+/// returns. Objects present before the command count as durable, except
+/// `not_yet_durable` (packs an interrupted writer may not have synced).
+fn assert_write_order(
+    vault: &Path,
+    before: &BTreeSet<String>,
+    not_yet_durable: &BTreeSet<String>,
+    writes: &[WriteEvent],
+) {
+    let repo = open_repo(vault);
+    let mut durable: BTreeSet<String> = before.difference(not_yet_durable).cloned().collect();
+    let mut pending = BTreeSet::new();
+    let mut indexes = Vec::new();
+    let mut point = None;
+    for (n, event) in writes.iter().enumerate() {
+        let step = format!("step {n} of {writes:#?}");
+        match event {
+            WriteEvent::Put(key) if key.starts_with("index/") => {
+                let id: IndexId = key["index/".len()..].parse().unwrap();
+                for pack in repo.read_index_file(&id).unwrap().packs {
+                    let hex = pack.to_hex();
+                    let pack_key = format!("packs/{}/{hex}", &hex[..2]);
+                    assert!(
+                        durable.contains(&pack_key),
+                        "{key} names {pack_key} before it is durable: {step}"
+                    );
+                }
+                indexes.push(key.clone());
+                pending.insert(key.clone());
+            }
+            WriteEvent::Put(key) if key.starts_with("points/") => {
+                for index in &indexes {
+                    assert!(
+                        durable.contains(index),
+                        "{key} is written before {index} is durable: {step}"
+                    );
+                }
+                point = Some(key.clone());
+                pending.insert(key.clone());
+            }
+            WriteEvent::Put(key) | WriteEvent::EnsureDurable(key) => {
+                pending.insert(key.clone());
+            }
+            WriteEvent::Delete(_) => {}
+            WriteEvent::Barrier => durable.append(&mut pending),
+        }
+    }
+    let point = point.expect("the backup wrote a point");
+    assert!(
+        durable.contains(&point),
+        "the backup returned before {point} was durable: {writes:#?}"
+    );
+}
+
+fn keys_in(vault: &Path) -> BTreeSet<String> {
+    files_under(vault)
+        .into_iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|k| !k.starts_with("tmp/"))
+        .collect()
+}
+
+/// The write order of a backup that also writes an index file midway (its
+/// 512-byte chunks fill four packs with about 98 000 chunks; an index file
+/// is written every 64 Ki entries) and indexes an orphan pack an
+/// interrupted backup left.
+#[test]
+fn backup_makes_each_stage_durable_before_the_next() {
+    let dir = scratch_dir();
+    let vault = dir.path().join("vault");
+    let (image, small) = (dir.path().join("vda.img"), dir.path().join("vdb.img"));
+    write_random_image(&image, 48 * MIB, 511);
+    write_random_image(&small, MIB, 512);
+    init_repo_with(
+        &vault,
+        &InitOptions {
+            chunker: "fixed:512".parse().unwrap(),
+            ..fast_init()
+        },
+    );
+    // The interrupted backup: its index file could not be written.
+    let interrupted = faulty(&vault, Some(Fault::Fail(OpKind::Put, 2)));
+    backup(
+        &open_over(&interrupted, &vault, PASSPHRASE).unwrap(),
+        &backup_opts(&small),
+    )
+    .unwrap_err();
+    let before = keys_in(&vault);
+    let orphans: BTreeSet<String> = before
+        .iter()
+        .filter(|k| k.starts_with("packs/"))
+        .cloned()
+        .collect();
+    assert_eq!(orphans.len(), 1);
+
+    let counting = faulty(&vault, None);
+    let report = backup(
+        &open_over(&counting, &vault, PASSPHRASE).unwrap(),
+        &BackupOptions {
+            disks: vec![
+                DiskSource {
+                    name: "vda".into(),
+                    path: image.clone(),
+                },
+                DiskSource {
+                    name: "vdb".into(),
+                    path: small.clone(),
+                },
+            ],
+            ..BackupOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(report.recovered_packs, 1);
+    let counts = counting.counts();
+    assert!(
+        counts.keys_written_under("index/").len() >= 2,
+        "the backup should write an index file midway: {:?}",
+        counts.puts_by_key.keys()
+    );
+    assert!(counts.keys_written_twice().is_empty(), "{counts:?}");
+    assert_write_order(&vault, &before, &orphans, &counts.writes);
+    let report = check(&open_repo(&vault), &CheckOptions::default()).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.unindexed_packs, 0);
+}
+
 /// A failed write, a full disk and a lost acknowledgement at each write of
 /// a backup that fills two packs: the first pack may have landed when the
 /// second fails, and is reused.
@@ -501,8 +631,22 @@ fn key_changes_survive_every_fault() {
             Ok(())
         };
         let probe = scene.case_vault(0);
+        let old_key = keys_in(&probe)
+            .into_iter()
+            .find(|k| k.starts_with("keys/"))
+            .unwrap();
         let counting = faulty(&probe, None);
         change(&counting, &probe).unwrap();
+        // The new key is durable before the old one goes.
+        let new_key = keys_in(&probe)
+            .into_iter()
+            .find(|k| k.starts_with("keys/") && *k != old_key)
+            .unwrap();
+        let mut expected = vec![WriteEvent::Put(new_key), WriteEvent::Barrier];
+        if passwd {
+            expected.extend([WriteEvent::Delete(old_key), WriteEvent::Barrier]);
+        }
+        assert_eq!(counting.counts().writes, expected, "{what}");
         std::fs::remove_dir_all(&probe).unwrap();
 
         for (n, fault) in sweep(&counting.counts(), &OpKind::ALL)
@@ -586,6 +730,18 @@ fn init_survives_every_fault() {
     let probe = dir.path().join("probe");
     let counting = faulty(&probe, None);
     init_over(&counting, &probe).unwrap();
+    // The key file is durable before the config that makes the repository.
+    let key = only_object(&probe, "keys/");
+    let key = format!("keys/{}", key.file_name().unwrap().to_string_lossy());
+    assert_eq!(
+        counting.counts().writes,
+        vec![
+            WriteEvent::Put(key),
+            WriteEvent::Barrier,
+            WriteEvent::Put("config".into()),
+            WriteEvent::Barrier,
+        ]
+    );
 
     for (n, fault) in sweep(&counting.counts(), &OpKind::ALL)
         .into_iter()

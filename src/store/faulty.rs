@@ -42,7 +42,8 @@ pub enum OpKind {
     Put,
     /// [`Store::delete`].
     Delete,
-    /// [`Store::barrier`].
+    /// [`Store::barrier`] and [`Store::ensure_durable`]: making writes
+    /// durable.
     Barrier,
 }
 
@@ -94,6 +95,20 @@ impl Fault {
     }
 }
 
+/// A change to the store, as [`OpCounts::writes`] records it in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteEvent {
+    /// An object stored (reached the inner store).
+    Put(String),
+    /// An object removed.
+    Delete(String),
+    /// An object written by another process marked to be made durable by
+    /// the next barrier.
+    EnsureDurable(String),
+    /// A barrier that succeeded: everything before it is durable.
+    Barrier,
+}
+
 /// What went through a [`FaultyStore`].
 #[derive(Debug, Clone, Default)]
 pub struct OpCounts {
@@ -105,6 +120,8 @@ pub struct OpCounts {
     pub bytes_written: u64,
     /// How many times each key was put successfully into the inner store.
     pub puts_by_key: BTreeMap<String, u32>,
+    /// Every successful change, in order, for write-order assertions.
+    pub writes: Vec<WriteEvent>,
 }
 
 impl OpCounts {
@@ -228,6 +245,15 @@ impl FaultyStore {
         let mut state = self.lock();
         state.counts.bytes_written += len as u64;
         *state.counts.puts_by_key.entry(key.to_string()).or_insert(0) += 1;
+        state.counts.writes.push(WriteEvent::Put(key.to_string()));
+    }
+
+    /// Records a change that succeeded, passing its result through.
+    fn record(&self, event: WriteEvent, result: Result<(), StoreError>) -> Result<(), StoreError> {
+        if result.is_ok() {
+            self.lock().counts.writes.push(event);
+        }
+        result
     }
 
     /// The error of an injected failure.
@@ -315,15 +341,25 @@ impl Store for FaultyStore {
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         match self.begin(OpKind::Delete, key) {
-            Action::Pass => self.inner.delete(key),
+            Action::Pass => self.record(WriteEvent::Delete(key.into()), self.inner.delete(key)),
             Action::Inject(_) => Err(Self::failure(key, "delete")),
         }
     }
 
     fn barrier(&self) -> Result<(), StoreError> {
         match self.begin(OpKind::Barrier, BARRIER_KEY) {
-            Action::Pass => self.inner.barrier(),
+            Action::Pass => self.record(WriteEvent::Barrier, self.inner.barrier()),
             Action::Inject(_) => Err(Self::failure(BARRIER_KEY, "write barrier")),
+        }
+    }
+
+    fn ensure_durable(&self, key: &str) -> Result<(), StoreError> {
+        match self.begin(OpKind::Barrier, key) {
+            Action::Pass => self.record(
+                WriteEvent::EnsureDurable(key.into()),
+                self.inner.ensure_durable(key),
+            ),
+            Action::Inject(_) => Err(Self::failure(key, "making durable")),
         }
     }
 }
@@ -359,6 +395,15 @@ mod tests {
         assert_eq!(c.bytes_read, 5);
         assert_eq!(c.bytes_written, 6);
         assert_eq!(c.keys_written_twice(), vec!["a/1"]);
+        assert_eq!(
+            c.writes,
+            vec![
+                WriteEvent::Put("a/1".into()),
+                WriteEvent::Put("a/1".into()),
+                WriteEvent::Barrier,
+                WriteEvent::Delete("a/1".into()),
+            ]
+        );
         assert_eq!(c.keys_written_under("a/"), vec!["a/1"]);
         assert!(s.injected().is_empty());
     }

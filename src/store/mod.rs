@@ -11,7 +11,7 @@
 pub mod faulty;
 mod local;
 
-pub use faulty::{Fault, FaultyStore, OpCounts, OpKind};
+pub use faulty::{Fault, FaultyStore, OpCounts, OpKind, WriteEvent};
 pub use local::LocalStore;
 
 use std::io;
