@@ -269,7 +269,10 @@ impl Repository {
         RepoConfig::decode(&bytes).map_err(|e| Error::format(CONFIG_KEY, e))
     }
 
-    fn read_key_files(store: &dyn Store) -> Result<Vec<(KeyId, KeyFile)>> {
+    /// Every key file, each read and verified on its own, so that one
+    /// damaged file neither hides the others nor locks out their
+    /// passphrases.
+    fn read_each_key_file(store: &dyn Store) -> Result<Vec<(KeyId, Result<KeyFile>)>> {
         let mut out = Vec::new();
         for key in store.list("keys/")? {
             let Some(id) = key
@@ -278,34 +281,85 @@ impl Repository {
             else {
                 continue;
             };
-            let bytes = store.get(&key)?;
-            if KeyId::hash_of(&bytes) != id {
-                return Err(Error::damaged(key, "content does not match its name"));
-            }
-            let file = KeyFile::decode(&bytes).map_err(|e| Error::format(key, e))?;
+            let file = store.get(&key).map_err(Error::from).and_then(|bytes| {
+                if KeyId::hash_of(&bytes) != id {
+                    return Err(Error::damaged(&key, "content does not match its name"));
+                }
+                KeyFile::decode(&bytes).map_err(|e| Error::format(&key, e))
+            });
             out.push((id, file));
+        }
+        Ok(out)
+    }
+
+    fn read_key_files(store: &dyn Store) -> Result<Vec<(KeyId, KeyFile)>> {
+        let mut out = Vec::new();
+        for (id, file) in Self::read_each_key_file(store)? {
+            out.push((id, file?));
         }
         out.sort_by_key(|(_, f)| f.created);
         Ok(out)
     }
 
     fn unlock(store: &dyn Store, config: &RepoConfig, pass: &[u8]) -> Result<(KeyId, MasterKey)> {
-        let files = Self::read_key_files(store)?;
+        let files = Self::read_each_key_file(store)?;
         if files.is_empty() {
             return Err(Error::damaged(
                 "keys/",
                 "the repository is encrypted but has no key files",
             ));
         }
+        let mut unusable = None;
+        let mut ours = 0;
         for (id, file) in files {
+            let file = match file {
+                Ok(f) => f,
+                Err(e) => {
+                    unusable.get_or_insert(e);
+                    continue;
+                }
+            };
             if file.repository_id != config.id {
                 continue;
             }
+            ours += 1;
             if let Some(k) = crypto::unwrap_master_key(&file, pass) {
                 return Ok((id, k));
             }
         }
+        // The passphrase may be that of the damaged key file: say so
+        // rather than call it wrong.
+        if let Some(e) = unusable {
+            return Err(e);
+        }
+        if ours == 0 {
+            return Err(Error::damaged(
+                CONFIG_KEY,
+                "its repository id matches none of the key files (the config is damaged, or the key files come from another repository)",
+            ));
+        }
         Err(Error::WrongPassphrase)
+    }
+
+    /// Key files that cannot be used: unreadable, damaged, or belonging to
+    /// another repository. For `check`: each is a problem, though the
+    /// repository may still open with another key.
+    pub(crate) fn key_file_problems(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for (id, file) in Self::read_each_key_file(self.store.as_ref())? {
+            let key = key_key(&id);
+            match file {
+                Err(Error::Damaged { reason, .. }) => out.push((key, reason)),
+                Err(e) => out.push((key, e.to_string())),
+                Ok(f) if f.repository_id != self.config.id => out.push((
+                    key,
+                    "it belongs to another repository (its repository id differs from the config's)"
+                        .into(),
+                )),
+                Ok(_) => {}
+            }
+        }
+        Ok(out)
     }
 
     /// Where the repository is, as given when it was opened.

@@ -2,7 +2,8 @@
 //!
 //! Structure: every index file opens; every pack the index names exists and
 //! is long enough; every recovery point opens and its manifest walks
-//! cleanly; every chunk a manifest references is indexed in a present pack.
+//! cleanly; every chunk a manifest references is indexed in a present pack;
+//! every key file is intact and belongs to this repository.
 //! With `read_data`: every pack is read whole, its hash checked against its
 //! name and every indexed chunk in it opened and verified. Problems are
 //! collected, not fatal, and each names the recovery points it affects.
@@ -88,6 +89,12 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let mut found = Findings::default();
 
+    // Key files: a damaged one cannot be used, though the others still
+    // open the repository.
+    for (key, why) in repo.key_file_problems()? {
+        found.add(key, why, None);
+    }
+
     // Index files.
     let mut index = ChunkIndex::default();
     let index_ids = repo.list_index_files()?;
@@ -148,7 +155,13 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                 }
                 crate::ops::restore::read_indexed_chunk(repo, &index, id)
             };
+            // The node being read when the walk fails is the damaged one:
+            // the walk names a node before loading and checking it.
+            let mut current_node: Option<ChunkId> = None;
             let mut visit = |ev: ManifestEvent<'_>| -> Result<()> {
+                if let ManifestEvent::Node(id) = ev {
+                    current_node = Some(*id);
+                }
                 if let ManifestEvent::Extent {
                     extent: Extent::Data { id, .. },
                     ..
@@ -175,9 +188,19 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                 Ok(())
             };
             if let Err(e) = walk(&disk.manifest_root, disk.size, &mut load, &mut visit) {
+                // Keyed by the node, so a node shared by several points is
+                // one problem listing them all.
+                let object = match current_node {
+                    Some(node) => format!("manifest node {}", node.to_hex()),
+                    None => format!("manifest of disk '{}' in point {}", disk.name, pid.short()),
+                };
                 found.add(
-                    format!("manifest of disk '{}' in point {}", disk.name, pid.short()),
-                    e.to_string(),
+                    object,
+                    format!(
+                        "{e} (part of the manifest of disk '{}' in point {})",
+                        disk.name,
+                        pid.short()
+                    ),
                     Some(pid),
                 );
             }
