@@ -33,6 +33,13 @@ pub struct ChunkIndex {
     pack_numbers: HashMap<PackId, u32>,
     entries: Vec<Entry>,
     sorted: bool,
+    /// `buckets[p]..buckets[p + 1]` are the entries whose id starts with the
+    /// 16-bit prefix `p`: lookups search a few entries instead of all.
+    buckets: Vec<u32>,
+}
+
+fn prefix(id: &ChunkId) -> usize {
+    u16::from_be_bytes([id.0[0], id.0[1]]) as usize
 }
 
 impl ChunkIndex {
@@ -79,6 +86,7 @@ impl ChunkIndex {
             });
         }
         self.sorted = false;
+        self.buckets.clear();
     }
 
     /// Adds one chunk.
@@ -94,6 +102,7 @@ impl ChunkIndex {
             },
         });
         self.sorted = false;
+        self.buckets.clear();
     }
 
     /// Sorts the table and drops duplicate ids (the same chunk in two packs
@@ -102,16 +111,33 @@ impl ChunkIndex {
         self.entries.sort_unstable_by_key(|e| e.id);
         self.entries.dedup_by(|a, b| a.id == b.id);
         self.entries.shrink_to_fit();
+        self.buckets = vec![0u32; (1 << 16) + 1];
+        for e in &self.entries {
+            self.buckets[prefix(&e.id) + 1] += 1;
+        }
+        for p in 0..(1 << 16) {
+            self.buckets[p + 1] += self.buckets[p];
+        }
         self.sorted = true;
     }
 
     /// Where a chunk is, if indexed.
     pub fn get(&self, id: &ChunkId) -> Option<ChunkLocation> {
-        debug_assert!(self.sorted || self.entries.is_empty());
-        self.entries
+        if !self.sorted {
+            // Added to since the last `finish`: correct, if slow.
+            return self
+                .entries
+                .iter()
+                .rev()
+                .find(|e| e.id == *id)
+                .map(|e| e.loc);
+        }
+        let p = prefix(id);
+        let (lo, hi) = (self.buckets[p] as usize, self.buckets[p + 1] as usize);
+        self.entries[lo..hi]
             .binary_search_by(|e| e.id.cmp(id))
             .ok()
-            .map(|i| self.entries[i].loc)
+            .map(|i| self.entries[lo + i].loc)
     }
 
     /// True if the chunk is indexed.

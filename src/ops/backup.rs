@@ -315,8 +315,13 @@ fn flush_index(repo: &Repository, records: &mut Vec<(PackId, PackEntry)>) -> Res
 enum ReadItem {
     /// A hole of this many bytes.
     Hole(u64),
-    /// Image bytes and the lengths of the chunks cut from them.
-    Data { buf: Vec<u8>, cuts: Vec<usize> },
+    /// Image bytes (the first `len` of `buf`) and the lengths of the chunks
+    /// cut from them.
+    Data {
+        buf: Vec<u8>,
+        len: usize,
+        cuts: Vec<usize>,
+    },
 }
 
 /// A chunk after the parallel stage.
@@ -440,14 +445,15 @@ impl Session {
                     manifest.push_zero(len)?;
                     self.pool.install(|| hasher.update(&[Span::Zero(len)]));
                 }
-                ReadItem::Data { buf, cuts } => {
-                    self.tracker.advance(buf.len() as u64);
+                ReadItem::Data { buf, len, cuts } => {
+                    self.tracker.advance(len as u64);
+                    let data = &buf[..len];
                     // Seal the segment's chunks and hash its image blocks at
                     // the same time, both spread over the pool.
                     let results = self.pool.install(|| {
                         rayon::join(
-                            || self.seal_segment(&buf, &cuts),
-                            || hasher.update(&[Span::Data(&buf)]),
+                            || self.seal_segment(data, &cuts),
+                            || hasher.update(&[Span::Data(data)]),
                         )
                         .0
                     });
@@ -558,24 +564,30 @@ fn read_image(
         let mut next_read = start;
         while next_read < end || !carry.is_empty() {
             let want = (SEGMENT_BYTES as u64).min(end - next_read) as usize;
+            // Recycled buffers keep their length, so only growth is zeroed.
             let mut buf = recycled.try_recv().unwrap_or_default();
-            buf.clear();
-            buf.extend_from_slice(&carry);
-            let filled = buf.len();
-            buf.resize(filled + want, 0);
-            src.read_at(&mut buf[filled..], next_read)?;
+            let filled = carry.len();
+            if buf.len() < filled + want {
+                buf.resize(filled + want, 0);
+            }
+            buf[..filled].copy_from_slice(&carry);
+            src.read_at(&mut buf[filled..filled + want], next_read)?;
             next_read += want as u64;
             bytes_read += want as u64;
             let at_end = next_read == end;
             let mut cuts = Vec::new();
-            let consumed = chunker.cut(&buf, pos, at_end, &mut cuts);
+            let valid = filled + want;
+            let consumed = chunker.cut(&buf[..valid], pos, at_end, &mut cuts);
             carry.clear();
-            carry.extend_from_slice(&buf[consumed..]);
-            buf.truncate(consumed);
+            carry.extend_from_slice(&buf[consumed..valid]);
             pos += consumed as u64;
             if !cuts.is_empty() {
-                out.send(ReadItem::Data { buf, cuts })
-                    .map_err(|_| stopped())?;
+                out.send(ReadItem::Data {
+                    buf,
+                    len: consumed,
+                    cuts,
+                })
+                .map_err(|_| stopped())?;
             }
         }
     }
