@@ -81,3 +81,25 @@ impl IndexBody {
         Ok(IndexBody { packs, records })
     }
 }
+
+/// Groups located records into index file bodies of at most
+/// [`MAX_INDEX_ENTRIES`] each, numbering each body's packs. The `pack` field
+/// of the input records is ignored: the [`PackId`] beside each says where it
+/// is.
+pub fn index_bodies(records: &[(PackId, IndexRecord)]) -> Vec<IndexBody> {
+    records
+        .chunks(MAX_INDEX_ENTRIES)
+        .map(|group| {
+            let mut body = IndexBody::default();
+            let mut numbers = std::collections::HashMap::new();
+            for (pack, r) in group {
+                let n = *numbers.entry(*pack).or_insert_with(|| {
+                    body.packs.push(*pack);
+                    (body.packs.len() - 1) as u32
+                });
+                body.records.push(IndexRecord { pack: n, ..*r });
+            }
+            body
+        })
+        .collect()
+}

@@ -9,9 +9,11 @@
 //! writer thread stores finished packs. Queues between stages are bounded,
 //! so memory does not grow with the image.
 //!
-//! Write order: packs, barrier, index files, barrier, recovery point,
-//! barrier. A crash leaves only packs no index lists yet; the next backup
-//! finds them ("orphan packs"), indexes them and reuses their chunks.
+//! Write order: packs; every 64K new chunks and at the end a barrier and an
+//! index file for them; then a barrier, the recovery point, a barrier. A
+//! crash leaves only packs no index lists yet (the next backup finds these
+//! "orphan packs", indexes them and reuses their chunks) and index files no
+//! point uses yet (reused through the index).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -26,7 +28,7 @@ use crate::chunker::{is_all_zero, Chunker};
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
 use crate::format::config::CompressionSetting;
-use crate::format::index::{IndexBody, IndexRecord, MAX_INDEX_ENTRIES};
+use crate::format::index::{index_bodies, IndexRecord};
 use crate::format::pack::PackEntry;
 use crate::format::point::{DiskRecord, DiskStats, PointBody};
 use crate::format::{ChunkId, PackId, PointId};
@@ -289,22 +291,20 @@ fn flush_index(repo: &Repository, records: &mut Vec<(PackId, PackEntry)>) -> Res
     }
     // Packs are durable before the index that lists them.
     repo.store().barrier()?;
-    for group in records.chunks(MAX_INDEX_ENTRIES) {
-        let mut body = IndexBody::default();
-        let mut numbers = std::collections::HashMap::new();
-        for (pack, e) in group {
-            let n = *numbers.entry(*pack).or_insert_with(|| {
-                body.packs.push(*pack);
-                (body.packs.len() - 1) as u32
-            });
-            body.records.push(IndexRecord {
+    let located: Vec<(PackId, IndexRecord)> = records
+        .iter()
+        .map(|(pack, e)| {
+            let record = IndexRecord {
                 id: e.id,
-                pack: n,
+                pack: 0,
                 offset: e.offset,
                 length: e.length,
                 raw_length: e.raw_length,
-            });
-        }
+            };
+            (*pack, record)
+        })
+        .collect();
+    for body in index_bodies(&located) {
         repo.write_index_file(&body)?;
     }
     records.clear();

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use crate::error::{Error, ErrorCategory, Result};
+use crate::format::index::index_bodies;
 use crate::format::index::{IndexBody, IndexRecord};
 use crate::format::manifest::Extent;
 use crate::format::point::PointBody;
@@ -41,7 +42,6 @@ use crate::format::{ChunkId, IndexId, PackId, PointId};
 use crate::index::ChunkIndex;
 use crate::manifest::{walk, ManifestEvent};
 use crate::ops::replica::{ReplicaReader, RepoLocation};
-use crate::ops::sync::index_bodies;
 use crate::packer::{parse_pack_table, PackBuilder, DEFAULT_PACK_TARGET};
 use crate::repo::{index_key, pack_key, point_key, Repository};
 

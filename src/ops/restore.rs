@@ -120,18 +120,7 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions) -> Result<RestoreReport
         return restore_into(repo, opts, point_id, &point, fallback.as_ref(), started);
     }
     let targets: Vec<(&DiskRecord, PathBuf)> = match &opts.disk {
-        Some(name) => {
-            let d = point
-                .disks
-                .iter()
-                .find(|d| &d.name == name)
-                .ok_or_else(|| Error::UnknownDisk {
-                    point: point_id.short(),
-                    disk: name.clone(),
-                    available: disk_names(&point.disks),
-                })?;
-            vec![(d, opts.output.clone())]
-        }
+        Some(name) => vec![(find_disk(&point, &point_id, name)?, opts.output.clone())],
         None if point.disks.len() == 1 => vec![(&point.disks[0], opts.output.clone())],
         None => {
             if opts.output.exists() && !opts.output.is_dir() {
@@ -270,15 +259,7 @@ fn restore_into(
     started: Instant,
 ) -> Result<RestoreReport> {
     let disk = match &opts.disk {
-        Some(name) => point
-            .disks
-            .iter()
-            .find(|d| &d.name == name)
-            .ok_or_else(|| Error::UnknownDisk {
-                point: point_id.short(),
-                disk: name.clone(),
-                available: disk_names(&point.disks),
-            })?,
+        Some(name) => find_disk(point, &point_id, name)?,
         None if point.disks.len() == 1 => &point.disks[0],
         None => {
             return Err(Error::DiskRequired {
@@ -317,6 +298,23 @@ fn restore_into(
         }],
         duration: started.elapsed(),
     })
+}
+
+/// The disk of `point` named `name`, or an error listing the ones it has.
+fn find_disk<'a>(
+    point: &'a crate::format::point::PointBody,
+    point_id: &PointId,
+    name: &str,
+) -> Result<&'a DiskRecord> {
+    point
+        .disks
+        .iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| Error::UnknownDisk {
+            point: point_id.short(),
+            disk: name.to_string(),
+            available: disk_names(&point.disks),
+        })
 }
 
 fn disk_names(disks: &[DiskRecord]) -> String {

@@ -35,7 +35,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::format::index::{IndexBody, IndexRecord, MAX_INDEX_ENTRIES};
+use crate::format::index::{index_bodies, IndexRecord};
 use crate::format::keyfile::KeyFile;
 use crate::format::manifest::Extent;
 use crate::format::pack::{decode_footer, PACK_FOOTER_LEN};
@@ -621,26 +621,6 @@ fn plan_selective(
         }
     }
     Ok(())
-}
-
-/// Groups `(pack, record)` pairs into index file bodies (the record's own
-/// pack number is ignored and renumbered).
-pub(crate) fn index_bodies(records: &[(PackId, IndexRecord)]) -> Vec<IndexBody> {
-    records
-        .chunks(MAX_INDEX_ENTRIES)
-        .map(|group| {
-            let mut body = IndexBody::default();
-            let mut numbers = std::collections::HashMap::new();
-            for (pack, r) in group {
-                let n = *numbers.entry(*pack).or_insert_with(|| {
-                    body.packs.push(*pack);
-                    (body.packs.len() - 1) as u32
-                });
-                body.records.push(IndexRecord { pack: n, ..*r });
-            }
-            body
-        })
-        .collect()
 }
 
 /// Why one object was not copied.
