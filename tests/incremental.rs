@@ -361,3 +361,28 @@ fn backups_running_side_by_side() {
         s.chunk_stored_bytes
     );
 }
+
+#[test]
+fn a_backup_clears_temporary_files_left_by_a_dead_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = dir.path().join("vault");
+    let repo = init_repo(&vault);
+    let image = dir.path().join("disk.img");
+    write_random_image(&image, MIB, 21);
+    // A writer killed mid-put leaves its temporary file behind.
+    let stale = vault.join("tmp/0123456789abcdef.tmp");
+    std::fs::write(&stale, vec![1u8; 4096]).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    // A fresh one may belong to a writer still running: it stays.
+    let fresh = vault.join("tmp/fedcba9876543210.tmp");
+    std::fs::write(&fresh, b"in flight").unwrap();
+    backup_one(&repo, "root", &image);
+    assert!(!stale.exists(), "an hour-old temporary file is removed");
+    assert!(fresh.exists(), "a recent temporary file is left alone");
+}

@@ -147,6 +147,10 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         .build()
         .map_err(|e| Error::InvalidArgument(format!("cannot start worker threads: {e}")))?;
 
+    // Temporary files of writers that died (a crash mid-put) are litter;
+    // an hour is far longer than any live writer keeps one.
+    repo.store()
+        .remove_stale_temporaries(std::time::Duration::from_secs(3600))?;
     let mut index = repo.load_index()?;
     let mut recovered: Vec<(PackId, PackEntry)> = Vec::new();
     let recovered_packs = recover_orphan_packs(repo, &mut index, &mut recovered)?;

@@ -353,6 +353,10 @@ impl Store for FaultyStore {
         }
     }
 
+    fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<usize, StoreError> {
+        self.inner.remove_stale_temporaries(age)
+    }
+
     fn ensure_durable(&self, key: &str) -> Result<(), StoreError> {
         match self.begin(OpKind::Barrier, key) {
             Action::Pass => self.record(

@@ -181,6 +181,28 @@ impl Store for LocalStore {
         }
     }
 
+    fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<usize, StoreError> {
+        let dir = self.root.join(TMP_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(StoreError::io(TMP_DIR, e)),
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|elapsed| elapsed >= age);
+            if stale && fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     fn ensure_durable(&self, key: &str) -> Result<(), StoreError> {
         let p = self.path(key);
         // The file itself was fsynced before its rename; its directory entry

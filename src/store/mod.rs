@@ -85,4 +85,11 @@ pub trait Store: Send + Sync {
         let _ = key;
         Ok(())
     }
+    /// Removes temporary files that writers which died left behind, if they
+    /// are older than `age` (a live writer renames its file within seconds).
+    /// Returns how many were removed. Stores without temporaries remove none.
+    fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<usize, StoreError> {
+        let _ = age;
+        Ok(0)
+    }
 }
