@@ -8,7 +8,8 @@
 #      THREADS=N passed to diskvault (default: all cores).
 # Prints a Markdown table: wall time, MB/s of logical image bytes, peak RSS,
 # bytes stored by each step. References: zstd -3 -T0 and b3sum on the v1
-# image (when installed), and restic (when installed) doing the same steps.
+# image (when installed), a sparse copy of v2 (what a restore must at least
+# write), and restic (when installed) doing the same steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-2048}
@@ -50,6 +51,8 @@ if command -v zstd >/dev/null; then
   measure "zstd -3 -T0 (v1, reference)" zstd -3 -T0 -q -f "$V1" -o "$WORK/v1.zst"
   ROWS+=("$LAST_ROW $(stat -c %s "$WORK/v1.zst") |"); rm -f "$WORK/v1.zst"
 fi
+measure "cp --sparse=always (v2, reference)" cp --sparse=always "$V2" "$WORK/copy.img"
+ROWS+=("$LAST_ROW - |"); rm -f "$WORK/copy.img"
 if command -v b3sum >/dev/null; then
   measure "b3sum (v1, reference)" b3sum "$V1"
   ROWS+=("$LAST_ROW - |")
