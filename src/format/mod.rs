@@ -141,7 +141,12 @@ impl ObjectHeader {
         if version == 0 {
             return Err(r.invalid("format version 0"));
         }
-        let _reserved = r.u16()?;
+        // Readers authenticate the header they re-encode, so bytes left out of
+        // that encoding must not vary: otherwise anyone could copy a point or
+        // index under a new name that still opens.
+        if r.u16()? != 0 {
+            return Err(r.invalid("reserved bytes are not zero"));
+        }
         Ok(ObjectHeader { kind, version })
     }
 }

@@ -1,0 +1,294 @@
+//! What every decoder of repository bytes must do with any input: return an
+//! error or a value without panicking, and when it returns a value, that
+//! value must satisfy the decoder's own bounds and survive
+//! decode(encode(x)) == x. For binary encodings the bytes must also be
+//! canonical: encode(decode(bytes)) == bytes, so one value has one encoding
+//! (and so one content-derived name).
+//!
+//! Shared by the cargo-fuzz targets in `fuzz_targets/` (one per function
+//! here) and by the stable property test `tests/decoders.rs`, so the fuzzer
+//! and CI check the same things. Each function returns whether the input
+//! decoded.
+#![allow(dead_code)]
+
+use std::sync::LazyLock;
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use diskvault::crypto::{MasterKey, Sealer};
+use diskvault::format::blob::{BlobHeader, NONCE_LEN};
+use diskvault::format::config::{CompressionSetting, RepoConfig};
+use diskvault::format::index::IndexBody;
+use diskvault::format::keyfile::{
+    KeyFile, MAX_KDF_ITERATIONS, MAX_KDF_MEMORY_KIB, MAX_KDF_PARALLELISM,
+};
+use diskvault::format::manifest::{ManifestNode, NodeEntries, MAX_LEVEL};
+use diskvault::format::pack::{
+    decode_footer, decode_table, encode_footer, encode_table, PACK_FOOTER_LEN,
+};
+use diskvault::format::point::PointBody;
+use diskvault::format::{
+    ChunkId, ObjectHeader, ObjectKind, FORMAT_MAJOR, MAX_BLOB_PLAINTEXT, OBJECT_HEADER_LEN,
+};
+use diskvault::packer::parse_pack_table;
+
+/// A check: runs one decoder on the input and says whether it decoded.
+pub type Check = fn(&[u8]) -> bool;
+
+/// Every check, by the name of its fuzz target.
+pub const TARGETS: [(&str, Check); 9] = [
+    ("object_header", object_header),
+    ("blob_header", blob_header),
+    ("chunk", chunk),
+    ("pack", pack),
+    ("index", index),
+    ("manifest", manifest),
+    ("point", point),
+    ("config", config),
+    ("keyfile", keyfile),
+];
+
+/// The fixed key of the chunk check: data key 0x11.., id key 0x22...
+pub const DATA_KEY: [u8; 32] = [0x11; 32];
+pub const ID_KEY: [u8; 32] = [0x22; 32];
+/// The chunk check's bound on a chunk's plaintext (the manifest node limit,
+/// which is what a repository with small chunks allows).
+pub const MAX_CHUNK_PLAIN: usize = 1 << 20;
+
+/// A sealer holding the fixed key.
+pub static ENCRYPTED: LazyLock<Sealer> = LazyLock::new(|| {
+    let mut bytes = [0u8; 64];
+    bytes[..32].copy_from_slice(&DATA_KEY);
+    bytes[32..].copy_from_slice(&ID_KEY);
+    Sealer::encrypted(&MasterKey::from_test_bytes(&bytes))
+});
+/// An unencrypted repository's sealer.
+pub static PLAIN: LazyLock<Sealer> = LazyLock::new(Sealer::plain);
+static AEAD: LazyLock<Aes256Gcm> =
+    LazyLock::new(|| Aes256Gcm::new_from_slice(&DATA_KEY).expect("32-byte key"));
+
+/// `ObjectHeader::decode`, for every kind a key prefix can promise.
+pub fn object_header(data: &[u8]) -> bool {
+    let mut decoded = false;
+    for kind in [ObjectKind::Pack, ObjectKind::Index, ObjectKind::Point] {
+        if let Ok(header) = ObjectHeader::decode(data, kind) {
+            assert_eq!(header.kind, kind);
+            let bytes = header.encode();
+            assert_eq!(bytes[..], data[..OBJECT_HEADER_LEN], "not canonical");
+            assert_eq!(ObjectHeader::decode(&bytes, kind), Ok(header));
+            decoded = true;
+        }
+    }
+    decoded
+}
+
+/// `BlobHeader::decode` (the sealed-blob envelope) under each plaintext bound
+/// readers use.
+pub fn blob_header(data: &[u8]) -> bool {
+    let mut decoded = false;
+    for max_plain in [0, 16 << 10, MAX_CHUNK_PLAIN, MAX_BLOB_PLAINTEXT] {
+        if let Ok((header, payload)) = BlobHeader::decode(data, max_plain) {
+            assert!(header.plain_len as usize <= max_plain);
+            let mut again = Vec::new();
+            header.encode_into(&mut again);
+            assert_eq!(again.len(), header.encoded_len());
+            again.extend_from_slice(payload);
+            assert_eq!(again, data, "not canonical");
+            assert_eq!(BlobHeader::decode(&again, max_plain), Ok((header, payload)));
+            decoded = true;
+        }
+    }
+    decoded
+}
+
+/// Opens `sealed` as chunk `id` the way `check` does (`open_chunk`, which
+/// recomputes the id) and the way `restore` does (`open_chunk_for_restore`,
+/// which relies on the tag when encrypted): both must agree.
+fn open_chunk_checked(sealer: &Sealer, sealed: &[u8], id: &ChunkId) -> bool {
+    let for_restore = sealer.open_chunk_for_restore(sealed, id, MAX_CHUNK_PLAIN);
+    match sealer.open_chunk(sealed, id, MAX_CHUNK_PLAIN) {
+        Ok(plain) => {
+            assert!(plain.len() <= MAX_CHUNK_PLAIN);
+            assert_eq!(sealer.chunk_id(&plain), *id);
+            assert_eq!(for_restore.ok(), Some(plain));
+            true
+        }
+        Err(_) => {
+            // Only a key holder can seal under a wrong id, so an attacker's
+            // blob that restore accepts must also pass the id check.
+            assert!(
+                for_restore.is_err(),
+                "restore accepts a chunk check refuses"
+            );
+            false
+        }
+    }
+}
+
+/// `Sealer::open_chunk` with the fixed key, three ways:
+/// 1. input = chunk id (32 bytes) then a sealed chunk as found in a pack,
+///    opened by an encrypted repository's sealer and by an unencrypted one's;
+/// 2. input = chunk id, a 20-byte blob header, then a body that is encrypted
+///    here under the fixed key with the right associated data. Only a key
+///    holder could write such a blob; building it here lets a fuzzer reach
+///    decompression and the id check that sit behind authentication;
+/// 3. input = plaintext: sealing then opening gives it back
+///    (decode(encode(x)) == x), compressed or stored, encrypted or not.
+pub fn chunk(data: &[u8]) -> bool {
+    let mut decoded = false;
+    if let Some((id, sealed)) = data.split_first_chunk::<32>() {
+        let id = ChunkId(*id);
+        decoded |= open_chunk_checked(&ENCRYPTED, sealed, &id);
+        decoded |= open_chunk_checked(&PLAIN, sealed, &id);
+
+        if let Some((header, body)) = sealed.split_first_chunk::<20>() {
+            let mut header = *header;
+            header[1] = 1; // cipher: AES-256-GCM
+            let nonce: [u8; NONCE_LEN] = header[8..].try_into().expect("12 bytes");
+            let mut aad = id.0.to_vec();
+            aad.extend_from_slice(&header);
+            let mut payload = body.to_vec();
+            let tag = AEAD
+                .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut payload)
+                .expect("AES-GCM encryption of a short buffer");
+            let mut blob = header.to_vec();
+            blob.extend_from_slice(&payload);
+            blob.extend_from_slice(&tag);
+            if let Ok(plain) = ENCRYPTED.open_chunk(&blob, &id, MAX_CHUNK_PLAIN) {
+                let plain_len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+                assert_eq!(plain.len(), plain_len as usize);
+                assert_eq!(ENCRYPTED.chunk_id(&plain), id);
+                decoded = true;
+            }
+        }
+    }
+
+    for sealer in [&*ENCRYPTED, &*PLAIN] {
+        let id = sealer.chunk_id(data);
+        for compression in [CompressionSetting::None, CompressionSetting::Zstd(1)] {
+            let sealed = sealer.seal(data, &id.0, compression);
+            let opened = sealer.open_chunk(&sealed, &id, data.len());
+            assert_eq!(opened.ok().as_deref(), Some(data), "seal/open round trip");
+        }
+    }
+    decoded
+}
+
+/// Pack tables and footers, three ways:
+/// 1. input = a table's plaintext, inside chunk areas of several sizes;
+/// 2. input = a whole pack whose last 8 bytes are the footer;
+/// 3. input = a whole pack through `parse_pack_table` (the reader `check`
+///    uses), with an unencrypted repository's sealer so that the sealed
+///    table's plaintext reaches `decode_table`.
+pub fn pack(data: &[u8]) -> bool {
+    let mut decoded = false;
+    for area_end in [0, data.len() as u64, 16 << 20, u64::MAX] {
+        if let Ok(entries) = decode_table(data, area_end) {
+            for e in &entries {
+                assert!(e.offset as usize >= OBJECT_HEADER_LEN);
+                assert!(e.offset as u64 + e.length as u64 <= area_end);
+            }
+            let bytes = encode_table(&entries);
+            assert_eq!(bytes, data, "not canonical");
+            assert_eq!(decode_table(&bytes, area_end), Ok(entries));
+            decoded = true;
+        }
+    }
+
+    if let Some(footer_start) = data.len().checked_sub(PACK_FOOTER_LEN) {
+        let footer = &data[footer_start..];
+        if let Ok(table_len) = decode_footer(footer, data.len() as u64) {
+            assert!(OBJECT_HEADER_LEN + PACK_FOOTER_LEN + table_len as usize <= data.len());
+            assert_eq!(encode_footer(table_len)[..], footer[..]);
+            decoded = true;
+        }
+    }
+
+    if let Ok(entries) = parse_pack_table(&PLAIN, "packs/fuzz", data) {
+        let table_end = data.len() - PACK_FOOTER_LEN;
+        assert!(entries
+            .iter()
+            .all(|e| e.offset as usize >= OBJECT_HEADER_LEN
+                && e.offset as usize + e.length as usize <= table_end));
+        decoded = true;
+    }
+    decoded
+}
+
+/// `IndexBody::decode` (the plaintext of an index file).
+pub fn index(data: &[u8]) -> bool {
+    let Ok(body) = IndexBody::decode(data) else {
+        return false;
+    };
+    assert!(body
+        .records
+        .iter()
+        .all(|r| (r.pack as usize) < body.packs.len()));
+    let bytes = body.encode();
+    assert_eq!(bytes, data, "not canonical");
+    assert_eq!(IndexBody::decode(&bytes), Ok(body));
+    true
+}
+
+/// `ManifestNode::decode`.
+pub fn manifest(data: &[u8]) -> bool {
+    let Ok(node) = ManifestNode::decode(data) else {
+        return false;
+    };
+    match &node.entries {
+        NodeEntries::Leaf(extents) => {
+            assert_eq!(node.level, 0);
+            assert!(extents.iter().all(|e| !e.is_empty()));
+        }
+        NodeEntries::Interior(_) => assert!((1..=MAX_LEVEL).contains(&node.level)),
+    }
+    // Decode promised the sums fit in u64; covered() would overflow (and
+    // panic under overflow checks) if they did not.
+    assert!(node.start.checked_add(node.covered()).is_some());
+    let bytes = node.encode();
+    assert_eq!(bytes, data, "not canonical");
+    assert_eq!(ManifestNode::decode(&bytes), Ok(node));
+    true
+}
+
+/// `PointBody::decode` (the plaintext of a recovery point).
+pub fn point(data: &[u8]) -> bool {
+    let Ok(point) = PointBody::decode(data) else {
+        return false;
+    };
+    assert!(
+        point.validate().is_ok(),
+        "decoded a point the writer refuses"
+    );
+    let bytes = point.encode();
+    assert_eq!(bytes, data, "not canonical");
+    assert_eq!(PointBody::decode(&bytes), Ok(point));
+    true
+}
+
+/// `RepoConfig::decode` (JSON, so not canonical: no byte comparison).
+pub fn config(data: &[u8]) -> bool {
+    let Ok(config) = RepoConfig::decode(data) else {
+        return false;
+    };
+    assert!(config.format.major <= FORMAT_MAJOR);
+    assert!(config.chunker.validate().is_ok());
+    assert_eq!(config.id.len(), 64);
+    let bytes = config.encode();
+    assert_eq!(RepoConfig::decode(&bytes), Ok(config));
+    true
+}
+
+/// `KeyFile::decode` (JSON). The key derivation itself is not run: its cost
+/// is what these bounds limit, and a fuzzer would only measure it.
+pub fn keyfile(data: &[u8]) -> bool {
+    let Ok(key) = KeyFile::decode(data) else {
+        return false;
+    };
+    assert!(key.kdf.memory_kib <= MAX_KDF_MEMORY_KIB);
+    assert!((1..=MAX_KDF_ITERATIONS).contains(&key.kdf.iterations));
+    assert!((1..=MAX_KDF_PARALLELISM).contains(&key.kdf.parallelism));
+    let bytes = key.encode();
+    assert_eq!(KeyFile::decode(&bytes), Ok(key));
+    true
+}
