@@ -235,7 +235,10 @@ impl Repository {
     ) -> Result<Repository> {
         let config = Self::read_config(store.as_ref(), &location)?;
         let (sealer, master_key, key_id) = match config.encryption {
-            Encryption::None => (Sealer::plain(), None, None),
+            Encryption::None => {
+                Self::refuse_downgrade(store.as_ref(), passphrase.is_some())?;
+                (Sealer::plain(), None, None)
+            }
             Encryption::Aes256Gcm => {
                 let pass = passphrase.ok_or(Error::PassphraseRequired)?;
                 let (kid, key) = Self::unlock(store.as_ref(), &config, pass)?;
@@ -250,6 +253,37 @@ impl Repository {
             master_key,
             key_id,
         })
+    }
+
+    /// The config is not authenticated: someone who can write the storage
+    /// could flip an encrypted repository's config to `none`, so that new
+    /// backups are stored in plaintext and planted plaintext points restore
+    /// as "verified" (spec/SECURITY.md §9). An unencrypted repository never
+    /// has key files, and its user has no passphrase to give: either sign
+    /// means the config was changed.
+    fn refuse_downgrade(store: &dyn Store, passphrase_given: bool) -> Result<()> {
+        let has_keys = store.list("keys/")?.iter().any(|k| {
+            k.rsplit('/')
+                .next()
+                .is_some_and(|n| n.parse::<KeyId>().is_ok())
+        });
+        if has_keys {
+            return Err(Error::damaged(
+                CONFIG_KEY,
+                "it says the repository is unencrypted, but the repository has key files: \
+                 the config was probably tampered with; do not back up into it, and restore \
+                 its config from a replica or a copy",
+            ));
+        }
+        if passphrase_given {
+            return Err(Error::InvalidArgument(
+                "this repository is not encrypted, but a passphrase was given; if it should be \
+                 encrypted, its config was tampered with. Otherwise unset DISKVAULT_PASSWORD \
+                 (or drop --password-file) to use it"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Reads and parses the config object without any key.

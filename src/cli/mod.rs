@@ -125,6 +125,14 @@ fn open(repo: &Path, pass: &PassArgs) -> anyhow::Result<Repository> {
         &repo.display().to_string(),
     )?;
     let p = match config.encryption {
+        // A passphrase given for an unencrypted repository is passed on, so
+        // that the library can refuse it: the config may have been
+        // downgraded by someone who can write the storage.
+        Encryption::None
+            if pass.password_file.is_some() || std::env::var_os("DISKVAULT_PASSWORD").is_some() =>
+        {
+            passphrase(pass, false)?
+        }
         Encryption::None => None,
         Encryption::Aes256Gcm => passphrase(pass, false)?,
     };
