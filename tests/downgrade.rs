@@ -27,7 +27,10 @@ fn a_config_switched_to_none_is_refused_while_key_files_exist() {
     let run = cli.run(&["backup".as_ref(), vault.as_os_str(), image.as_os_str()]);
     run.expect_code(4, "backup into a downgraded vault")
         .expect_mentions("tampered", "backup into a downgraded vault");
-    assert!(objects(&vault, "packs").is_empty(), "nothing was stored in plaintext");
+    assert!(
+        objects(&vault, "packs").is_empty(),
+        "nothing was stored in plaintext"
+    );
     assert!(objects(&vault, "points").is_empty());
 }
 
