@@ -345,6 +345,13 @@ impl Repository {
         }
         let mut unusable = None;
         let mut ours = 0;
+        // Cheapest key derivation first: a planted key file with a huge
+        // Argon2 cost cannot stall opening with a genuine key.
+        let mut files = files;
+        files.sort_by_key(|(_, f)| match f {
+            Ok(k) => (k.kdf.memory_kib as u64) * (k.kdf.iterations as u64),
+            Err(_) => u64::MAX,
+        });
         for (id, file) in files {
             let file = match file {
                 Ok(f) => f,

@@ -136,7 +136,14 @@ fn open(repo: &Path, pass: &PassArgs) -> anyhow::Result<Repository> {
         Encryption::None => None,
         Encryption::Aes256Gcm => passphrase(pass, false)?,
     };
-    Ok(Repository::open(repo, p.as_deref().map(|v| v.as_slice()))?)
+    let opened = Repository::open(repo, p.as_deref().map(|v| v.as_slice()))?;
+    if config.encryption == Encryption::None {
+        eprintln!(
+            "note: {} is not encrypted: anyone who can read it can read the disks it holds",
+            repo.display()
+        );
+    }
+    Ok(opened)
 }
 
 fn new_passphrase(file: Option<&Path>) -> anyhow::Result<Passphrase> {
@@ -220,7 +227,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 },
             );
             bar.finish();
-            output::backup(&report?, json);
+            output::backup(
+                &report?,
+                r.config().encryption == Encryption::Aes256Gcm,
+                json,
+            );
             Ok(exit::OK)
         }
         Command::Points { repo, json, pass } => {

@@ -98,7 +98,7 @@ pub fn init(r: &Repository) {
     );
 }
 
-pub fn backup(rep: &BackupReport, json: bool) {
+pub fn backup(rep: &BackupReport, encrypted: bool, json: bool) {
     let t = rep.totals();
     let secs = rep.duration.as_secs_f64();
     let logical = rep.logical_bytes();
@@ -134,8 +134,13 @@ pub fn backup(rep: &BackupReport, json: bool) {
         t.new_chunks
     );
     println!(
-        "  stored          {} (after compression and encryption)",
-        size(t.stored_bytes)
+        "  stored          {} (after compression{})",
+        size(t.stored_bytes),
+        if encrypted {
+            " and encryption"
+        } else {
+            "; not encrypted"
+        }
     );
     println!(
         "  duration        {secs:.2} s ({} of image)",
