@@ -23,6 +23,8 @@ pub enum ErrorCategory {
     Unsupported,
     /// The request itself is invalid or would overwrite something.
     Refused,
+    /// Another command holds a conflicting lock on the repository.
+    Locked,
 }
 
 /// Everything that can go wrong in diskvault.
@@ -81,6 +83,14 @@ pub enum Error {
         destination: String,
         reason: String,
     },
+    #[error("{location} is locked: {holders}; cannot take {wanted}. Wait for it to finish (or pass --wait DURATION); if its holder is gone, 'diskvault unlock {location}' removes stale locks")]
+    Locked {
+        location: String,
+        wanted: String,
+        holders: String,
+    },
+    #[error("the lock on {location} was removed by another command while this one held it (for example 'diskvault unlock --all'); stopped before changing anything that depends on it; run the command again")]
+    LockLost { location: String },
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0}")]
@@ -102,6 +112,7 @@ impl Error {
             | Error::UnknownDisk { .. }
             | Error::Source { .. } => ErrorCategory::NotFound,
             Error::NewerFormat { .. } => ErrorCategory::Unsupported,
+            Error::Locked { .. } | Error::LockLost { .. } => ErrorCategory::Locked,
             Error::AlreadyExists(_)
             | Error::AmbiguousPoint { .. }
             | Error::DiskRequired { .. }

@@ -71,7 +71,7 @@ pub mod manifest;
 pub mod ops;
 pub mod packer;
 mod progress;
-mod repo;
+pub mod repo;
 pub mod source;
 pub mod store;
 
@@ -84,9 +84,12 @@ pub use format::{ChunkId, IndexId, KeyId, PackId, PointId};
 pub use ops::backup::{backup, BackupOptions, BackupReport, DiskSource};
 pub use ops::check::{check, CheckOptions, CheckReport, Problem};
 pub use ops::repair::{repair, RepairOptions, RepairReport};
-pub use ops::replica::{replica_status, ReplicaStatus, RepoLocation};
 pub use ops::restore::{restore, RestoreOptions, RestoreReport, RestoredDisk};
 pub use ops::stats::{stats, RepoStats};
+pub use ops::status::{replica_status, ReplicaStatus};
 pub use ops::sync::{sync, sync_with_key, ObjectTally, SyncOptions, SyncReport};
 pub use progress::Progress;
-pub use repo::{InitOptions, KeyInfo, Repository};
+pub use repo::{
+    InitOptions, KeyInfo, LockEvent, LockInfo, LockKind, LockNotifier, LockOptions, RepoLocation,
+    RepoLock, Repository,
+};

@@ -194,27 +194,12 @@ fn walk_node(
     visit(ManifestEvent::Node(id))?;
     let bytes = load(id)?;
     let node = ManifestNode::decode(&bytes).map_err(|e| Error::format(what(), e))?;
-    if node.start != start {
-        return Err(Error::damaged(what(), "starts at the wrong image offset"));
-    }
-    if let Some(l) = level {
-        if node.level != l {
-            return Err(Error::damaged(what(), "is at the wrong tree level"));
-        }
-    }
-    if node.level > MAX_LEVEL {
-        return Err(Error::damaged(what(), "tree is too deep"));
-    }
-    if node.covered() != covered {
-        return Err(Error::damaged(
-            what(),
-            format!(
-                "covers {} bytes where {} were expected",
-                node.covered(),
-                covered
-            ),
-        ));
-    }
+    let at = Placement {
+        start,
+        covered,
+        level: level.unwrap_or(u8::MAX),
+    };
+    check_placement(&node, at, &what)?;
     let mut offset = start;
     match &node.entries {
         NodeEntries::Leaf(extents) => {
@@ -229,6 +214,197 @@ fn walk_node(
                 offset += c.covered;
             }
         }
+    }
+    Ok(())
+}
+
+/// What [`ReachWalk::walk`] reports.
+pub enum Reached<'a> {
+    /// A manifest node, at every place a parent (or a disk, when `parent`
+    /// is `None`) references it. Its contents are read and reported only
+    /// the first time (`first`).
+    Node {
+        id: &'a ChunkId,
+        parent: Option<&'a ChunkId>,
+        first: bool,
+    },
+    /// A data extent of a node read for the first time.
+    Data {
+        id: &'a ChunkId,
+        length: u32,
+        node: &'a ChunkId,
+    },
+    /// A node that could not be read, or that does not fit where its
+    /// parent places it; its subtree is skipped, the walk goes on.
+    Damaged {
+        id: &'a ChunkId,
+        parent: Option<&'a ChunkId>,
+        error: Error,
+    },
+}
+
+/// Where a node sits in the image: what every parent must agree on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Placement {
+    start: u64,
+    covered: u64,
+    level: u8,
+}
+
+/// Walks the manifests of many disks, reading each node once: a subtree
+/// already walked (unchanged since an earlier point, as most are) is
+/// skipped, after checking that its new parent places it where it was.
+/// The one walk over "everything reachable" that prune's mark phase,
+/// `check`, selective `sync` and `repair` share; it reads manifest nodes,
+/// never data chunks.
+#[derive(Default)]
+pub struct ReachWalk {
+    walked: std::collections::HashMap<ChunkId, Option<Placement>>,
+}
+
+impl ReachWalk {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Manifest nodes walked so far (damaged ones included).
+    pub fn nodes(&self) -> usize {
+        self.walked.len()
+    }
+
+    /// True if the node was walked (or found damaged) already.
+    pub fn has_walked(&self, id: &ChunkId) -> bool {
+        self.walked.contains_key(id)
+    }
+
+    /// Walks the manifest of one disk of `size` bytes rooted at `root`.
+    /// Errors only when `visit` does (callers that must see everything,
+    /// like prune, fail on [`Reached::Damaged`]).
+    pub fn walk(
+        &mut self,
+        root: &ChunkId,
+        size: u64,
+        load: &mut dyn FnMut(&ChunkId) -> Result<Vec<u8>>,
+        visit: &mut dyn FnMut(Reached<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let at = Placement {
+            start: 0,
+            covered: size,
+            level: u8::MAX,
+        };
+        self.node(root, None, at, load, visit)
+    }
+
+    fn node(
+        &mut self,
+        id: &ChunkId,
+        parent: Option<&ChunkId>,
+        at: Placement,
+        load: &mut dyn FnMut(&ChunkId) -> Result<Vec<u8>>,
+        visit: &mut dyn FnMut(Reached<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let what = || format!("manifest node {}", id.short());
+        if let Some(seen) = self.walked.get(id) {
+            visit(Reached::Node {
+                id,
+                parent,
+                first: false,
+            })?;
+            return match seen {
+                // Damaged: reported where first met; the new parent's
+                // reference is reported above.
+                None => Ok(()),
+                Some(p)
+                    if p.start == at.start
+                        && p.covered == at.covered
+                        && (at.level == u8::MAX || p.level == at.level) =>
+                {
+                    Ok(())
+                }
+                Some(_) => visit(Reached::Damaged {
+                    id,
+                    parent,
+                    error: Error::damaged(
+                        what(),
+                        "is referenced at another image offset, size or level than before",
+                    ),
+                }),
+            };
+        }
+        visit(Reached::Node {
+            id,
+            parent,
+            first: true,
+        })?;
+        let node = load(id).and_then(|bytes| {
+            let node = ManifestNode::decode(&bytes).map_err(|e| Error::format(what(), e))?;
+            check_placement(&node, at, &what)?;
+            Ok(node)
+        });
+        let node = match node {
+            Ok(n) => n,
+            Err(error) => {
+                self.walked.insert(*id, None);
+                return visit(Reached::Damaged { id, parent, error });
+            }
+        };
+        self.walked.insert(
+            *id,
+            Some(Placement {
+                level: node.level,
+                ..at
+            }),
+        );
+        match &node.entries {
+            NodeEntries::Leaf(extents) => {
+                for e in extents {
+                    if let Extent::Data { id: chunk, length } = e {
+                        visit(Reached::Data {
+                            id: chunk,
+                            length: *length,
+                            node: id,
+                        })?;
+                    }
+                }
+            }
+            NodeEntries::Interior(children) => {
+                let mut offset = at.start;
+                for c in children {
+                    let child_at = Placement {
+                        start: offset,
+                        covered: c.covered,
+                        level: node.level - 1,
+                    };
+                    self.node(&c.id, Some(id), child_at, load, visit)?;
+                    offset += c.covered;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `node` is where its parent places it (`at.level` is
+/// `u8::MAX` for a root, whose level is free).
+fn check_placement(node: &ManifestNode, at: Placement, what: &dyn Fn() -> String) -> Result<()> {
+    if node.start != at.start {
+        return Err(Error::damaged(what(), "starts at the wrong image offset"));
+    }
+    if at.level != u8::MAX && node.level != at.level {
+        return Err(Error::damaged(what(), "is at the wrong tree level"));
+    }
+    if node.level > MAX_LEVEL {
+        return Err(Error::damaged(what(), "tree is too deep"));
+    }
+    if node.covered() != at.covered {
+        return Err(Error::damaged(
+            what(),
+            format!(
+                "covers {} bytes where {} were expected",
+                node.covered(),
+                at.covered
+            ),
+        ));
     }
     Ok(())
 }

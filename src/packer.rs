@@ -1,7 +1,10 @@
-//! Assembling pack files from sealed chunks, and reading a pack's table back.
+//! Assembling pack files from sealed chunks ([`PackBuilder`]), storing and
+//! indexing them in the order crash safety needs ([`PackWriter`], the one
+//! writer of backup, repair and prune), and reading a pack's table back.
 
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
+use crate::format::index::IndexRecord;
 use crate::format::pack::{self, PackEntry, PACK_FOOTER_LEN, PACK_TABLE_AAD};
 use crate::format::{ChunkId, ObjectHeader, ObjectKind, PackId, MAX_BLOB_PLAINTEXT};
 use crate::repo::{pack_key, Repository};
@@ -71,6 +74,111 @@ impl PackBuilder {
             bytes: self.buf,
             entries: self.entries,
         }
+    }
+}
+
+/// Index entries written per index file while packs are being written:
+/// bounds the memory a long backup holds for its new chunks, and lets an
+/// interrupted one leave most of its work indexed.
+pub const INDEX_FLUSH_ENTRIES: usize = 64 << 10;
+
+/// Stores packs and indexes their chunks, keeping the write order of
+/// spec/FORMAT.md §11: packs; a barrier; an index file listing them. An
+/// index file is written every [`INDEX_FLUSH_ENTRIES`] chunks and at
+/// [`PackWriter::finish`], which returns once everything is durable.
+///
+/// Chunks come either one by one, already sealed ([`PackWriter::add`]:
+/// repair and prune move sealed chunks verbatim), or as finished packs
+/// ([`PackWriter::store`]: backup assembles its packs on another thread).
+pub struct PackWriter<'a> {
+    repo: &'a Repository,
+    builder: PackBuilder,
+    pending: Vec<(PackId, IndexRecord)>,
+    written: PacksWritten,
+}
+
+/// What a [`PackWriter`] wrote.
+#[derive(Debug, Clone, Default)]
+pub struct PacksWritten {
+    /// Packs stored.
+    pub packs: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Chunks they hold.
+    pub chunks: u64,
+    /// Index files written.
+    pub index_files: usize,
+}
+
+impl<'a> PackWriter<'a> {
+    pub fn new(repo: &'a Repository) -> Self {
+        PackWriter {
+            repo,
+            builder: PackBuilder::new(DEFAULT_PACK_TARGET),
+            pending: Vec::new(),
+            written: PacksWritten::default(),
+        }
+    }
+
+    /// Adds a sealed chunk (verified by the caller); stores the pack when
+    /// it is full.
+    pub fn add(&mut self, id: ChunkId, sealed: &[u8], raw_length: u32) -> Result<()> {
+        self.builder.add(id, sealed, raw_length);
+        if self.builder.is_full() {
+            let full = std::mem::replace(&mut self.builder, PackBuilder::new(DEFAULT_PACK_TARGET));
+            self.store(full.finish(self.repo.sealer()))?;
+        }
+        Ok(())
+    }
+
+    /// Stores a finished pack and queues its chunks for the next index file.
+    pub fn store(&mut self, pack: FinishedPack) -> Result<()> {
+        self.repo.put_pack(&pack)?;
+        self.written.packs += 1;
+        self.written.bytes += pack.bytes.len() as u64;
+        self.written.chunks += pack.entries.len() as u64;
+        self.pending.extend(
+            pack.entries
+                .iter()
+                .map(|e| (pack.id, IndexRecord::from_entry(e))),
+        );
+        if self.pending.len() >= INDEX_FLUSH_ENTRIES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Queues the chunks of a pack already stored (by a writer that died
+    /// before indexing it) for the next index file.
+    pub fn index_existing(&mut self, pack: PackId, entries: &[PackEntry]) -> Result<()> {
+        // Its writer may have died before making the rename durable.
+        self.repo.store().ensure_durable(&pack_key(&pack))?;
+        self.pending
+            .extend(entries.iter().map(|e| (pack, IndexRecord::from_entry(e))));
+        Ok(())
+    }
+
+    /// Makes the stored packs durable, then writes index files for them.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.repo.store().barrier()?;
+        self.written.index_files += self.repo.write_index_records(&self.pending)?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Stores the last pack, writes the last index file, and makes it all
+    /// durable.
+    pub fn finish(mut self) -> Result<PacksWritten> {
+        if !self.builder.is_empty() {
+            let last = std::mem::replace(&mut self.builder, PackBuilder::new(DEFAULT_PACK_TARGET));
+            self.store(last.finish(self.repo.sealer()))?;
+        }
+        self.flush()?;
+        self.repo.store().barrier()?;
+        Ok(self.written)
     }
 }
 

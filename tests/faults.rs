@@ -407,7 +407,7 @@ fn backup_makes_each_stage_durable_before_the_next() {
         },
     );
     // The interrupted backup: its index file could not be written.
-    let interrupted = faulty(&vault, Some(Fault::Fail(OpKind::Put, 2)));
+    let interrupted = faulty(&vault, Some(Fault::FailUnder(OpKind::Put, "index/")));
     backup(
         &open_over(&interrupted, &vault, PASSPHRASE).unwrap(),
         &backup_opts(&small),
@@ -492,7 +492,7 @@ fn backup_recovering_orphan_packs_survives_faults() {
     // Leave an orphan pack: the write of the index file fails.
     let orphaned = scene.dir.path().join("orphaned");
     copy_dir(&scene.base, &orphaned);
-    let store = faulty(&orphaned, Some(Fault::Fail(OpKind::Put, 2)));
+    let store = faulty(&orphaned, Some(Fault::FailUnder(OpKind::Put, "index/")));
     let repo = open_over(&store, &orphaned, PASSPHRASE).unwrap();
     backup(&repo, &backup_opts(&scene.image_b)).unwrap_err();
     assert_eq!(
@@ -564,7 +564,11 @@ fn restore_survives_every_failed_and_short_read() {
                 assert!(!partial.exists(), "{case}: left {}", partial.display());
             }
         }
-        assert_eq!(store.counts().ops(OpKind::Put), 0, "{case}: restore wrote");
+        assert_eq!(
+            store.counts().without("locks/").puts_by_key.len(),
+            0,
+            "{case}: restore wrote more than its lock"
+        );
     }
     // Nothing was harmed: the next restore succeeds.
     restore_to(&open_repo(vault), &scene.point_a.to_hex(), &out);
@@ -594,6 +598,9 @@ fn check_survives_every_failed_and_short_read() {
             });
             match outcome {
                 Err(e) => assert_clear_error(&case, &e, &store),
+                // Its own lock, read back while taking it: a bad read of it
+                // changes nothing check relies on.
+                Ok(_) if key.starts_with("locks/") => {}
                 Ok(report) => {
                     let named = report
                         .problems
@@ -609,7 +616,11 @@ fn check_survives_every_failed_and_short_read() {
                     );
                 }
             }
-            assert_eq!(store.counts().ops(OpKind::Put), 0, "{case}: check wrote");
+            assert_eq!(
+                store.counts().without("locks/").puts_by_key.len(),
+                0,
+                "{case}: check wrote more than its lock"
+            );
         }
     }
 }
@@ -646,7 +657,11 @@ fn key_changes_survive_every_fault() {
         if passwd {
             expected.extend([WriteEvent::Delete(old_key), WriteEvent::Barrier]);
         }
-        assert_eq!(counting.counts().writes, expected, "{what}");
+        assert_eq!(
+            counting.counts().without("locks/").writes,
+            expected,
+            "{what}"
+        );
         std::fs::remove_dir_all(&probe).unwrap();
 
         for (n, fault) in sweep(&counting.counts(), &OpKind::ALL)

@@ -301,6 +301,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 verify,
                 threads,
                 progress: bar.progress(),
+                ..SyncOptions::default()
             };
             let destination = RepoLocation::local(&dst);
             // The replica marker records where the source is: make that

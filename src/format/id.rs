@@ -78,3 +78,8 @@ define_id!(
     /// Identifies a key file: BLAKE3 of its bytes.
     KeyId
 );
+define_id!(
+    /// Identifies a forget record (a recovery point marked forgotten):
+    /// BLAKE3 of its bytes.
+    ForgetId
+);

@@ -29,6 +29,21 @@ pub struct IndexRecord {
     pub raw_length: u32,
 }
 
+impl IndexRecord {
+    /// The record of a chunk a pack's table lists (its `pack` number is
+    /// set when the record is grouped into an index file: see
+    /// [`index_bodies`]).
+    pub fn from_entry(e: &super::pack::PackEntry) -> Self {
+        IndexRecord {
+            id: e.id,
+            pack: 0,
+            offset: e.offset,
+            length: e.length,
+            raw_length: e.raw_length,
+        }
+    }
+}
+
 /// The plaintext of an index file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IndexBody {

@@ -7,15 +7,17 @@
 pub mod blob;
 pub mod bytes;
 pub mod config;
+pub mod forget;
 pub mod id;
 pub mod index;
 pub mod keyfile;
+pub mod lock;
 pub mod manifest;
 pub mod pack;
 pub mod point;
 pub mod replica;
 
-pub use id::{ChunkId, IndexId, KeyId, PackId, PointId};
+pub use id::{ChunkId, ForgetId, IndexId, KeyId, PackId, PointId};
 
 use bytes::{ByteReader, PutBytes};
 
@@ -56,6 +58,10 @@ pub enum ObjectKind {
     Pack = 1,
     Index = 2,
     Point = 3,
+    /// A forget record (format 1.1).
+    Forget = 4,
+    /// The stored retention policy (format 1.1).
+    Policy = 5,
 }
 
 impl ObjectKind {
@@ -64,6 +70,8 @@ impl ObjectKind {
             1 => Some(ObjectKind::Pack),
             2 => Some(ObjectKind::Index),
             3 => Some(ObjectKind::Point),
+            4 => Some(ObjectKind::Forget),
+            5 => Some(ObjectKind::Policy),
             _ => None,
         }
     }
@@ -74,6 +82,8 @@ impl ObjectKind {
             ObjectKind::Pack => "pack",
             ObjectKind::Index => "index",
             ObjectKind::Point => "recovery point",
+            ObjectKind::Forget => "forget record",
+            ObjectKind::Policy => "retention policy",
         }
     }
 }

@@ -28,16 +28,15 @@ use crate::chunker::{is_all_zero, Chunker};
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
 use crate::format::config::CompressionSetting;
-use crate::format::index::{index_bodies, IndexRecord};
 use crate::format::pack::PackEntry;
 use crate::format::point::{DiskRecord, DiskStats, PointBody};
 use crate::format::{ChunkId, PackId, PointId};
 use crate::imagehash::{ImageHasher, Span};
 use crate::index::ChunkIndex;
 use crate::manifest::ManifestBuilder;
-use crate::packer::{read_pack_table, FinishedPack, PackBuilder, DEFAULT_PACK_TARGET};
+use crate::packer::{read_pack_table, FinishedPack, PackBuilder, PackWriter, DEFAULT_PACK_TARGET};
 use crate::progress::{Progress, Tracker};
-use crate::repo::{host_name, now_unix, pack_key, Repository};
+use crate::repo::{host_name, now_unix, LockKind, Repository};
 use crate::source::ImageSource;
 
 /// Bytes read from the image per segment.
@@ -147,12 +146,13 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         .build()
         .map_err(|e| Error::InvalidArgument(format!("cannot start worker threads: {e}")))?;
 
+    let lock = repo.lock(LockKind::Shared, "backup")?;
     // Temporary files of writers that died (a crash mid-put) are litter;
     // an hour is far longer than any live writer keeps one.
     repo.store()
         .remove_stale_temporaries(std::time::Duration::from_secs(3600))?;
     let mut index = repo.load_index()?;
-    let mut recovered: Vec<(PackId, PackEntry)> = Vec::new();
+    let mut recovered: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
     let recovered_packs = recover_orphan_packs(repo, &mut index, &mut recovered)?;
     index.finish();
 
@@ -218,6 +218,9 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         tags: opts.tags.clone(),
         disks,
     };
+    // The chunks this point reuses were protected by the lock: if it was
+    // lost (removed by `unlock --all`), a prune may have deleted some.
+    lock.check()?;
     let point = repo.write_point(&body)?;
     Ok(BackupReport {
         point,
@@ -232,9 +235,8 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
 fn recover_orphan_packs(
     repo: &Repository,
     index: &mut ChunkIndex,
-    records: &mut Vec<(PackId, PackEntry)>,
+    recovered: &mut Vec<(PackId, Vec<PackEntry>)>,
 ) -> Result<usize> {
-    let mut recovered = 0;
     for pack in repo.list_packs()? {
         if index.has_pack(&pack) {
             continue;
@@ -244,74 +246,29 @@ fn recover_orphan_packs(
         let Ok(entries) = read_pack_table(repo, &pack) else {
             continue;
         };
-        for e in entries {
+        for e in &entries {
             index.add(e.id, pack, e.offset, e.length, e.raw_length);
-            records.push((pack, e));
         }
-        recovered += 1;
+        recovered.push((pack, entries));
     }
-    Ok(recovered)
+    Ok(recovered.len())
 }
 
-/// Index entries written per index file during a backup: bounds the memory
-/// a long first backup holds for its new chunks, and lets an interrupted
-/// backup leave most of its work indexed.
-const INDEX_FLUSH_ENTRIES: usize = 64 << 10;
-
-/// The pack writer thread: stores finished packs, and writes index files for
-/// them (and for recovered orphan packs) once the packs are durable. Returns
-/// after the last index file is durable.
+/// The pack writer thread: stores finished packs and indexes them, and the
+/// recovered orphan packs. Returns after the last index file is durable.
 fn store_packs(
     repo: &Repository,
     packs: Receiver<FinishedPack>,
-    recovered: Vec<(PackId, PackEntry)>,
+    recovered: Vec<(PackId, Vec<PackEntry>)>,
 ) -> Result<()> {
-    let store = repo.store();
-    // Orphan packs were renamed into place by a process that may have died
-    // before making the renames durable.
-    let mut seen = HashSet::new();
-    for (pack, _) in &recovered {
-        if seen.insert(*pack) {
-            store.ensure_durable(&pack_key(pack))?;
-        }
+    let mut writer = PackWriter::new(repo);
+    for (pack, entries) in &recovered {
+        writer.index_existing(*pack, entries)?;
     }
-    let mut pending = recovered;
     for p in packs {
-        store.put(&pack_key(&p.id), &p.bytes)?;
-        pending.extend(p.entries.iter().map(|e| (p.id, *e)));
-        if pending.len() >= INDEX_FLUSH_ENTRIES {
-            flush_index(repo, &mut pending)?;
-        }
+        writer.store(p)?;
     }
-    flush_index(repo, &mut pending)?;
-    store.barrier()?;
-    Ok(())
-}
-
-/// Makes the packs durable, then writes an index file for `records`.
-fn flush_index(repo: &Repository, records: &mut Vec<(PackId, PackEntry)>) -> Result<()> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    // Packs are durable before the index that lists them.
-    repo.store().barrier()?;
-    let located: Vec<(PackId, IndexRecord)> = records
-        .iter()
-        .map(|(pack, e)| {
-            let record = IndexRecord {
-                id: e.id,
-                pack: 0,
-                offset: e.offset,
-                length: e.length,
-                raw_length: e.raw_length,
-            };
-            (*pack, record)
-        })
-        .collect();
-    for body in index_bodies(&located) {
-        repo.write_index_file(&body)?;
-    }
-    records.clear();
+    writer.finish()?;
     Ok(())
 }
 

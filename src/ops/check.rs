@@ -13,11 +13,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::format::manifest::Extent;
-use crate::format::{ChunkId, PackId, PointId};
+use crate::format::{ChunkId, ForgetId, PackId, PointId};
 use crate::index::{ChunkIndex, ChunkLocation};
-use crate::manifest::{walk, ManifestEvent};
+use crate::manifest::{ReachWalk, Reached};
 use crate::packer::parse_pack_table;
+use crate::repo::layout::{chunk_name, forget_key, list_ids, FORGOTTEN};
+use crate::repo::reader::read_indexed_chunk;
 use crate::repo::{index_key, pack_key, point_key, Repository};
 
 /// How thorough a check is.
@@ -86,8 +87,16 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         .num_threads(opts.threads.unwrap_or(0))
         .build()
         .map_err(|e| Error::InvalidArgument(format!("cannot start worker threads: {e}")))?;
+    let _lock = repo.lock_for_reading("check")?;
     let mut report = CheckReport::default();
     let mut found = Findings::default();
+
+    // Points before index files before packs: a backup running meanwhile
+    // writes them the other way round, so every point listed here has its
+    // chunks in the index files and packs listed next. (Nothing is deleted
+    // meanwhile: prune deletes only under an exclusive lock.)
+    let point_ids = repo.list_point_ids()?;
+    report.points = point_ids.len();
 
     // Key files: a damaged one cannot be used, though the others still
     // open the repository.
@@ -109,9 +118,9 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     report.chunks = index.len();
 
     // Packs: present, long enough, and (read_data) intact.
-    let present: HashSet<PackId> = repo.list_packs()?.into_iter().collect();
+    let present: HashMap<PackId, u64> = repo.list_packs_sized()?.into_iter().collect();
     report.packs = present.len();
-    report.unindexed_packs = present.iter().filter(|p| !index.has_pack(p)).count();
+    report.unindexed_packs = present.keys().filter(|p| !index.has_pack(p)).count();
     let mut by_pack: Vec<Vec<(ChunkId, ChunkLocation)>> = vec![Vec::new(); index.packs().len()];
     for (id, loc) in index.iter() {
         by_pack[loc.pack as usize].push((id, loc));
@@ -137,75 +146,79 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         report.chunks_verified += verified;
     }
 
-    // Points and their manifests.
-    let point_ids = repo.list_point_ids()?;
-    report.points = point_ids.len();
+    // Forget records open, and name points (a record whose point is gone
+    // is harmless: prune removes it).
+    for id in list_ids::<ForgetId>(repo.store().as_ref(), FORGOTTEN)? {
+        match repo.read_forget_record(&id) {
+            Ok(_) => {}
+            // Removed by unforget since it was listed.
+            Err(Error::Store(e)) if e.is_not_found() => {}
+            Err(e) => found.add(forget_key(&id), e.to_string(), None),
+        }
+    }
+
+    // Points and their manifests, each node read once.
+    let mut graph = ManifestGraph::default();
+    let mut walker = ReachWalk::new();
     for pid in point_ids {
         let point = match repo.read_point(&pid) {
             Ok(p) => p,
+            // Pruned since it was listed.
+            Err(Error::UnknownPoint(_)) => {
+                report.points -= 1;
+                continue;
+            }
             Err(e) => {
                 found.add(point_key(&pid), e.to_string(), Some(pid));
                 continue;
             }
         };
         for disk in &point.disks {
+            graph.roots.entry(disk.manifest_root).or_default().push(pid);
             let mut load = |id: &ChunkId| -> Result<Vec<u8>> {
                 if let Some(why) = bad_chunks.get(id) {
-                    return Err(Error::damaged(format!("chunk {}", id.to_hex()), why));
+                    return Err(Error::damaged(chunk_name(id), why));
                 }
-                crate::ops::restore::read_indexed_chunk(repo, &index, id)
+                read_indexed_chunk(repo, &index, id)
             };
-            // The node being read when the walk fails is the damaged one:
-            // the walk names a node before loading and checking it.
-            let mut current_node: Option<ChunkId> = None;
-            let mut visit = |ev: ManifestEvent<'_>| -> Result<()> {
-                if let ManifestEvent::Node(id) = ev {
-                    current_node = Some(*id);
-                }
-                if let ManifestEvent::Extent {
-                    extent: Extent::Data { id, .. },
-                    ..
-                } = ev
-                {
-                    let object = format!("chunk {}", id.to_hex());
-                    if let Some(why) = bad_chunks.get(id) {
-                        found.add(object, why.clone(), Some(pid));
-                    } else if let Some(loc) = index.get(id) {
-                        if !present.contains(&index.pack_id(loc.pack)) {
-                            found.add(
-                                object,
-                                format!(
+            let mut visit = |ev: Reached<'_>| -> Result<()> {
+                match ev {
+                    Reached::Node { id, parent, .. } => graph.link(id, parent),
+                    Reached::Data { id, node, .. } => {
+                        let why = match bad_chunks.get(id) {
+                            Some(why) => Some(why.clone()),
+                            None => match index.get(id) {
+                                Some(loc) if present.contains_key(&index.pack_id(loc.pack)) => None,
+                                Some(loc) => Some(format!(
                                     "its pack {} is missing",
                                     pack_key(&index.pack_id(loc.pack))
-                                ),
-                                Some(pid),
-                            );
+                                )),
+                                None => Some("not in any index".into()),
+                            },
+                        };
+                        if let Some(why) = why {
+                            graph.problem(chunk_name(id), why, *node);
                         }
-                    } else {
-                        found.add(object, "not in any index".into(), Some(pid));
+                    }
+                    Reached::Damaged { id, parent, error } => {
+                        graph.link(id, parent);
+                        graph.problem(
+                            format!("manifest node {}", id.to_hex()),
+                            format!(
+                                "{error} (part of the manifest of disk '{}' in point {})",
+                                disk.name,
+                                pid.short()
+                            ),
+                            *id,
+                        );
                     }
                 }
                 Ok(())
             };
-            if let Err(e) = walk(&disk.manifest_root, disk.size, &mut load, &mut visit) {
-                // Keyed by the node, so a node shared by several points is
-                // one problem listing them all.
-                let object = match current_node {
-                    Some(node) => format!("manifest node {}", node.to_hex()),
-                    None => format!("manifest of disk '{}' in point {}", disk.name, pid.short()),
-                };
-                found.add(
-                    object,
-                    format!(
-                        "{e} (part of the manifest of disk '{}' in point {})",
-                        disk.name,
-                        pid.short()
-                    ),
-                    Some(pid),
-                );
-            }
+            walker.walk(&disk.manifest_root, disk.size, &mut load, &mut visit)?;
         }
     }
+    graph.attribute(&mut found);
 
     report.problems = found
         .problems
@@ -223,13 +236,92 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     Ok(report)
 }
 
+/// The manifest nodes as a graph, to tell which points a problem found
+/// once (in a subtree walked once) affects: every point whose manifest
+/// reaches the node where it was found.
+#[derive(Default)]
+struct ManifestGraph {
+    /// Each node's parents.
+    parents: HashMap<ChunkId, HashSet<ChunkId>>,
+    /// Manifest roots and the points whose disks they are.
+    roots: HashMap<ChunkId, Vec<PointId>>,
+    /// Problems (object, reason) and the nodes they were found in.
+    problems: BTreeMap<String, (String, HashSet<ChunkId>)>,
+}
+
+impl ManifestGraph {
+    fn link(&mut self, id: &ChunkId, parent: Option<&ChunkId>) {
+        if let Some(p) = parent {
+            self.parents.entry(*id).or_default().insert(*p);
+        }
+    }
+
+    fn problem(&mut self, object: String, reason: String, node: ChunkId) {
+        self.problems
+            .entry(object)
+            .or_insert_with(|| (reason, HashSet::new()))
+            .1
+            .insert(node);
+    }
+
+    /// Adds every problem to `found` with the points whose manifests reach
+    /// it, walking up from the nodes where it was found.
+    fn attribute(mut self, found: &mut Findings) {
+        let mut memo: HashMap<ChunkId, HashSet<PointId>> = HashMap::new();
+        let problems = std::mem::take(&mut self.problems);
+        for (object, (reason, nodes)) in problems {
+            let mut points = HashSet::new();
+            for node in nodes {
+                points.extend(self.points_reaching(node, &mut memo).iter().copied());
+            }
+            found.add(object.clone(), reason.clone(), None);
+            for p in points {
+                found.add(object.clone(), reason.clone(), Some(p));
+            }
+        }
+    }
+
+    /// The points whose manifests contain `node`.
+    fn points_reaching(
+        &self,
+        node: ChunkId,
+        memo: &mut HashMap<ChunkId, HashSet<PointId>>,
+    ) -> HashSet<PointId> {
+        if let Some(p) = memo.get(&node) {
+            return p.clone();
+        }
+        // Iterative: manifests are at most 16 levels deep, but the graph
+        // of all points can be wide.
+        let mut out: HashSet<PointId> = HashSet::new();
+        let mut seen: HashSet<ChunkId> = HashSet::new();
+        let mut stack = vec![node];
+        while let Some(n) = stack.pop() {
+            if !seen.insert(n) {
+                continue;
+            }
+            if let Some(known) = memo.get(&n) {
+                out.extend(known.iter().copied());
+                continue;
+            }
+            if let Some(points) = self.roots.get(&n) {
+                out.extend(points.iter().copied());
+            }
+            if let Some(ps) = self.parents.get(&n) {
+                stack.extend(ps.iter().copied());
+            }
+        }
+        memo.insert(node, out.clone());
+        out
+    }
+}
+
 type PackCheck = (Option<(String, String)>, Vec<(ChunkId, String)>, u64, usize);
 
 fn check_pack(
     repo: &Repository,
     pack: &PackId,
     chunks: &[(ChunkId, ChunkLocation)],
-    present: &HashSet<PackId>,
+    present: &HashMap<PackId, u64>,
     read_data: bool,
 ) -> PackCheck {
     let key = pack_key(pack);
@@ -239,7 +331,7 @@ fn check_pack(
             .map(|(id, _)| (*id, format!("{why} ({key})")))
             .collect()
     };
-    if !present.contains(pack) {
+    let Some(&size) = present.get(pack) else {
         return (
             Some((
                 key.clone(),
@@ -249,37 +341,31 @@ fn check_pack(
             0,
             0,
         );
-    }
+    };
     if !read_data {
         let needed = chunks
             .iter()
             .map(|(_, l)| l.offset as u64 + l.length as u64)
             .max()
             .unwrap_or(0);
-        return match repo.store().size(&key) {
-            Ok(size) if size >= needed => (None, Vec::new(), 0, 0),
-            Ok(size) => (
-                Some((
-                    key.clone(),
-                    format!("truncated: {size} bytes, the index needs {needed}"),
-                )),
-                chunks
-                    .iter()
-                    .filter(|(_, l)| l.offset as u64 + l.length as u64 > size)
-                    .map(|(id, _)| (*id, format!("beyond the end of truncated {key}")))
-                    .collect(),
-                0,
-                0,
-            ),
-            Err(e) => (
-                Some((key.clone(), e.to_string())),
-                all_bad("unreadable pack"),
-                0,
-                0,
-            ),
-        };
+        if size >= needed {
+            return (None, Vec::new(), 0, 0);
+        }
+        return (
+            Some((
+                key.clone(),
+                format!("truncated: {size} bytes, the index needs {needed}"),
+            )),
+            chunks
+                .iter()
+                .filter(|(_, l)| l.offset as u64 + l.length as u64 > size)
+                .map(|(id, _)| (*id, format!("beyond the end of truncated {key}")))
+                .collect(),
+            0,
+            0,
+        );
     }
-    let bytes = match repo.store().get(&key) {
+    let bytes = match repo.read_pack(pack) {
         Ok(b) => b,
         Err(e) => {
             return (

@@ -3,7 +3,7 @@
 pub mod backup;
 pub mod check;
 pub mod repair;
-pub mod replica;
 pub mod restore;
 pub mod stats;
+pub mod status;
 pub mod sync;

@@ -24,8 +24,8 @@
 //! 4. damaged packs that no index names any more are deleted; barrier.
 //!
 //! A repair interrupted at any point can be run again; it finds the chunks
-//! already moved and finishes the job. Do not run two repairs of one
-//! repository at once.
+//! already moved and finishes the job. It holds an exclusive lock, since it
+//! deletes objects, and a shared lock on the replica.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -34,16 +34,15 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use crate::error::{Error, ErrorCategory, Result};
-use crate::format::index::index_bodies;
 use crate::format::index::{IndexBody, IndexRecord};
-use crate::format::manifest::Extent;
 use crate::format::point::PointBody;
 use crate::format::{ChunkId, IndexId, PackId, PointId};
 use crate::index::ChunkIndex;
-use crate::manifest::{walk, ManifestEvent};
-use crate::ops::replica::{ReplicaReader, RepoLocation};
-use crate::packer::{parse_pack_table, PackBuilder, DEFAULT_PACK_TARGET};
-use crate::repo::{index_key, pack_key, point_key, Repository};
+use crate::manifest::{ReachWalk, Reached};
+use crate::packer::{parse_pack_table, PackWriter};
+use crate::repo::reader::ReplicaReader;
+use crate::repo::{index_key, pack_key, point_key, LockKind, RepoLocation, Repository};
+use crate::store::PutMode;
 
 /// How to repair.
 #[derive(Debug, Clone, Default)]
@@ -110,6 +109,8 @@ pub fn repair(
         .num_threads(opts.threads.unwrap_or(0))
         .build()
         .map_err(|e| Error::InvalidArgument(format!("cannot start worker threads: {e}")))?;
+    let lock = repo.lock(LockKind::Exclusive, "repair")?;
+    let _replica_lock = replica.lock_for_reading("repair (replica)", repo.lock_options())?;
     let rep = ReplicaReader::open(repo, replica)?;
     let mut report = RepairReport::default();
 
@@ -170,11 +171,11 @@ pub fn repair(
 
     // Packs no readable index names, when an index file was lost: indexed
     // again from their own tables.
-    let mut new_records: Vec<(PackId, IndexRecord)> = Vec::new();
+    let mut rebuilt: Vec<(PackId, Vec<crate::format::pack::PackEntry>)> = Vec::new();
     if !lost_index.is_empty() {
         let named: HashSet<&PackId> = named.iter().collect();
         for p in present.iter().filter(|p| !named.contains(p)) {
-            let Ok(bytes) = repo.store().get(&pack_key(p)) else {
+            let Ok(bytes) = repo.read_pack(p) else {
                 continue;
             };
             if PackId::hash_of(&bytes) != *p {
@@ -183,20 +184,7 @@ pub fn repair(
             let Ok(entries) = parse_pack_table(repo.sealer(), &pack_key(p), &bytes) else {
                 continue;
             };
-            // Its writer may have died before its barrier.
-            repo.store().ensure_durable(&pack_key(p))?;
-            new_records.extend(entries.into_iter().map(|e| {
-                (
-                    *p,
-                    IndexRecord {
-                        id: e.id,
-                        pack: 0,
-                        offset: e.offset,
-                        length: e.length,
-                        raw_length: e.raw_length,
-                    },
-                )
-            }));
+            rebuilt.push((*p, entries));
         }
     }
 
@@ -214,8 +202,10 @@ pub fn repair(
             ix.add(r.id, pack, r.offset, r.length, r.raw_length);
         }
     }
-    for (pack, r) in &new_records {
-        good.add(r.id, *pack, r.offset, r.length, r.raw_length);
+    for (pack, entries) in &rebuilt {
+        for e in entries {
+            good.add(e.id, *pack, e.offset, e.length, e.raw_length);
+        }
     }
     good.finish();
     in_damaged.finish();
@@ -224,6 +214,7 @@ pub fn repair(
     // read from wherever an intact copy is.
     let mut referenced: HashSet<ChunkId> = HashSet::new();
     let node_cache: RefCell<HashMap<ChunkId, Vec<u8>>> = RefCell::new(HashMap::new());
+    let mut walker = ReachWalk::new();
     for (pid, point) in &points {
         for disk in &point.disks {
             let mut load = |id: &ChunkId| -> Result<Vec<u8>> {
@@ -241,33 +232,35 @@ pub fn repair(
                 node_cache.borrow_mut().insert(*id, plain.clone());
                 Ok(plain)
             };
-            let mut visit = |ev: ManifestEvent<'_>| -> Result<()> {
+            let mut visit = |ev: Reached<'_>| -> Result<()> {
                 match ev {
-                    ManifestEvent::Node(id) => referenced.insert(*id),
-                    ManifestEvent::Extent {
-                        extent: Extent::Data { id, .. },
-                        ..
-                    } => referenced.insert(*id),
-                    ManifestEvent::Extent { .. } => false,
-                };
+                    Reached::Node { id, .. } | Reached::Data { id, .. } => {
+                        referenced.insert(*id);
+                    }
+                    Reached::Damaged { id, error, .. } => {
+                        referenced.insert(*id);
+                        report.unrepaired.push((
+                            format!("manifest of disk '{}' in point {}", disk.name, pid.short()),
+                            error.to_string(),
+                        ));
+                    }
+                }
                 Ok(())
             };
-            if let Err(e) = walk(&disk.manifest_root, disk.size, &mut load, &mut visit) {
-                report.unrepaired.push((
-                    format!("manifest of disk '{}' in point {}", disk.name, pid.short()),
-                    e.to_string(),
-                ));
-            }
+            walker.walk(&disk.manifest_root, disk.size, &mut load, &mut visit)?;
         }
     }
     drop(node_cache);
 
     // Chunks of damaged packs: salvaged, fetched, or given up.
     let mut mover = ChunkMover::new(repo);
+    for (pack, entries) in &rebuilt {
+        mover.writer.index_existing(*pack, entries)?;
+    }
     // Index entries (pack, chunk) that no longer need to exist.
     let mut resolved: HashSet<(PackId, ChunkId)> = HashSet::new();
     for p in &damaged {
-        let bytes = repo.store().get(&pack_key(p)).ok();
+        let bytes = repo.read_pack(p).ok();
         let mut chunks: Vec<IndexRecord> = bodies
             .iter()
             .flat_map(|(_, b)| {
@@ -337,18 +330,11 @@ pub fn repair(
         }
     }
 
-    // New packs, then the index file that lists them.
-    let moved = mover.finish()?;
-    report.packs_written = moved.packs;
-    new_records.extend(moved.records);
-    if !new_records.is_empty() {
-        repo.store().barrier()?;
-        for body in index_bodies(&new_records) {
-            repo.write_index_file(&body)?;
-            report.index_files_written += 1;
-        }
-        repo.store().barrier()?;
-    }
+    // New packs, then (durable) the index files that list them and the
+    // packs indexed again from their tables.
+    let written = mover.writer.finish()?;
+    report.packs_written = written.packs;
+    report.index_files_written += written.index_files;
 
     // Index files without the entries of moved chunks; then the old ones go.
     let mut still_named: HashSet<PackId> = HashSet::new();
@@ -370,17 +356,15 @@ pub fn repair(
             still_named.extend(body.packs.iter().copied());
             continue;
         }
-        for b in index_bodies(&kept) {
-            repo.write_index_file(&b)?;
-            report.index_files_written += 1;
-        }
+        report.index_files_written += repo.write_index_records(&kept)?;
         obsolete.push(*id);
     }
     obsolete.extend(lost_index);
     if !obsolete.is_empty() {
         repo.store().barrier()?;
+        lock.check()?;
         for id in &obsolete {
-            repo.store().delete(&index_key(id))?;
+            repo.delete_index_file(id)?;
             report.index_files_removed += 1;
         }
         repo.store().barrier()?;
@@ -389,7 +373,7 @@ pub fn repair(
     // Damaged packs whose every chunk moved.
     for p in &damaged {
         if present.contains(p) && !still_named.contains(p) {
-            repo.store().delete(&pack_key(p))?;
+            repo.delete_pack(p)?;
             report.packs_removed += 1;
         }
     }
@@ -419,7 +403,7 @@ fn replace_whole(
     if blake3::hash(&bytes).as_bytes() != hash {
         return Ok(false);
     }
-    repo.store().put(key, &bytes)?;
+    repo.store().put(key, &bytes, PutMode::Overwrite)?;
     report.bytes_fetched += bytes.len() as u64;
     report.objects_replaced.push(key.to_string());
     Ok(true)
@@ -430,36 +414,24 @@ fn pack_is_intact(repo: &Repository, pack: &PackId, present: &HashSet<PackId>) -
     if !present.contains(pack) {
         return Ok(false);
     }
-    match repo.store().get(&pack_key(pack)) {
+    match repo.read_pack(pack) {
         Ok(bytes) => Ok(PackId::hash_of(&bytes) == *pack),
-        Err(e) if e.is_not_found() => Ok(false),
-        Err(e) => Err(e.into()),
+        Err(Error::Damaged { .. }) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
-/// Writes moved chunks, still sealed, into new packs.
+/// Writes moved chunks, still sealed, into new packs, each chunk once.
 struct ChunkMover<'a> {
-    repo: &'a Repository,
-    pack: PackBuilder,
+    writer: PackWriter<'a>,
     moved: HashSet<ChunkId>,
-    records: Vec<(PackId, IndexRecord)>,
-    packs: usize,
-}
-
-/// The packs a [`ChunkMover`] wrote and the index records of their chunks.
-struct Moved {
-    packs: usize,
-    records: Vec<(PackId, IndexRecord)>,
 }
 
 impl<'a> ChunkMover<'a> {
     fn new(repo: &'a Repository) -> Self {
         ChunkMover {
-            repo,
-            pack: PackBuilder::new(DEFAULT_PACK_TARGET),
+            writer: PackWriter::new(repo),
             moved: HashSet::new(),
-            records: Vec::new(),
-            packs: 0,
         }
     }
 
@@ -472,40 +444,6 @@ impl<'a> ChunkMover<'a> {
         if !self.moved.insert(id) {
             return Ok(());
         }
-        self.pack.add(id, sealed, raw_length);
-        if self.pack.is_full() {
-            self.write_pack()?;
-        }
-        Ok(())
-    }
-
-    fn write_pack(&mut self) -> Result<()> {
-        let pack = std::mem::replace(&mut self.pack, PackBuilder::new(DEFAULT_PACK_TARGET));
-        let done = pack.finish(self.repo.sealer());
-        self.repo.store().put(&pack_key(&done.id), &done.bytes)?;
-        self.packs += 1;
-        self.records.extend(done.entries.iter().map(|e| {
-            (
-                done.id,
-                IndexRecord {
-                    id: e.id,
-                    pack: 0,
-                    offset: e.offset,
-                    length: e.length,
-                    raw_length: e.raw_length,
-                },
-            )
-        }));
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<Moved> {
-        if !self.pack.is_empty() {
-            self.write_pack()?;
-        }
-        Ok(Moved {
-            packs: self.packs,
-            records: self.records,
-        })
+        self.writer.add(id, sealed, raw_length)
     }
 }

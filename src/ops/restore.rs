@@ -26,7 +26,6 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -40,8 +39,9 @@ use crate::format::{ChunkId, PointId};
 use crate::imagehash::{ImageHasher, Span};
 use crate::index::{ChunkIndex, ChunkLocation};
 use crate::manifest::{walk, ManifestEvent};
-use crate::ops::replica::{ReplicaReader, RepoLocation};
 use crate::progress::{Progress, Tracker};
+use crate::repo::reader::{load_index_with_fallback, ChunkReader, ReplicaReader};
+use crate::repo::RepoLocation;
 use crate::repo::{pack_key, Repository};
 
 /// Plaintext bytes fetched per parallel batch.
@@ -104,6 +104,12 @@ pub struct RestoreReport {
 /// Restores disks of a recovery point.
 pub fn restore(repo: &Repository, opts: &RestoreOptions) -> Result<RestoreReport> {
     let started = Instant::now();
+    let _lock = repo.lock_for_reading("restore")?;
+    let _replica_lock = opts
+        .fallback
+        .as_ref()
+        .map(|r| r.lock_for_reading("restore (fallback)", repo.lock_options()))
+        .transpose()?;
     let fallback = opts
         .fallback
         .as_ref()
@@ -166,7 +172,7 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions) -> Result<RestoreReport
         }
     }
     let pool = worker_pool(opts.threads)?;
-    let index = load_index(repo, fallback.as_ref())?;
+    let index = load_index_with_fallback(repo, fallback.as_ref())?;
     let reader = ChunkReader::new(repo, &index, fallback.as_ref());
     let mut tracker = Tracker::new(
         opts.progress.clone(),
@@ -181,65 +187,6 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions) -> Result<RestoreReport
         disks,
         duration: started.elapsed(),
     })
-}
-
-/// The repository's index. With a fallback replica, an index file that
-/// cannot be read is left out (its chunks then come from the replica).
-fn load_index(repo: &Repository, fallback: Option<&ReplicaReader>) -> Result<ChunkIndex> {
-    if fallback.is_none() {
-        return repo.load_index();
-    }
-    let mut index = ChunkIndex::default();
-    for id in repo.list_index_files()? {
-        if let Ok(body) = repo.read_index_file(&id) {
-            index.add_body(&body);
-        }
-    }
-    index.finish();
-    Ok(index)
-}
-
-/// Where a restore reads chunks: the repository through its index, and a
-/// replica for the chunks the repository lacks or holds damaged.
-struct ChunkReader<'a> {
-    repo: &'a Repository,
-    index: &'a ChunkIndex,
-    fallback: Option<&'a ReplicaReader>,
-    /// Chunks read from the replica so far.
-    from_replica: AtomicU64,
-}
-
-impl<'a> ChunkReader<'a> {
-    fn new(
-        repo: &'a Repository,
-        index: &'a ChunkIndex,
-        fallback: Option<&'a ReplicaReader>,
-    ) -> Self {
-        ChunkReader {
-            repo,
-            index,
-            fallback,
-            from_replica: AtomicU64::new(0),
-        }
-    }
-
-    /// Reads one chunk (a manifest node), from the replica if need be.
-    fn read(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        match (read_indexed_chunk(self.repo, self.index, id), self.fallback) {
-            (Err(_), Some(f)) => self.read_from_replica(f, id),
-            (result, _) => result,
-        }
-    }
-
-    fn read_from_replica(&self, f: &ReplicaReader, id: &ChunkId) -> Result<Vec<u8>> {
-        let plain = f.read_chunk_for_restore(id)?;
-        self.from_replica.fetch_add(1, Ordering::Relaxed);
-        Ok(plain)
-    }
-
-    fn replica_reads(&self) -> u64 {
-        self.from_replica.load(Ordering::Relaxed)
-    }
 }
 
 fn worker_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
@@ -279,7 +226,7 @@ fn restore_into(
         )));
     }
     let pool = worker_pool(opts.threads)?;
-    let index = load_index(repo, fallback)?;
+    let index = load_index_with_fallback(repo, fallback)?;
     let reader = ChunkReader::new(repo, &index, fallback);
     let target = open_existing_target(&opts.output, disk.size)?;
     let mut tracker = Tracker::new(opts.progress.clone(), disk.size);
@@ -861,16 +808,4 @@ fn open_run(
 
 fn writer_gone() -> Error {
     Error::InvalidArgument("the output writer stopped".into())
-}
-
-/// Reads a chunk through the index, naming it when missing.
-pub(crate) fn read_indexed_chunk(
-    repo: &Repository,
-    index: &ChunkIndex,
-    id: &ChunkId,
-) -> Result<Vec<u8>> {
-    let loc = index
-        .get(id)
-        .ok_or_else(|| Error::MissingChunk { chunk: id.to_hex() })?;
-    repo.read_chunk(id, &loc, &index.pack_id(loc.pack))
 }

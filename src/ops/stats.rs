@@ -1,12 +1,17 @@
 //! `stats`: what the repository protects and what it costs.
 
 use crate::error::Result;
+use crate::repo::layout::{INDEX, LOCKS, PACKS, TMP};
 use crate::repo::Repository;
 
 /// Repository-wide figures.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RepoStats {
+    /// Recovery points that are not forgotten (the figures below count
+    /// only these).
     pub points: usize,
+    /// Forgotten points waiting for `prune`.
+    pub forgotten_points: usize,
     pub disks: usize,
     /// Sum of the logical sizes of every disk of every point.
     pub logical_bytes: u64,
@@ -37,7 +42,13 @@ pub fn stats(repo: &Repository) -> Result<RepoStats> {
         index_bytes_per_chunk: crate::index::BYTES_PER_CHUNK,
         ..Default::default()
     };
-    for (_, p) in repo.list_points()? {
+    let _lock = repo.lock_for_reading("stats")?;
+    let forgotten = repo.forgotten_points()?;
+    for (id, p) in repo.list_all_points()? {
+        if forgotten.contains_key(&id) {
+            s.forgotten_points += 1;
+            continue;
+        }
         s.points += 1;
         for d in &p.disks {
             s.disks += 1;
@@ -51,15 +62,14 @@ pub fn stats(repo: &Repository) -> Result<RepoStats> {
         s.unique_bytes += loc.raw_length as u64;
         s.chunk_stored_bytes += loc.length as u64;
     }
-    let store = repo.store();
-    let mut keys = store.list("")?;
-    keys.retain(|k| !k.starts_with("tmp/"));
-    s.objects = keys.len();
-    for k in &keys {
-        s.repository_bytes += store.size(k)?;
-        if k.starts_with("packs/") {
+    let mut objects = repo.store().list("")?;
+    objects.retain(|o| !o.key.starts_with(TMP) && !o.key.starts_with(LOCKS));
+    s.objects = objects.len();
+    for o in &objects {
+        s.repository_bytes += o.size;
+        if o.key.starts_with(PACKS) {
             s.packs += 1;
-        } else if k.starts_with("index/") {
+        } else if o.key.starts_with(INDEX) {
             s.index_files += 1;
         }
     }

@@ -35,22 +35,24 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::format::index::{index_bodies, IndexRecord};
+use crate::format::forget::ForgetRecord;
+use crate::format::index::IndexRecord;
 use crate::format::keyfile::KeyFile;
-use crate::format::manifest::Extent;
 use crate::format::pack::{decode_footer, PACK_FOOTER_LEN};
 use crate::format::replica::ReplicaMarker;
 use crate::format::{ChunkId, IndexId, KeyId, ObjectHeader, ObjectKind, PackId, PointId};
 use crate::index::ChunkIndex;
-use crate::manifest::{walk, ManifestEvent};
-use crate::ops::replica::{check_compatible, open_copy, RepoLocation};
-use crate::ops::restore::read_indexed_chunk;
+use crate::manifest::{ReachWalk, Reached};
 use crate::packer::parse_pack_table;
 use crate::progress::{Progress, Tracker};
+use crate::repo::layout::{list_ids, KEYS, TMP};
+use crate::repo::location::{minus, Listing};
+use crate::repo::reader::read_indexed_chunk;
 use crate::repo::{
-    host_name, index_key, key_key, list_ids, now_unix, pack_key, point_key, Repository, CONFIG_KEY,
-    REPLICA_KEY,
+    check_compatible, host_name, index_key, key_key, now_unix, open_copy, pack_key, point_key,
+    LockKind, LockOptions, RepoLocation, Repository, CONFIG_KEY, REPLICA_KEY,
 };
+use crate::store::PutMode;
 
 /// Packs copied at once when [`SyncOptions::threads`] is `None`: copying
 /// is mostly waiting on storage, so more than the cores.
@@ -71,6 +73,14 @@ pub struct SyncOptions {
     pub threads: Option<usize>,
     /// Told the bytes copied so far and the bytes to copy.
     pub progress: Option<Progress>,
+    /// Make the destination's live points exactly the source's live
+    /// selected points: destination points that are not are forgotten
+    /// there, and points live in the source are unforgotten (needs the
+    /// key). Nothing is deleted; see [`sync_with_key`].
+    pub delete: bool,
+    /// How both repositories are locked; the source repository's handle's
+    /// options (or the defaults) when `None`.
+    pub lock: Option<LockOptions>,
 }
 
 /// Counts of objects by kind, and their bytes.
@@ -120,6 +130,12 @@ pub struct SyncReport {
     pub index_files_written: usize,
     /// Chunks opened and verified in the destination (`verify`).
     pub chunks_verified: u64,
+    /// Destination points forgotten because they are not live in the
+    /// source (`delete`).
+    pub points_forgotten: usize,
+    /// Destination points unforgotten because they are live in the source
+    /// (`delete`).
+    pub points_unforgotten: usize,
     pub duration: Duration,
 }
 
@@ -174,130 +190,61 @@ enum Kind {
     Key,
 }
 
-/// One object to copy: its key and the hash its bytes must have.
+/// One object to copy: its key, the hash its bytes must have, and its
+/// size as the source's listing gave it.
 struct Item {
     kind: Kind,
     key: String,
     hash: [u8; 32],
+    size: u64,
 }
 
 impl Item {
-    fn pack(id: &PackId) -> Item {
+    fn pack(&(id, size): &(PackId, u64)) -> Item {
         Item {
             kind: Kind::Pack,
-            key: pack_key(id),
+            key: pack_key(&id),
             hash: id.0,
+            size,
         }
     }
-    fn index(id: &IndexId) -> Item {
+    fn index(&(id, size): &(IndexId, u64)) -> Item {
         Item {
             kind: Kind::Index,
-            key: index_key(id),
+            key: index_key(&id),
             hash: id.0,
+            size,
         }
     }
-    fn point(id: &PointId) -> Item {
+    fn point(&(id, size): &(PointId, u64)) -> Item {
         Item {
             kind: Kind::Point,
-            key: point_key(id),
+            key: point_key(&id),
             hash: id.0,
+            size,
         }
     }
-    fn key_file(id: &KeyId) -> Item {
+    fn key_file(&(id, size): &(KeyId, u64)) -> Item {
         Item {
             kind: Kind::Key,
-            key: key_key(id),
+            key: key_key(&id),
             hash: id.0,
+            size,
         }
     }
 }
 
-/// The objects of both sides.
-struct Listing {
-    src_points: Vec<PointId>,
-    src_index: Vec<IndexId>,
-    src_packs: Vec<PackId>,
-    src_keys: Vec<KeyId>,
-    dst_points: HashSet<PointId>,
-    dst_index: HashSet<IndexId>,
-    dst_packs: HashSet<PackId>,
-    dst_keys: HashSet<KeyId>,
-}
-
-impl Listing {
-    fn read(src: &RepoLocation, dst: &RepoLocation) -> Result<Listing> {
-        let (s, d) = (src.store().as_ref(), dst.store().as_ref());
-        // Points before index files before packs: a backup writes them in
-        // the opposite order, so every point listed here has its index
-        // files listed, and every index file its packs, even while a
-        // backup runs in the source.
-        let src_points = list_ids(s, "points/")?;
-        let src_index = list_ids(s, "index/")?;
-        let src_packs = list_ids(s, "packs/")?;
-        let src_keys = list_ids(s, "keys/")?;
-        Ok(Listing {
-            src_points,
-            src_index,
-            src_packs,
-            src_keys,
-            dst_points: list_ids(d, "points/")?.into_iter().collect(),
-            dst_index: list_ids(d, "index/")?.into_iter().collect(),
-            dst_packs: list_ids(d, "packs/")?.into_iter().collect(),
-            dst_keys: list_ids(d, "keys/")?.into_iter().collect(),
-        })
-    }
-}
-
-/// What a full sync would copy: every object of the source that the
-/// destination lacks.
-pub(crate) struct MissingObjects {
-    pub points: Vec<PointId>,
-    pub index_files: Vec<IndexId>,
-    pub packs: Vec<PackId>,
-    pub key_files: Vec<KeyId>,
-}
-
-impl MissingObjects {
-    /// The store keys of the objects.
-    pub fn keys(&self) -> impl Iterator<Item = String> + '_ {
-        self.packs
-            .iter()
-            .map(pack_key)
-            .chain(self.index_files.iter().map(index_key))
-            .chain(self.points.iter().map(point_key))
-            .chain(self.key_files.iter().map(key_key))
-    }
-
-    pub fn len(&self) -> usize {
-        self.points.len() + self.index_files.len() + self.packs.len() + self.key_files.len()
-    }
-}
-
-/// Every object of `src` that `dst` lacks.
-pub(crate) fn missing_objects(src: &RepoLocation, dst: &RepoLocation) -> Result<MissingObjects> {
-    let l = Listing::read(src, dst)?;
-    Ok(MissingObjects {
-        points: without(&l.src_points, &l.dst_points),
-        index_files: without(&l.src_index, &l.dst_index),
-        packs: without(&l.src_packs, &l.dst_packs),
-        key_files: without(&l.src_keys, &l.dst_keys),
-    })
-}
-
-fn without<T: Copy + Eq + std::hash::Hash>(all: &[T], present: &HashSet<T>) -> Vec<T> {
-    all.iter()
-        .filter(|x| !present.contains(x))
-        .copied()
-        .collect()
+fn ids<T: Copy>(v: &[(T, u64)]) -> Vec<T> {
+    v.iter().map(|(id, _)| *id).collect()
 }
 
 /// What this sync copies and writes.
 #[derive(Default)]
 struct Plan {
-    packs: Vec<PackId>,
-    index_files: Vec<IndexId>,
-    key_files: Vec<KeyId>,
-    points: Vec<PointId>,
+    packs: Vec<(PackId, u64)>,
+    index_files: Vec<(IndexId, u64)>,
+    key_files: Vec<(KeyId, u64)>,
+    points: Vec<(PointId, u64)>,
     /// Index records the sync writes itself (selective mode).
     own_index: Vec<(PackId, IndexRecord)>,
     /// Objects the destination already has.
@@ -311,55 +258,53 @@ fn run(
     opts: &SyncOptions,
 ) -> Result<SyncReport> {
     let started = Instant::now();
+    if opts.delete && key.is_none() {
+        return Err(Error::InvalidArgument(
+            "--delete needs the passphrase: it reads which points the source has forgotten".into(),
+        ));
+    }
+    let lock_opts = key.map(|k| k.lock_options().clone()).unwrap_or_default();
+    let lock_opts = opts.lock.clone().unwrap_or(lock_opts);
+    let _src_lock = src.lock_for_reading("sync (source)", &lock_opts)?;
     let src_config = src.read_config()?;
     let mut copied = ObjectTally::default();
     let created_with = prepare_destination(src, dst, &mut copied)?;
     let created = created_with.is_some();
+    let dst_lock = dst.lock(LockKind::Shared, "sync (destination)", &lock_opts)?;
     // With the key, the destination is opened with it (same key material).
     let dst_repo = key.map(|k| open_copy(k, dst)).transpose()?;
     if dst_repo.is_none() {
         check_compatible(&src_config, src.name(), &dst.read_config()?, dst.name())?;
     }
 
-    let listing = Listing::read(src, dst)?;
-    let selected = select_points(&listing.src_points, key, opts)?;
+    let from = Listing::read(src.store().as_ref())?;
+    let to = Listing::read(dst.store().as_ref())?;
+    let selected = select_points(&from.points, key, opts)?;
     let selective = key.is_some() && (!opts.points.is_empty() || !opts.tags.is_empty());
+    let created_keys = created_with.unwrap_or_default();
     let mut plan = Plan {
-        key_files: without(&listing.src_keys, &listing.dst_keys),
-        points: without(&selected, &listing.dst_points),
+        key_files: minus(&from.key_files, &to.key_files),
+        points: minus(&selected, &to.points),
         ..Plan::default()
     };
+    plan.skipped
+        .extend(minus(&selected, &plan.points).iter().map(Item::point));
     plan.skipped.extend(
-        selected
+        minus(&from.key_files, &plan.key_files)
             .iter()
-            .filter(|p| listing.dst_points.contains(p))
-            .map(Item::point),
-    );
-    plan.skipped.extend(
-        listing
-            .src_keys
-            .iter()
-            .filter(|k| listing.dst_keys.contains(k))
-            .filter(|k| !created_with.as_ref().is_some_and(|c| c.contains(k)))
+            .filter(|(k, _)| !created_keys.contains(k))
             .map(Item::key_file),
     );
     match (key, &dst_repo) {
-        (Some(k), Some(d)) if selective => plan_selective(k, d, &listing, &mut plan)?,
+        (Some(k), Some(d)) if selective => plan_selective(k, d, &from, &to, &mut plan)?,
         _ => {
-            plan.packs = without(&listing.src_packs, &listing.dst_packs);
-            plan.index_files = without(&listing.src_index, &listing.dst_index);
+            plan.packs = minus(&from.packs, &to.packs);
+            plan.index_files = minus(&from.index_files, &to.index_files);
+            plan.skipped
+                .extend(minus(&from.packs, &plan.packs).iter().map(Item::pack));
             plan.skipped.extend(
-                listing
-                    .src_packs
+                minus(&from.index_files, &plan.index_files)
                     .iter()
-                    .filter(|p| listing.dst_packs.contains(p))
-                    .map(Item::pack),
-            );
-            plan.skipped.extend(
-                listing
-                    .src_index
-                    .iter()
-                    .filter(|i| listing.dst_index.contains(i))
                     .map(Item::index),
             );
         }
@@ -367,7 +312,7 @@ fn run(
 
     let mut skipped = ObjectTally::default();
     for item in &plan.skipped {
-        skipped.add(item.kind, src.store().size(&item.key)?);
+        skipped.add(item.kind, item.size);
     }
 
     let copier = Copier {
@@ -385,14 +330,13 @@ fn run(
         .map(Item::key_file)
         .chain(plan.points.iter().map(Item::point))
         .collect();
-    let mut tracker = Tracker::new(opts.progress.clone(), 0);
-    if opts.progress.is_some() {
-        let mut total = 0;
-        for item in packs.iter().chain(&index_files).chain(&later) {
-            total += src.store().size(&item.key)?;
-        }
-        tracker = Tracker::new(opts.progress.clone(), total);
-    }
+    let total = packs
+        .iter()
+        .chain(&index_files)
+        .chain(&later)
+        .map(|i| i.size)
+        .sum();
+    let mut tracker = Tracker::new(opts.progress.clone(), total);
 
     let mut chunks_verified = 0;
     let mut index_files_written = 0;
@@ -405,10 +349,7 @@ fn run(
             dst.store().ensure_durable(&item.key)?;
         }
         if let (1, Some(d)) = (n, &dst_repo) {
-            for body in index_bodies(&plan.own_index) {
-                d.write_index_file(&body)?;
-                index_files_written += 1;
-            }
+            index_files_written += d.write_index_records(&plan.own_index)?;
         }
         let outcome = copier.copy_all(items, &mut tracker, &mut copied);
         chunks_verified += outcome.chunks_verified;
@@ -416,6 +357,12 @@ fn run(
         // skips it.
         dst.store().barrier()?;
         outcome.into_result(src.name(), dst.name())?;
+    }
+
+    let mut forgets = ForgetPropagation::default();
+    if let (true, Some(k), Some(d)) = (opts.delete, key, &dst_repo) {
+        dst_lock.check()?;
+        forgets = propagate_forgets(k, d, &ids(&selected))?;
     }
 
     Ok(SyncReport {
@@ -428,8 +375,73 @@ fn run(
         skipped,
         index_files_written,
         chunks_verified,
+        points_forgotten: forgets.forgotten,
+        points_unforgotten: forgets.unforgotten,
         duration: started.elapsed(),
     })
+}
+
+/// What `sync --delete` changed in the destination.
+#[derive(Default)]
+struct ForgetPropagation {
+    forgotten: usize,
+    unforgotten: usize,
+}
+
+/// `sync --delete`: makes the destination's live points the source's live
+/// selected points. A destination point that is not one of them is
+/// forgotten there (with the source's forget record when it has one, so
+/// the grace period counts from the same instant); a destination point
+/// that is live in the source loses its forget records. Nothing is
+/// deleted: the destination's own `prune` frees the data after its grace
+/// period, and only data that no live point of the destination needs.
+fn propagate_forgets(
+    src: &Repository,
+    dst: &Repository,
+    selected: &[PointId],
+) -> Result<ForgetPropagation> {
+    let src_forgotten = src.list_forget_records()?;
+    let forgotten_in_src: HashSet<PointId> = src_forgotten.iter().map(|(_, r)| r.point).collect();
+    let live: HashSet<PointId> = selected
+        .iter()
+        .filter(|p| !forgotten_in_src.contains(p))
+        .copied()
+        .collect();
+    let dst_records = dst.list_forget_records()?;
+    let forgotten_in_dst: HashSet<PointId> = dst_records.iter().map(|(_, r)| r.point).collect();
+    let mut out = ForgetPropagation::default();
+    let mut unforgotten = HashSet::new();
+    for (id, r) in &dst_records {
+        if live.contains(&r.point) {
+            dst.delete_forget_record(id)?;
+            unforgotten.insert(r.point);
+        }
+    }
+    out.unforgotten = unforgotten.len();
+    let (now, _) = now_unix();
+    for point in dst.list_point_ids()? {
+        if live.contains(&point) || forgotten_in_dst.contains(&point) {
+            continue;
+        }
+        let record = src_forgotten
+            .iter()
+            .map(|(_, r)| r)
+            .filter(|r| r.point == point)
+            .min_by_key(|r| r.time_secs)
+            .cloned()
+            .unwrap_or_else(|| {
+                ForgetRecord::new(
+                    point,
+                    now,
+                    &host_name(),
+                    &format!("sync --delete: not a live point of {}", src.location()),
+                )
+            });
+        dst.write_forget_record(&record)?;
+        out.forgotten += 1;
+    }
+    dst.store().barrier()?;
+    Ok(out)
 }
 
 /// The stage (0, 1 or 2) in which objects of a kind are copied.
@@ -445,6 +457,11 @@ fn stage_of(kind: Kind) -> usize {
 /// as a replica when it does not exist, is empty, or holds only what an
 /// interrupted creation left. Returns the key files it copied when it
 /// created it.
+///
+/// Of several syncs creating one replica at once, one writes the config
+/// (create-only); the others then find a repository there, and go on if it
+/// is a copy of the same source, or refuse and remove the key files they
+/// copied if it is not.
 fn prepare_destination(
     src: &RepoLocation,
     dst: &RepoLocation,
@@ -458,55 +475,83 @@ fn prepare_destination(
     let leftover = dst.store().list("")?;
     if leftover
         .iter()
-        .any(|k| !(k.starts_with("keys/") || k.starts_with("tmp/") || k == REPLICA_KEY))
+        .any(|o| !(o.key.starts_with(KEYS) || o.key.starts_with(TMP) || o.key == REPLICA_KEY))
     {
         return Err(Error::AlreadyExists(dst.name().to_string()));
     }
     let config_bytes = src.store().get(CONFIG_KEY)?;
-    let present: HashSet<KeyId> = list_ids(dst.store().as_ref(), "keys/")?
-        .into_iter()
-        .collect();
-    let keys: Vec<KeyId> = list_ids(src.store().as_ref(), "keys/")?;
+    let present: HashSet<KeyId> = list_ids(dst.store().as_ref(), KEYS)?.into_iter().collect();
+    let keys: Vec<KeyId> = list_ids(src.store().as_ref(), KEYS)?;
     let mut copied_keys = HashSet::new();
     for id in &present {
         // Left by an interrupted creation, perhaps before its barrier.
         dst.store().ensure_durable(&key_key(id))?;
     }
     for id in keys.iter().filter(|k| !present.contains(k)) {
-        let item = Item::key_file(id);
+        let item = Item::key_file(&(*id, 0));
         let bytes =
             fetch_verified(src, &item, None).map_err(CopyFailure::into_error(src.name()))?;
-        dst.store().put(&item.key, &bytes)?;
+        // Key files are named by their hash: a concurrent creation from
+        // the same source writes the same bytes.
+        dst.store().put(&item.key, &bytes, PutMode::Overwrite)?;
         copied.add(Kind::Key, bytes.len() as u64);
         copied_keys.insert(*id);
     }
     // Key files are durable before the config that makes the replica a
     // repository, as at init.
     dst.store().barrier()?;
-    if dst.store().exists(REPLICA_KEY)? {
-        dst.store().ensure_durable(REPLICA_KEY)?;
-    } else {
-        let marker = ReplicaMarker::new(src.name(), now_unix().0, &host_name());
-        dst.store().put(REPLICA_KEY, &marker.encode())?;
+    let marker = ReplicaMarker::new(src.name(), now_unix().0, &host_name());
+    match dst
+        .store()
+        .put(REPLICA_KEY, &marker.encode(), PutMode::Create)
+    {
+        Ok(()) => {}
+        // Left by an interrupted creation, or written by a concurrent one.
+        Err(e) if e.is_already_exists() => dst.store().ensure_durable(REPLICA_KEY)?,
+        Err(e) => return Err(e.into()),
     }
-    dst.store().put(CONFIG_KEY, &config_bytes)?;
+    match dst.store().put(CONFIG_KEY, &config_bytes, PutMode::Create) {
+        Ok(()) => {}
+        Err(e) if e.is_already_exists() => {
+            // Another sync created it first.
+            let theirs = dst.read_config()?;
+            let ours = crate::format::config::RepoConfig::decode(&config_bytes)
+                .map_err(|e| Error::format(CONFIG_KEY, e))?;
+            if let Err(refused) = check_compatible(&ours, src.name(), &theirs, dst.name()) {
+                for id in &copied_keys {
+                    let _ = dst.store().delete(&key_key(id));
+                }
+                let _ = dst.store().barrier();
+                return Err(refused);
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    }
     dst.store().barrier()?;
+    // Key files left by a creation from another source that lost the race
+    // (tidying only: the replica exists now, whatever happens here).
+    if let Ok(config) = dst.read_config() {
+        let _ = crate::repo::remove_foreign_key_files(dst.store().as_ref(), &config.id);
+    }
     Ok(Some(copied_keys))
 }
 
 /// The points of `src_points` that `opts` selects.
 fn select_points(
-    src_points: &[PointId],
+    src_points: &[(PointId, u64)],
     key: Option<&Repository>,
     opts: &SyncOptions,
-) -> Result<Vec<PointId>> {
+) -> Result<Vec<(PointId, u64)>> {
     let needs_key = |what: &str| {
         Error::InvalidArgument(format!(
             "{what} needs the passphrase (recovery points are encrypted); a sync without it can select points only by id prefix"
         ))
     };
+    let sizes: std::collections::HashMap<PointId, u64> = src_points.iter().copied().collect();
+    let src_points: Vec<PointId> = ids(src_points);
     let mut selected: Vec<PointId> = if opts.points.is_empty() {
-        src_points.to_vec()
+        src_points.clone()
     } else {
         let mut set = BTreeSet::new();
         for spec in &opts.points {
@@ -548,7 +593,10 @@ fn select_points(
     if opts.verify && key.is_none() {
         return Err(needs_key("--verify"));
     }
-    Ok(selected)
+    Ok(selected
+        .into_iter()
+        .map(|id| (id, sizes.get(&id).copied().unwrap_or(0)))
+        .collect())
 }
 
 /// Selective mode: the packs holding chunks that the points to send need
@@ -559,11 +607,12 @@ fn select_points(
 fn plan_selective(
     src: &Repository,
     dst: &Repository,
-    listing: &Listing,
+    from: &Listing,
+    to: &Listing,
     plan: &mut Plan,
 ) -> Result<()> {
     let mut bodies = Vec::new();
-    for id in &listing.src_index {
+    for (id, _) in &from.index_files {
         bodies.push(src.read_index_file(id)?);
     }
     let mut src_index = ChunkIndex::default();
@@ -574,17 +623,18 @@ fn plan_selective(
     let dst_index = dst.load_index()?;
 
     let mut needed: HashSet<PackId> = HashSet::new();
-    for point in &plan.points {
+    let mut walker = ReachWalk::new();
+    for (point, _) in &plan.points {
         let body = src.read_point(point)?;
         for disk in &body.disks {
-            let mut visit = |ev: ManifestEvent<'_>| -> Result<()> {
+            let mut visit = |ev: Reached<'_>| -> Result<()> {
                 let id: &ChunkId = match ev {
-                    ManifestEvent::Node(id) => id,
-                    ManifestEvent::Extent {
-                        extent: Extent::Data { id, .. },
-                        ..
+                    Reached::Node {
+                        id, first: true, ..
                     } => id,
-                    ManifestEvent::Extent { .. } => return Ok(()),
+                    Reached::Data { id, .. } => id,
+                    Reached::Node { .. } => return Ok(()),
+                    Reached::Damaged { error, .. } => return Err(error),
                 };
                 if !dst_index.contains(id) {
                     let loc = src_index
@@ -595,16 +645,19 @@ fn plan_selective(
                 Ok(())
             };
             let mut load = |id: &ChunkId| read_indexed_chunk(src, &src_index, id);
-            walk(&disk.manifest_root, disk.size, &mut load, &mut visit)?;
+            walker.walk(&disk.manifest_root, disk.size, &mut load, &mut visit)?;
         }
     }
+    let src_sizes: std::collections::HashMap<PackId, u64> = from.packs.iter().copied().collect();
+    let dst_packs: HashSet<PackId> = to.packs.iter().map(|(p, _)| *p).collect();
     let mut needed: Vec<PackId> = needed.into_iter().collect();
     needed.sort();
     for p in &needed {
-        if listing.dst_packs.contains(p) {
-            plan.skipped.push(Item::pack(p));
+        let sized = (*p, src_sizes.get(p).copied().unwrap_or(0));
+        if dst_packs.contains(p) {
+            plan.skipped.push(Item::pack(&sized));
         } else {
-            plan.packs.push(*p);
+            plan.packs.push(sized);
         }
     }
     let unindexed: HashSet<PackId> = needed
@@ -795,7 +848,7 @@ impl Copier<'_> {
         let bytes = fetch_verified(self.src, item, self.key)?;
         self.dst
             .store()
-            .put(&item.key, &bytes)
+            .put(&item.key, &bytes, PutMode::Overwrite)
             .map_err(|e| CopyFailure::Fatal(e.into()))?;
         let len = bytes.len() as u64;
         drop(bytes);

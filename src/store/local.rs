@@ -7,7 +7,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{Store, StoreError};
+use super::{ObjectInfo, PutMode, Store, StoreError};
 
 /// Directory under the root where objects are written before being renamed
 /// into place.
@@ -15,9 +15,10 @@ const TMP_DIR: &str = "tmp";
 
 /// Objects in a directory tree: key `a/b` is the file `ROOT/a/b`.
 ///
-/// `put` writes `ROOT/tmp/<random>`, fsyncs it and renames it over the key,
-/// so a crash leaves either the old state or the whole new object (plus, at
-/// worst, a stray temporary file). The renames become durable when
+/// `put` writes `ROOT/tmp/<random>`, fsyncs it and renames it over the key
+/// (a create-only put renames with `RENAME_NOREPLACE`, or links where the
+/// file system lacks it), so a crash leaves either the old state or the
+/// whole new object (plus, at worst, a stray temporary file). The renames become durable when
 /// [`Store::barrier`] fsyncs the directories they touched.
 pub struct LocalStore {
     root: PathBuf,
@@ -107,13 +108,16 @@ impl Store for LocalStore {
             .len())
     }
 
-    fn put(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
+    fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<(), StoreError> {
         let dest = self.path(key);
         let parent = dest.parent().unwrap_or(&self.root).to_path_buf();
         let tmp = self
             .write_temp(key, data)
             .map_err(|e| StoreError::io(key, e))?;
-        let res = fs::create_dir_all(&parent).and_then(|_| fs::rename(&tmp, &dest));
+        let res = fs::create_dir_all(&parent).and_then(|_| match mode {
+            PutMode::Overwrite => fs::rename(&tmp, &dest),
+            PutMode::Create => rename_no_replace(&tmp, &dest),
+        });
         if let Err(e) = res {
             let _ = fs::remove_file(&tmp);
             return Err(StoreError::io(key, e));
@@ -140,7 +144,7 @@ impl Store for LocalStore {
         }
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let mut out = Vec::new();
         let base = self.path(prefix);
         let mut stack = vec![(base, prefix.trim_end_matches('/').to_string())];
@@ -161,9 +165,20 @@ impl Store for LocalStore {
                 let ft = entry.file_type().map_err(|e| StoreError::io(&child, e))?;
                 if ft.is_dir() {
                     stack.push((entry.path(), child));
-                } else {
-                    out.push(child);
+                    continue;
                 }
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    // Deleted between the directory read and the stat:
+                    // it is not there any more.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(StoreError::io(&child, e)),
+                };
+                out.push(ObjectInfo {
+                    key: child,
+                    size: meta.len(),
+                    modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                });
             }
         }
         Ok(out)
@@ -232,4 +247,46 @@ impl Store for LocalStore {
         }
         Ok(())
     }
+}
+
+/// Renames `from` to `to` unless `to` exists, atomically: `EEXIST` if it
+/// does. `renameat2(RENAME_NOREPLACE)` where the file system supports it,
+/// otherwise a hard link (which also fails on an existing name) and the
+/// removal of `from`.
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
+        };
+        let (f, t) = (c(from)?, c(to)?);
+        // SAFETY: both pointers are valid NUL-terminated strings for the
+        // duration of the call.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                f.as_ptr(),
+                libc::AT_FDCWD,
+                t.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            // Not supported by this file system (or kernel): fall back.
+            Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {}
+            _ => return Err(e),
+        }
+    }
+    fs::hard_link(from, to)?;
+    // The object is in place; a temporary left behind is removed later by
+    // `remove_stale_temporaries`.
+    let _ = fs::remove_file(from);
+    Ok(())
 }

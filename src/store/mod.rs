@@ -1,20 +1,61 @@
 //! Where repository objects live: a flat namespace of relative keys with `/`
 //! separators, behind the [`Store`] trait.
 //!
-//! Promises every implementation keeps:
-//! - `put` is atomic: a reader sees the whole object or nothing, never a
-//!   prefix, and a crash never leaves a partial object under its key.
-//! - `put` does not by itself make the object durable; [`Store::barrier`]
-//!   makes every earlier `put` durable before returning. Writers call it
+//! # The contract
+//! Every implementation keeps these promises; [`testing::conformance`]
+//! checks them, and every backend runs it.
+//!
+//! - **Atomic puts.** A reader sees a whole object or none, never a prefix,
+//!   and a crash never leaves a partial object under its key.
+//! - **Create-only puts.** [`PutMode::Create`] stores the object only if
+//!   nothing is stored under the key, atomically: of two writers racing to
+//!   create one key, exactly one succeeds and the other gets
+//!   [`StoreError::AlreadyExists`]. Never implemented as check-then-write.
+//!   The repository's `config`, the replica marker, key files and lock
+//!   objects are written this way.
+//! - **Read-after-write.** Once a put, delete or create returned, every
+//!   later `get`, `exists` and `list` (from any process) sees it.
+//! - **Listings carry metadata.** [`Store::list`] returns each object's size
+//!   and modification time, so nothing asks for them once per object.
+//! - **Barriers.** A put is not durable by itself; [`Store::barrier`] makes
+//!   every earlier put and delete durable before it returns. Writers call it
 //!   between the stages whose order matters (packs, then index, then points).
+//! - **Typed failures.** A missing object is [`StoreError::NotFound`]; a
+//!   failure worth retrying (a timeout, a busy server) is
+//!   [`StoreError::Transient`]; refusal by permissions or a read-only medium
+//!   is [`StoreError::Denied`]; everything else is permanent.
 
-pub mod faulty;
 mod local;
+mod memory;
+pub mod testing;
 
-pub use faulty::{Fault, FaultyStore, OpCounts, OpKind, WriteEvent};
 pub use local::LocalStore;
+pub use memory::MemoryStore;
+pub use testing::faulty::{Fault, FaultyStore, OpCounts, OpKind, WriteEvent};
 
 use std::io;
+use std::time::SystemTime;
+
+/// How [`Store::put`] treats an object already stored under the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    /// Replace it. Content-named objects use this: the same name means the
+    /// same bytes, so replacing changes nothing.
+    Overwrite,
+    /// Fail with [`StoreError::AlreadyExists`] and leave it untouched.
+    Create,
+}
+
+/// One object as [`Store::list`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The object's key, e.g. `packs/ab/ab12...`.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When the object was last written, by the store's clock.
+    pub modified: SystemTime,
+}
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +63,22 @@ use std::io;
 pub enum StoreError {
     #[error("object '{key}' does not exist")]
     NotFound { key: String },
+    #[error("object '{key}' already exists")]
+    AlreadyExists { key: String },
     #[error("no space left on the device holding the repository while writing '{key}'; free some space and run the command again (objects already written are reused)")]
     NoSpace { key: String },
+    #[error("not allowed to write '{key}': {source}; check the permissions of the repository, or whether it is on a read-only medium")]
+    Denied {
+        key: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("temporary failure on '{key}': {source}; running the command again may succeed")]
+    Transient {
+        key: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("I/O error on '{key}': {source}")]
     Io {
         key: String,
@@ -33,24 +88,33 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Wraps an I/O error, recognising a full disk.
+    /// Wraps an I/O error, recognising a missing object, a full disk, a
+    /// refusal and the errors worth retrying.
     pub fn io(key: &str, source: io::Error) -> Self {
-        if source.kind() == io::ErrorKind::NotFound {
-            return StoreError::NotFound {
-                key: key.to_string(),
-            };
+        let key = key.to_string();
+        let errno = source.raw_os_error();
+        match source.kind() {
+            io::ErrorKind::NotFound => return StoreError::NotFound { key },
+            io::ErrorKind::AlreadyExists => return StoreError::AlreadyExists { key },
+            io::ErrorKind::StorageFull => return StoreError::NoSpace { key },
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+                return StoreError::Denied { key, source }
+            }
+            io::ErrorKind::Interrupted
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::ResourceBusy => return StoreError::Transient { key, source },
+            _ => {}
         }
-        if source.raw_os_error() == Some(libc::ENOSPC)
-            || source.raw_os_error() == Some(libc::EDQUOT)
-            || source.kind() == io::ErrorKind::StorageFull
-        {
-            return StoreError::NoSpace {
-                key: key.to_string(),
-            };
-        }
-        StoreError::Io {
-            key: key.to_string(),
-            source,
+        match errno {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => StoreError::NoSpace { key },
+            Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) => {
+                StoreError::Denied { key, source }
+            }
+            Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ETIMEDOUT) | Some(libc::EBUSY) => {
+                StoreError::Transient { key, source }
+            }
+            _ => StoreError::Io { key, source },
         }
     }
 
@@ -58,23 +122,54 @@ impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
     }
+
+    /// True when a create-only put found the key taken.
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, StoreError::AlreadyExists { .. })
+    }
+
+    /// True when the same operation may succeed if tried again.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient { .. })
+    }
+
+    /// True when the store refused a write (permissions, read-only medium).
+    pub fn is_denied(&self) -> bool {
+        matches!(self, StoreError::Denied { .. })
+    }
+
+    /// The key of the object concerned.
+    pub fn key(&self) -> &str {
+        match self {
+            StoreError::NotFound { key }
+            | StoreError::AlreadyExists { key }
+            | StoreError::NoSpace { key }
+            | StoreError::Denied { key, .. }
+            | StoreError::Transient { key, .. }
+            | StoreError::Io { key, .. } => key,
+        }
+    }
 }
 
-/// A place that holds repository objects.
+/// A place that holds repository objects. See the module documentation for
+/// the contract every implementation keeps.
 pub trait Store: Send + Sync {
     /// Reads a whole object.
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
     /// Reads `len` bytes at `offset`; fails if the object is shorter.
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError>;
-    /// Size of an object in bytes.
+    /// Size of one object in bytes. To learn the sizes of many objects, use
+    /// [`Store::list`].
     fn size(&self, key: &str) -> Result<u64, StoreError>;
-    /// Writes an object atomically, replacing any object under the key.
-    fn put(&self, key: &str, data: &[u8]) -> Result<(), StoreError>;
+    /// Writes an object atomically; `mode` says what happens when the key
+    /// is taken.
+    fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<(), StoreError>;
     /// True if the object exists.
     fn exists(&self, key: &str) -> Result<bool, StoreError>;
-    /// Keys of the objects under `prefix` (a directory such as `packs/`), in
-    /// no particular order, recursively.
-    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// The objects under `prefix` (a directory such as `packs/`, or `""`
+    /// for all), recursively, in no particular order, with their sizes and
+    /// modification times.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
     /// Removes an object; removing a missing object is not an error.
     fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Makes every earlier `put` and `delete` durable.

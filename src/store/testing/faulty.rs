@@ -6,13 +6,13 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use diskvault::store::{Fault, FaultyStore, LocalStore, OpKind, Store};
+//! use diskvault::store::{Fault, FaultyStore, LocalStore, OpKind, PutMode, Store};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let store = FaultyStore::new(Arc::new(LocalStore::new(dir.path())))
 //!     .with_fault(Fault::NoSpace(2));
-//! store.put("a", b"first").unwrap();
-//! let err = store.put("b", b"second").unwrap_err();
+//! store.put("a", b"first", PutMode::Overwrite).unwrap();
+//! let err = store.put("b", b"second", PutMode::Overwrite).unwrap_err();
 //! assert!(err.to_string().contains("no space"));
 //! assert_eq!(store.counts().ops(OpKind::Put), 2);
 //! assert_eq!(store.injected(), vec![(OpKind::Put, "b".to_string())]);
@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Store, StoreError};
+use crate::store::{ObjectInfo, PutMode, Store, StoreError};
 
 /// The kinds of operation, each numbered separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -75,21 +75,41 @@ pub enum Fault {
     /// a connection drops after the upload completed: the caller cannot
     /// know the object landed.
     FailAfterPut(u64),
+    /// The nth operation of this kind fails with a transient error (a
+    /// timeout) and does nothing: what a retry layer must absorb.
+    Transient(OpKind, u64),
+    /// Every operation of this kind waits this long before it runs: makes
+    /// races between concurrent writers certain instead of lucky.
+    Slow(OpKind, std::time::Duration),
+    /// Every put and delete fails as on a read-only medium (`EROFS`,
+    /// converted as the local store converts it) and changes nothing.
+    ReadOnly,
+    /// The first operation of this kind on a key under this prefix fails
+    /// with an I/O error and does nothing: targets one stage (say, the
+    /// first index file) whatever else the operation writes first.
+    FailUnder(OpKind, &'static str),
 }
 
 impl Fault {
     fn kind(&self) -> OpKind {
         match self {
-            Fault::Fail(kind, _) => *kind,
+            Fault::Fail(kind, _)
+            | Fault::Transient(kind, _)
+            | Fault::Slow(kind, _)
+            | Fault::FailUnder(kind, _) => *kind,
             Fault::ShortRead(_) => OpKind::Read,
-            Fault::NoSpace(_) | Fault::FailAfterPut(_) => OpKind::Put,
+            Fault::NoSpace(_) | Fault::FailAfterPut(_) | Fault::ReadOnly => OpKind::Put,
         }
     }
 
     /// True when this fault applies to operation number `n` of its kind.
     fn fires_at(&self, n: u64) -> bool {
         match *self {
-            Fault::Fail(_, at) | Fault::ShortRead(at) | Fault::FailAfterPut(at) => n == at,
+            Fault::Fail(_, at)
+            | Fault::Transient(_, at)
+            | Fault::ShortRead(at)
+            | Fault::FailAfterPut(at) => n == at,
+            Fault::Slow(..) | Fault::FailUnder(..) | Fault::ReadOnly => true,
             Fault::NoSpace(from) => n >= from,
         }
     }
@@ -138,6 +158,22 @@ impl OpCounts {
             .filter(|(_, n)| **n > 1)
             .map(|(k, _)| k.as_str())
             .collect()
+    }
+
+    /// These counts without the objects under `prefix` in `puts_by_key`,
+    /// and `writes` (the per-kind totals and byte counts keep them): for
+    /// assertions about what an operation stores, leaving out its lock
+    /// (`locks/`).
+    pub fn without(&self, prefix: &str) -> OpCounts {
+        let mut c = self.clone();
+        c.puts_by_key.retain(|k, _| !k.starts_with(prefix));
+        c.writes.retain(|w| match w {
+            WriteEvent::Put(k) | WriteEvent::Delete(k) | WriteEvent::EnsureDurable(k) => {
+                !k.starts_with(prefix)
+            }
+            WriteEvent::Barrier => true,
+        });
+        c
     }
 
     /// Keys written under `prefix` (e.g. `packs/`).
@@ -224,11 +260,30 @@ impl FaultyStore {
         let n = state.counts.by_kind.entry(kind).or_insert(0);
         *n += 1;
         let n = *n;
-        match self
-            .faults
-            .iter()
-            .find(|f| f.kind() == kind && f.fires_at(n))
-        {
+        let delay = self.faults.iter().find_map(|f| match f {
+            Fault::Slow(k, d) if *k == kind => Some(*d),
+            _ => None,
+        });
+        let fault = self.faults.iter().find(|f| match f {
+            Fault::Slow(..) => false,
+            Fault::ReadOnly => kind == OpKind::Put || kind == OpKind::Delete,
+            Fault::FailUnder(k, prefix) => {
+                *k == kind
+                    && key.starts_with(prefix)
+                    && !state
+                        .injected
+                        .iter()
+                        .any(|(ik, ikey)| ik == k && ikey.starts_with(prefix))
+            }
+            _ => f.kind() == kind && f.fires_at(n),
+        });
+        if let Some(d) = delay {
+            // Not while holding the state lock: other threads keep going.
+            drop(state);
+            std::thread::sleep(d);
+            state = self.lock();
+        }
+        match fault {
             Some(f) => {
                 state.injected.push((kind, key.to_string()));
                 Action::Inject(*f)
@@ -264,6 +319,17 @@ impl FaultyStore {
         }
     }
 
+    fn transient(key: &str) -> StoreError {
+        StoreError::Transient {
+            key: key.to_string(),
+            source: io::Error::new(io::ErrorKind::TimedOut, "injected fault: timed out"),
+        }
+    }
+
+    fn read_only(key: &str) -> StoreError {
+        StoreError::io(key, io::Error::from_raw_os_error(libc::EROFS))
+    }
+
     fn no_space(key: &str) -> StoreError {
         StoreError::io(key, io::Error::from_raw_os_error(libc::ENOSPC))
     }
@@ -280,6 +346,7 @@ impl FaultyStore {
                 self.record_read(&bytes);
                 Ok(bytes)
             }
+            Action::Inject(Fault::Transient(..)) => Err(Self::transient(key)),
             Action::Inject(_) => Err(Self::failure(key, "read")),
             Action::Pass => {
                 let bytes = read()?;
@@ -295,6 +362,7 @@ impl FaultyStore {
         op: impl FnOnce() -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         match self.begin(OpKind::Lookup, key) {
+            Action::Inject(Fault::Transient(..)) => Err(Self::transient(key)),
             Action::Inject(_) => Err(Self::failure(key, "lookup")),
             Action::Pass => op(),
         }
@@ -314,19 +382,21 @@ impl Store for FaultyStore {
         self.lookup(key, || self.inner.size(key))
     }
 
-    fn put(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
+    fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<(), StoreError> {
         match self.begin(OpKind::Put, key) {
             Action::Pass => {
-                self.inner.put(key, data)?;
+                self.inner.put(key, data, mode)?;
                 self.record_put(key, data.len());
                 Ok(())
             }
             Action::Inject(Fault::NoSpace(_)) => Err(Self::no_space(key)),
+            Action::Inject(Fault::ReadOnly) => Err(Self::read_only(key)),
             Action::Inject(Fault::FailAfterPut(_)) => {
-                self.inner.put(key, data)?;
+                self.inner.put(key, data, mode)?;
                 self.record_put(key, data.len());
                 Err(Self::failure(key, "acknowledging a write"))
             }
+            Action::Inject(Fault::Transient(..)) => Err(Self::transient(key)),
             Action::Inject(_) => Err(Self::failure(key, "write")),
         }
     }
@@ -335,13 +405,15 @@ impl Store for FaultyStore {
         self.lookup(key, || self.inner.exists(key))
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         self.lookup(prefix, || self.inner.list(prefix))
     }
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         match self.begin(OpKind::Delete, key) {
             Action::Pass => self.record(WriteEvent::Delete(key.into()), self.inner.delete(key)),
+            Action::Inject(Fault::Transient(..)) => Err(Self::transient(key)),
+            Action::Inject(Fault::ReadOnly) => Err(Self::read_only(key)),
             Action::Inject(_) => Err(Self::failure(key, "delete")),
         }
     }
@@ -381,13 +453,15 @@ mod tests {
     fn counts_every_operation() {
         let dir = tempfile::tempdir().unwrap();
         let s = FaultyStore::counting(store(&dir));
-        s.put("a/1", b"one").unwrap();
-        s.put("a/1", b"one").unwrap();
+        s.put("a/1", b"one", PutMode::Overwrite).unwrap();
+        s.put("a/1", b"one", PutMode::Overwrite).unwrap();
         s.barrier().unwrap();
         assert_eq!(s.get("a/1").unwrap(), b"one");
         assert_eq!(s.get_range("a/1", 1, 2).unwrap(), b"ne");
         assert!(s.exists("a/1").unwrap());
-        assert_eq!(s.list("a/").unwrap(), vec!["a/1".to_string()]);
+        let listed = s.list("a/").unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].key.as_str(), listed[0].size), ("a/1", 3));
         s.delete("a/1").unwrap();
 
         let c = s.counts();
@@ -416,10 +490,10 @@ mod tests {
     fn a_failed_put_writes_nothing_and_names_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let s = FaultyStore::new(store(&dir)).with_fault(Fault::Fail(OpKind::Put, 2));
-        s.put("k1", b"x").unwrap();
-        let e = s.put("k2", b"y").unwrap_err();
+        s.put("k1", b"x", PutMode::Overwrite).unwrap();
+        let e = s.put("k2", b"y", PutMode::Overwrite).unwrap_err();
         assert!(e.to_string().contains("'k2'"), "{e}");
-        s.put("k3", b"z").unwrap();
+        s.put("k3", b"z", PutMode::Overwrite).unwrap();
         assert!(!dir.path().join("k2").exists());
         assert_eq!(s.injected(), vec![(OpKind::Put, "k2".to_string())]);
     }
@@ -429,7 +503,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = FaultyStore::new(store(&dir)).with_fault(Fault::NoSpace(1));
         for key in ["k1", "k2"] {
-            let e = s.put(key, b"x").unwrap_err();
+            let e = s.put(key, b"x", PutMode::Overwrite).unwrap_err();
             assert!(matches!(e, StoreError::NoSpace { .. }), "{e}");
         }
         assert_eq!(s.counts().bytes_written, 0);
@@ -439,7 +513,7 @@ mod tests {
     fn a_lost_acknowledgement_still_writes() {
         let dir = tempfile::tempdir().unwrap();
         let s = FaultyStore::new(store(&dir)).with_fault(Fault::FailAfterPut(1));
-        assert!(s.put("k", b"data").is_err());
+        assert!(s.put("k", b"data", PutMode::Overwrite).is_err());
         assert_eq!(std::fs::read(dir.path().join("k")).unwrap(), b"data");
     }
 
@@ -449,7 +523,7 @@ mod tests {
         let s = FaultyStore::new(store(&dir))
             .with_fault(Fault::ShortRead(1))
             .with_fault(Fault::ShortRead(2));
-        s.put("k", b"abcdefgh").unwrap();
+        s.put("k", b"abcdefgh", PutMode::Overwrite).unwrap();
         assert_eq!(s.get("k").unwrap(), b"abcd");
         assert_eq!(s.get_range("k", 2, 4).unwrap(), b"cd");
         assert_eq!(s.get("k").unwrap(), b"abcdefgh");
@@ -462,7 +536,7 @@ mod tests {
             .with_fault(Fault::Fail(OpKind::Lookup, 1))
             .with_fault(Fault::Fail(OpKind::Delete, 1))
             .with_fault(Fault::Fail(OpKind::Barrier, 1));
-        s.put("k", b"x").unwrap();
+        s.put("k", b"x", PutMode::Overwrite).unwrap();
         assert!(s.list("").is_err());
         assert!(s.delete("k").is_err());
         assert!(dir.path().join("k").exists());

@@ -1,0 +1,254 @@
+//! Typed access to the content-named objects: index files, packs and
+//! recovery points. Operations read and write objects only through these.
+
+use std::collections::HashMap;
+
+use super::layout::{
+    forget_key, index_key, list_ids, list_ids_sized, pack_key, point_key, FORGOTTEN, INDEX, PACKS,
+    POINTS,
+};
+use super::Repository;
+use crate::error::{Error, Result};
+use crate::format::forget::ForgetRecord;
+use crate::format::index::{index_bodies, IndexBody, IndexRecord};
+use crate::format::point::PointBody;
+use crate::format::{ChunkId, ForgetId, IndexId, ObjectKind, PackId, PointId};
+use crate::index::{ChunkIndex, ChunkLocation};
+use crate::packer::FinishedPack;
+use crate::store::PutMode;
+
+impl Repository {
+    // ---- index -------------------------------------------------------------
+
+    /// Ids of all index files.
+    pub fn list_index_files(&self) -> Result<Vec<IndexId>> {
+        Ok(list_ids(self.store.as_ref(), INDEX)?)
+    }
+
+    /// Reads one index file.
+    pub fn read_index_file(&self, id: &IndexId) -> Result<IndexBody> {
+        let key = index_key(id);
+        let bytes = self.store.get(&key)?;
+        let body = self.open_object(&key, ObjectKind::Index, &id.0, &bytes)?;
+        IndexBody::decode(&body).map_err(|e| Error::format(key, e))
+    }
+
+    /// Writes an index file (after the packs it names are durable).
+    pub fn write_index_file(&self, body: &IndexBody) -> Result<IndexId> {
+        let bytes = self.seal_object(ObjectKind::Index, &body.encode(), false);
+        let id = IndexId::hash_of(&bytes);
+        self.store
+            .put(&index_key(&id), &bytes, PutMode::Overwrite)?;
+        Ok(id)
+    }
+
+    /// Writes index files listing `records` (each with its pack), as many
+    /// as the format's bounds need; returns how many. The packs must be
+    /// durable already.
+    pub(crate) fn write_index_records(&self, records: &[(PackId, IndexRecord)]) -> Result<usize> {
+        let bodies = index_bodies(records);
+        for body in &bodies {
+            self.write_index_file(body)?;
+        }
+        Ok(bodies.len())
+    }
+
+    /// Deletes an index file (prune and repair, once what replaces it is
+    /// durable).
+    pub(crate) fn delete_index_file(&self, id: &IndexId) -> Result<()> {
+        Ok(self.store.delete(&index_key(id))?)
+    }
+
+    /// Loads every index file into memory.
+    pub fn load_index(&self) -> Result<ChunkIndex> {
+        let mut index = ChunkIndex::default();
+        for id in self.list_index_files()? {
+            let body = self.read_index_file(&id)?;
+            index.add_body(&body);
+        }
+        index.finish();
+        Ok(index)
+    }
+
+    /// Ids of all packs present in the store.
+    pub fn list_packs(&self) -> Result<Vec<PackId>> {
+        Ok(list_ids(self.store.as_ref(), PACKS)?)
+    }
+
+    /// Every pack present in the store, with its size in bytes.
+    pub fn list_packs_sized(&self) -> Result<Vec<(PackId, u64)>> {
+        Ok(list_ids_sized(self.store.as_ref(), PACKS)?)
+    }
+
+    /// Stores a finished pack (not yet durable: see [`Store::barrier`]).
+    pub(crate) fn put_pack(&self, pack: &FinishedPack) -> Result<()> {
+        Ok(self
+            .store
+            .put(&pack_key(&pack.id), &pack.bytes, PutMode::Overwrite)?)
+    }
+
+    /// Deletes a pack (prune and repair, once no index names it).
+    pub(crate) fn delete_pack(&self, id: &PackId) -> Result<()> {
+        Ok(self.store.delete(&pack_key(id))?)
+    }
+
+    /// Reads a whole pack (check --read-data, repair).
+    pub(crate) fn read_pack(&self, id: &PackId) -> Result<Vec<u8>> {
+        Ok(self.store.get(&pack_key(id))?)
+    }
+
+    /// Reads and opens one chunk at a known location, verifying its id.
+    pub fn read_chunk(&self, id: &ChunkId, loc: &ChunkLocation, pack: &PackId) -> Result<Vec<u8>> {
+        let key = pack_key(pack);
+        let sealed = self
+            .store
+            .get_range(&key, loc.offset as u64, loc.length as usize)?;
+        self.sealer
+            .open_chunk(&sealed, id, self.max_chunk_plain())
+            .map_err(|e| Error::damaged(format!("chunk {} in {}", id.short(), key), e))
+    }
+
+    // ---- points ------------------------------------------------------------
+
+    /// Ids of all recovery points, forgotten ones included.
+    pub fn list_point_ids(&self) -> Result<Vec<PointId>> {
+        Ok(list_ids(self.store.as_ref(), POINTS)?)
+    }
+
+    /// Reads one recovery point.
+    pub fn read_point(&self, id: &PointId) -> Result<PointBody> {
+        let key = point_key(id);
+        let bytes = self.store.get(&key).map_err(|e| {
+            if e.is_not_found() {
+                Error::UnknownPoint(id.to_hex())
+            } else {
+                e.into()
+            }
+        })?;
+        let body = self.open_object(&key, ObjectKind::Point, &id.0, &bytes)?;
+        PointBody::decode(&body).map_err(|e| Error::format(key, e))
+    }
+
+    /// Writes a recovery point (after everything it references is durable).
+    pub fn write_point(&self, body: &PointBody) -> Result<PointId> {
+        body.validate()
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let bytes = self.seal_object(ObjectKind::Point, &body.encode(), true);
+        let id = PointId::hash_of(&bytes);
+        self.store
+            .put(&point_key(&id), &bytes, PutMode::Overwrite)?;
+        self.store.barrier()?;
+        Ok(id)
+    }
+
+    /// All recovery points, forgotten ones included, oldest first.
+    pub fn list_all_points(&self) -> Result<Vec<(PointId, PointBody)>> {
+        let mut points = Vec::new();
+        for id in self.list_point_ids()? {
+            match self.read_point(&id) {
+                Ok(p) => points.push((id, p)),
+                // Pruned between the listing and the read.
+                Err(Error::UnknownPoint(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        points.sort_by(|a, b| {
+            (a.1.time_secs, a.1.time_nanos, a.0).cmp(&(b.1.time_secs, b.1.time_nanos, b.0))
+        });
+        Ok(points)
+    }
+
+    /// The recovery points that are not forgotten, oldest first.
+    pub fn list_points(&self) -> Result<Vec<(PointId, PointBody)>> {
+        let forgotten = self.forgotten_points()?;
+        let mut points = self.list_all_points()?;
+        points.retain(|(id, _)| !forgotten.contains_key(id));
+        Ok(points)
+    }
+
+    /// Resolves `latest` (the newest point that is not forgotten), a full
+    /// id, or a unique id prefix (forgotten points included: they can be
+    /// restored until pruned) to a point id.
+    pub fn resolve_point(&self, spec: &str) -> Result<PointId> {
+        if spec == "latest" {
+            return self
+                .list_points()?
+                .last()
+                .map(|(id, _)| *id)
+                .ok_or_else(|| {
+                    Error::UnknownPoint("latest (the repository has no points)".into())
+                });
+        }
+        let lower = spec.to_ascii_lowercase();
+        if lower.is_empty() || !lower.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::UnknownPoint(spec.to_string()));
+        }
+        let matches: Vec<PointId> = self
+            .list_point_ids()?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&lower))
+            .collect();
+        match matches.len() {
+            0 => Err(Error::UnknownPoint(spec.to_string())),
+            1 => Ok(matches[0]),
+            n => Err(Error::AmbiguousPoint {
+                spec: spec.to_string(),
+                count: n,
+            }),
+        }
+    }
+
+    // ---- forget records ------------------------------------------------------
+
+    /// Every forget record, each verified against its name and opened.
+    pub fn list_forget_records(&self) -> Result<Vec<(ForgetId, ForgetRecord)>> {
+        let mut out = Vec::new();
+        for id in list_ids::<ForgetId>(self.store.as_ref(), FORGOTTEN)? {
+            match self.read_forget_record(&id) {
+                Ok(r) => out.push((id, r)),
+                // Removed (unforget, prune) between the listing and the read.
+                Err(Error::Store(e)) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads one forget record.
+    pub fn read_forget_record(&self, id: &ForgetId) -> Result<ForgetRecord> {
+        let key = forget_key(id);
+        let bytes = self.store.get(&key).map_err(Error::Store)?;
+        let body = self.open_object(&key, ObjectKind::Forget, &id.0, &bytes)?;
+        ForgetRecord::decode(&body).map_err(|e| Error::format(&key, e))
+    }
+
+    /// The forgotten points, each with its earliest forget record (the
+    /// grace period counts from the first time it was forgotten).
+    pub fn forgotten_points(&self) -> Result<HashMap<PointId, ForgetRecord>> {
+        let mut out: HashMap<PointId, ForgetRecord> = HashMap::new();
+        for (_, r) in self.list_forget_records()? {
+            match out.get(&r.point) {
+                Some(old) if old.time_secs <= r.time_secs => {}
+                _ => {
+                    out.insert(r.point, r);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a forget record, durable when this returns.
+    pub(crate) fn write_forget_record(&self, record: &ForgetRecord) -> Result<ForgetId> {
+        let bytes = self.seal_object(ObjectKind::Forget, &record.encode(), false);
+        let id = ForgetId::hash_of(&bytes);
+        self.store
+            .put(&forget_key(&id), &bytes, PutMode::Overwrite)?;
+        self.store.barrier()?;
+        Ok(id)
+    }
+
+    /// Deletes a forget record (unforget, or prune with its point).
+    pub(crate) fn delete_forget_record(&self, id: &ForgetId) -> Result<()> {
+        Ok(self.store.delete(&forget_key(id))?)
+    }
+}
