@@ -39,6 +39,7 @@
 //! buckets than a rule's count, the oldest point is not kept in addition, as
 //! restic 0.17 and later do.
 
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -584,12 +585,980 @@ fn clip(text: &str) -> String {
     clipped
 }
 
+/// What the policy decided for one recovery point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// The point.
+    #[serde(serialize_with = "serialize_hex")]
+    pub id: PointId,
+    /// Whether any rule keeps it.
+    pub keep: bool,
+    /// Why it is kept: e.g. `["last", "daily", "weekly"]`, `["within 30d"]`
+    /// or `["tag important"]`, in the order last, hourly, daily, weekly,
+    /// monthly, yearly, within, tag (tags in the policy's order). Empty when
+    /// the point is removed.
+    pub reasons: Vec<String>,
+    /// The point's group as text, naming only the grouped fields, e.g.
+    /// `host=web1 disks=data,root` (disks and tags sorted). Empty when the
+    /// policy groups nothing.
+    pub group: String,
+}
+
+fn serialize_hex<S: serde::Serializer>(id: &PointId, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&id.to_hex())
+}
+
+/// Decides, for every point, whether `policy` keeps it and why.
+///
+/// Returns one decision per input point, in the order of the input, so
+/// `decisions[i]` is about `points[i]`. Fails if the policy is invalid or
+/// sets no rule (so that forgetting a flag can never remove everything), or
+/// if a point is listed twice. The result does not depend on the order of
+/// the input.
+pub fn apply(
+    policy: &RetentionPolicy,
+    points: &[PointSummary],
+) -> Result<Vec<Decision>, RetentionError> {
+    policy.validate()?;
+    if policy.is_empty() {
+        return Err(RetentionError::EmptyPolicy);
+    }
+    let mut seen = HashSet::with_capacity(points.len());
+    for point in points {
+        if !seen.insert(point.id) {
+            return Err(RetentionError::DuplicatePoint {
+                id: point.id.to_hex(),
+            });
+        }
+    }
+
+    let mut groups: BTreeMap<GroupKey, Vec<usize>> = BTreeMap::new();
+    for (index, point) in points.iter().enumerate() {
+        groups
+            .entry(GroupKey::of(point, policy.group_by))
+            .or_default()
+            .push(index);
+    }
+
+    let mut decisions: Vec<Decision> = points
+        .iter()
+        .map(|point| Decision {
+            id: point.id,
+            keep: false,
+            reasons: Vec::new(),
+            group: String::new(),
+        })
+        .collect();
+    for (key, mut members) in groups {
+        members.sort_by(|&a, &b| newest_first(&points[a], &points[b]));
+        let ordered: Vec<&PointSummary> = members.iter().map(|&i| &points[i]).collect();
+        let reasons = decide_group(policy, &ordered);
+        let group = key.to_string();
+        for (index, reasons) in members.into_iter().zip(reasons) {
+            let decision = &mut decisions[index];
+            decision.keep = !reasons.is_empty();
+            decision.reasons = reasons;
+            decision.group.clone_from(&group);
+        }
+    }
+    Ok(decisions)
+}
+
+/// Orders points newest first, with ties broken so the order is total.
+fn newest_first(a: &PointSummary, b: &PointSummary) -> std::cmp::Ordering {
+    (b.time_secs, b.time_nanos, b.id).cmp(&(a.time_secs, a.time_nanos, a.id))
+}
+
+/// The fields a point is grouped by; `None` for fields not grouped.
+/// Grouping compares these, never the display text, so a host name with a
+/// space in it cannot make two groups look alike.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct GroupKey {
+    host: Option<String>,
+    disks: Option<Vec<String>>,
+    tags: Option<Vec<String>>,
+}
+
+impl GroupKey {
+    fn of(point: &PointSummary, by: GroupBy) -> GroupKey {
+        // Sorted and deduplicated: a point of disks [root, data] belongs with
+        // one of [data, root].
+        let set = |names: &[String]| {
+            let mut names = names.to_vec();
+            names.sort();
+            names.dedup();
+            names
+        };
+        GroupKey {
+            host: by.host.then(|| point.host.clone()),
+            disks: by.disks.then(|| set(&point.disks)),
+            tags: by.tags.then(|| set(&point.tags)),
+        }
+    }
+}
+
+impl fmt::Display for GroupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(host) = &self.host {
+            parts.push(format!("host={host}"));
+        }
+        if let Some(disks) = &self.disks {
+            parts.push(format!("disks={}", disks.join(",")));
+        }
+        if let Some(tags) = &self.tags {
+            parts.push(format!("tags={}", tags.join(",")));
+        }
+        f.write_str(&parts.join(" "))
+    }
+}
+
+/// The calendar buckets of the bucket rules.
+#[derive(Clone, Copy)]
+enum Bucket {
+    Hour,
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+impl Bucket {
+    /// A number naming the bucket that holds `time_secs`: equal for two
+    /// times in the same bucket, different otherwise.
+    fn of(self, time_secs: i64) -> i64 {
+        // Unix time has no leap seconds and UTC no daylight saving, so UTC
+        // hours and days are exact multiples of the epoch.
+        let days = time_secs.div_euclid(SECS_PER_DAY);
+        match self {
+            Bucket::Hour => time_secs.div_euclid(3600),
+            Bucket::Day => days,
+            Bucket::Week => {
+                let (year, week) = iso_week(days);
+                year * 100 + i64::from(week)
+            }
+            Bucket::Month => {
+                let (year, month, _) = civil_from_days(days);
+                year * 12 + i64::from(month)
+            }
+            Bucket::Year => civil_from_days(days).0,
+        }
+    }
+}
+
+/// The reasons each point of one group is kept; `ordered` is newest first.
+fn decide_group(policy: &RetentionPolicy, ordered: &[&PointSummary]) -> Vec<Vec<String>> {
+    let mut reasons = vec![Vec::new(); ordered.len()];
+
+    if let Some(count) = policy.keep_last {
+        for (position, point_reasons) in reasons.iter_mut().enumerate() {
+            if count == -1 || (position as u64) < count as u64 {
+                point_reasons.push("last".to_string());
+            }
+        }
+    }
+
+    let bucket_rules = [
+        ("hourly", policy.keep_hourly, Bucket::Hour),
+        ("daily", policy.keep_daily, Bucket::Day),
+        ("weekly", policy.keep_weekly, Bucket::Week),
+        ("monthly", policy.keep_monthly, Bucket::Month),
+        ("yearly", policy.keep_yearly, Bucket::Year),
+    ];
+    for (name, count, bucket) in bucket_rules {
+        let Some(mut left) = count else { continue };
+        let mut last_kept = None;
+        for (point, point_reasons) in ordered.iter().zip(reasons.iter_mut()) {
+            if left == 0 {
+                break;
+            }
+            let this = bucket.of(point.time_secs);
+            if last_kept != Some(this) {
+                point_reasons.push(name.to_string());
+                last_kept = Some(this);
+                if left > 0 {
+                    left -= 1;
+                }
+            }
+        }
+    }
+
+    if let (Some(span), Some(newest)) = (&policy.keep_within, ordered.first()) {
+        let cutoff = (subtract_span(newest.time_secs, span), newest.time_nanos);
+        let reason = format!("within {span}");
+        for (point, point_reasons) in ordered.iter().zip(reasons.iter_mut()) {
+            if (i128::from(point.time_secs), point.time_nanos) > cutoff {
+                point_reasons.push(reason.clone());
+            }
+        }
+    }
+
+    for (point, point_reasons) in ordered.iter().zip(reasons.iter_mut()) {
+        for (i, tag) in policy.keep_tags.iter().enumerate() {
+            // A tag listed twice in the policy is one reason, not two.
+            if point.tags.contains(tag) && !policy.keep_tags[..i].contains(tag) {
+                point_reasons.push(format!("tag {tag}"));
+            }
+        }
+    }
+
+    reasons
+}
+
+const SECS_PER_DAY: i64 = 86_400;
+
+/// `time_secs` minus `span`, in calendar arithmetic on the UTC date-time.
+/// In i128 because a span back from a time near `i64::MIN` leaves i64.
+fn subtract_span(time_secs: i64, span: &CalendarSpan) -> i128 {
+    let days = time_secs.div_euclid(SECS_PER_DAY);
+    let second_of_day = time_secs.rem_euclid(SECS_PER_DAY);
+    let (year, month, day) = civil_from_days(days);
+    // Years are whole months; subtracting them with the months, and clamping
+    // the day once, gives Feb 29 - 1y1m = Jan 29, not the Jan 28 that
+    // clamping after the years would. |year| < 3e11, so no overflow.
+    let months =
+        year * 12 + i64::from(month - 1) - (i64::from(span.years) * 12 + i64::from(span.months));
+    let year = months.div_euclid(12);
+    // rem_euclid(12) is in 0..12, so the month fits a u32 and is 1..=12.
+    let month = months.rem_euclid(12) as u32 + 1;
+    let day = day.min(days_in_month(year, month));
+    let days = days_from_civil(year, month, day) - i64::from(span.days);
+    i128::from(days) * i128::from(SECS_PER_DAY) + i128::from(second_of_day)
+        - i128::from(span.hours) * 3600
+}
+
+fn is_leap_year(year: i64) -> bool {
+    year.rem_euclid(4) == 0 && (year.rem_euclid(100) != 0 || year.rem_euclid(400) == 0)
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        2 if is_leap_year(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+// The two conversions below count in 400-year eras of 146097 days that start
+// on March 1, so the leap day is the last day of its year and needs no
+// special case (the method of Howard Hinnant's "chrono-Compatible Low-Level
+// Date Algorithms"). They are exact for every day an i64 of seconds can name.
+
+/// Days since 1970-01-01 of a proleptic Gregorian date; year 0 is 1 BC.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let month_from_march = i64::from((month + 9) % 12);
+    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The proleptic Gregorian date (year, month 1-12, day 1-31) of a count of
+/// days since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let days = days + 719_468; // from 0000-03-01
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    // Both are small and non-negative: day 1..=31, month 1..=12.
+    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
+    let month = ((month_from_march + 2) % 12 + 1) as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The ISO-8601 week (week-year, week 1-53) of a count of days since
+/// 1970-01-01. Weeks start on Monday; a week belongs to the year of its
+/// Thursday, so 2021-01-03 is in 2020-W53 and 2024-12-30 in 2025-W01.
+fn iso_week(days: i64) -> (i64, u32) {
+    // 1970-01-01 was a Thursday: weekday 0 is Monday.
+    let weekday = (days + 3).rem_euclid(7);
+    let thursday = days - weekday + 3;
+    let (year, _, _) = civil_from_days(thursday);
+    let day_of_year = thursday - days_from_civil(year, 1, 1);
+    // day_of_year is 0..=365, so the week is 1..=53.
+    (year, (day_of_year / 7 + 1) as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    // ---- helpers -------------------------------------------------------
+
+    /// Seconds of a "YYYY-MM-DD HH:MM" UTC time.
+    fn at(text: &str) -> i64 {
+        let number = |range: std::ops::Range<usize>| -> i64 {
+            text.get(range)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("bad test time {text:?}"))
+        };
+        assert_eq!(
+            text.len(),
+            16,
+            "test times are 'YYYY-MM-DD HH:MM': {text:?}"
+        );
+        let days = days_from_civil(number(0..4), number(5..7) as u32, number(8..10) as u32);
+        days * SECS_PER_DAY + number(11..13) * 3600 + number(14..16) * 60
+    }
+
+    /// A point of host "web1" with disk "root", from "YYYY-MM-DD HH:MM",
+    /// optionally followed by " #tag1,tag2". Its id is derived from the
+    /// whole spec, so every spec names one point.
+    fn point(spec: &str) -> PointSummary {
+        point_on("web1", &["root"], spec)
+    }
+
+    fn point_on(host: &str, disks: &[&str], spec: &str) -> PointSummary {
+        let (time, tags) = match spec.split_once(" #") {
+            Some((time, tags)) => (time, tags.split(',').map(String::from).collect()),
+            None => (spec, Vec::new()),
+        };
+        PointSummary {
+            id: PointId::hash_of(format!("{host} {disks:?} {spec}").as_bytes()),
+            time_secs: at(time),
+            time_nanos: 0,
+            host: host.to_string(),
+            disks: disks.iter().map(|d| d.to_string()).collect(),
+            tags,
+        }
+    }
+
+    /// One point per day at 03:00, for `count` days from `first` ("YYYY-MM-DD").
+    fn daily_points(first: &str, count: i64) -> Vec<String> {
+        let start = at(&format!("{first} 03:00")).div_euclid(SECS_PER_DAY);
+        (0..count)
+            .map(|offset| {
+                let (y, m, d) = civil_from_days(start + offset);
+                format!("{y:04}-{m:02}-{d:02} 03:00")
+            })
+            .collect()
+    }
+
     fn span(text: &str) -> CalendarSpan {
         text.parse().expect("test spans are valid")
+    }
+
+    /// What a user reads off `forget --dry-run`: the kept points by their
+    /// spec, each with its reasons.
+    fn kept(
+        points: &[PointSummary],
+        specs: &[String],
+        decisions: &[Decision],
+    ) -> Vec<(String, Vec<String>)> {
+        assert_eq!(decisions.len(), points.len(), "one decision per point");
+        specs
+            .iter()
+            .zip(decisions)
+            .filter(|(_, d)| d.keep)
+            .map(|(spec, d)| (spec.clone(), d.reasons.clone()))
+            .collect()
+    }
+
+    // ---- the table -----------------------------------------------------
+
+    struct Case {
+        name: &'static str,
+        points: Vec<String>,
+        policy: RetentionPolicy,
+        /// Every kept point with its reasons, newest first; all others removed.
+        kept: Vec<(&'static str, Vec<&'static str>)>,
+    }
+
+    fn case(
+        name: &'static str,
+        points: &[&str],
+        policy: RetentionPolicy,
+        kept: Vec<(&'static str, Vec<&'static str>)>,
+    ) -> Case {
+        Case {
+            name,
+            points: points.iter().map(|p| p.to_string()).collect(),
+            policy,
+            kept,
+        }
+    }
+
+    fn cases() -> Vec<Case> {
+        let month_points = [
+            "2024-02-10 12:00",
+            "2024-01-20 12:00",
+            "2024-01-01 00:30",
+            "2023-12-31 23:00",
+            "2023-12-01 10:00",
+            "2023-11-15 10:00",
+        ];
+        let mut april = daily_points("2024-04-01", 30);
+        april.reverse();
+        vec![
+            case(
+                "keep-last 3 keeps the three newest",
+                &[
+                    "2024-05-01 10:00",
+                    "2024-05-03 10:00",
+                    "2024-05-02 10:00",
+                    "2024-04-30 10:00",
+                    "2024-05-04 10:00",
+                ],
+                RetentionPolicy {
+                    keep_last: Some(3),
+                    ..Default::default()
+                },
+                vec![
+                    ("2024-05-04 10:00", vec!["last"]),
+                    ("2024-05-03 10:00", vec!["last"]),
+                    ("2024-05-02 10:00", vec!["last"]),
+                ],
+            ),
+            case(
+                "keep-daily keeps the newest of two points in one day",
+                &["2024-05-01 08:00", "2024-05-01 20:00", "2024-04-30 20:00"],
+                RetentionPolicy {
+                    keep_daily: Some(2),
+                    ..Default::default()
+                },
+                vec![
+                    ("2024-05-01 20:00", vec!["daily"]),
+                    ("2024-04-30 20:00", vec!["daily"]),
+                ],
+            ),
+            Case {
+                name: "keep-daily 7 over 30 daily backups keeps the last week",
+                points: april,
+                policy: RetentionPolicy {
+                    keep_daily: Some(7),
+                    ..Default::default()
+                },
+                kept: vec![
+                    ("2024-04-30 03:00", vec!["daily"]),
+                    ("2024-04-29 03:00", vec!["daily"]),
+                    ("2024-04-28 03:00", vec!["daily"]),
+                    ("2024-04-27 03:00", vec!["daily"]),
+                    ("2024-04-26 03:00", vec!["daily"]),
+                    ("2024-04-25 03:00", vec!["daily"]),
+                    ("2024-04-24 03:00", vec!["daily"]),
+                ],
+            },
+            case(
+                "keep-daily counts days that have a point, not calendar days",
+                &[
+                    "2024-05-20 10:00",
+                    "2024-05-11 10:00",
+                    "2024-05-01 10:00",
+                    "2024-04-01 10:00",
+                ],
+                RetentionPolicy {
+                    keep_daily: Some(3),
+                    ..Default::default()
+                },
+                vec![
+                    ("2024-05-20 10:00", vec!["daily"]),
+                    ("2024-05-11 10:00", vec!["daily"]),
+                    ("2024-05-01 10:00", vec!["daily"]),
+                ],
+            ),
+            case(
+                "keep-hourly keeps the newest point of each hour",
+                &[
+                    "2024-05-01 13:00",
+                    "2024-05-01 11:50",
+                    "2024-05-01 11:10",
+                    "2024-05-01 10:55",
+                    "2024-05-01 10:05",
+                ],
+                RetentionPolicy {
+                    keep_hourly: Some(2),
+                    ..Default::default()
+                },
+                vec![
+                    ("2024-05-01 13:00", vec!["hourly"]),
+                    ("2024-05-01 11:50", vec!["hourly"]),
+                ],
+            ),
+            case(
+                // 2020-12-31 (Thu) and 2021-01-03 (Sun) are both in 2020-W53.
+                "keep-weekly uses the ISO week-year across new year",
+                &[
+                    "2021-01-05 10:00",
+                    "2021-01-04 10:00",
+                    "2021-01-03 10:00",
+                    "2020-12-31 10:00",
+                    "2020-12-27 10:00",
+                ],
+                RetentionPolicy {
+                    keep_weekly: Some(3),
+                    ..Default::default()
+                },
+                vec![
+                    ("2021-01-05 10:00", vec!["weekly"]),
+                    ("2021-01-03 10:00", vec!["weekly"]),
+                    ("2020-12-27 10:00", vec!["weekly"]),
+                ],
+            ),
+            case(
+                // 2024-12-30 (Mon) is in 2025-W01, with 2025-01-02.
+                "keep-weekly puts the last days of December in next year's week 1",
+                &["2025-01-02 10:00", "2024-12-30 10:00", "2024-12-29 10:00"],
+                RetentionPolicy {
+                    keep_weekly: Some(2),
+                    ..Default::default()
+                },
+                vec![
+                    ("2025-01-02 10:00", vec!["weekly"]),
+                    ("2024-12-29 10:00", vec!["weekly"]),
+                ],
+            ),
+            case(
+                "keep-monthly and keep-yearly keep the newest of each month and year",
+                &month_points,
+                RetentionPolicy {
+                    keep_monthly: Some(3),
+                    keep_yearly: Some(2),
+                    ..Default::default()
+                },
+                vec![
+                    ("2024-02-10 12:00", vec!["monthly", "yearly"]),
+                    ("2024-01-20 12:00", vec!["monthly"]),
+                    ("2023-12-31 23:00", vec!["monthly", "yearly"]),
+                ],
+            ),
+            case(
+                "keep-monthly -1 keeps the newest of every month",
+                &month_points,
+                RetentionPolicy {
+                    keep_monthly: Some(-1),
+                    ..Default::default()
+                },
+                vec![
+                    ("2024-02-10 12:00", vec!["monthly"]),
+                    ("2024-01-20 12:00", vec!["monthly"]),
+                    ("2023-12-31 23:00", vec!["monthly"]),
+                    ("2023-11-15 10:00", vec!["monthly"]),
+                ],
+            ),
+            case(
+                // Both are Wednesdays of ISO week 10, in March.
+                "the same week and month of consecutive years are different buckets",
+                &["2024-03-06 10:00", "2023-03-08 10:00"],
+                RetentionPolicy {
+                    keep_weekly: Some(2),
+                    keep_monthly: Some(2),
+                    ..Default::default()
+                },
+                vec![
+                    ("2024-03-06 10:00", vec!["weekly", "monthly"]),
+                    ("2023-03-08 10:00", vec!["weekly", "monthly"]),
+                ],
+            ),
+            case(
+                "keep-last -1 keeps everything",
+                &["2024-05-02 10:00", "2024-05-01 10:00", "2000-01-01 00:00"],
+                RetentionPolicy {
+                    keep_last: Some(-1),
+                    ..Default::default()
+                },
+                vec![
+                    ("2024-05-02 10:00", vec!["last"]),
+                    ("2024-05-01 10:00", vec!["last"]),
+                    ("2000-01-01 00:00", vec!["last"]),
+                ],
+            ),
+            case(
+                // Cut-off 2024-02-29 12:00 (leap year); a point exactly on it is out.
+                "keep-within 1m from March 31 clamps to February 29",
+                &[
+                    "2024-03-31 12:00",
+                    "2024-03-01 00:00",
+                    "2024-02-29 12:01",
+                    "2024-02-29 12:00",
+                    "2024-02-28 23:00",
+                ],
+                RetentionPolicy {
+                    keep_within: Some(span("1m")),
+                    ..Default::default()
+                },
+                vec![
+                    ("2024-03-31 12:00", vec!["within 1m"]),
+                    ("2024-03-01 00:00", vec!["within 1m"]),
+                    ("2024-02-29 12:01", vec!["within 1m"]),
+                ],
+            ),
+            case(
+                // Cut-off 2023-02-28 10:00, not March 3 as overflowing days would give.
+                "keep-within 1m from March 31 clamps to February 28",
+                &[
+                    "2023-03-31 10:00",
+                    "2023-03-02 09:00",
+                    "2023-02-28 10:30",
+                    "2023-02-28 09:30",
+                ],
+                RetentionPolicy {
+                    keep_within: Some(span("1m")),
+                    ..Default::default()
+                },
+                vec![
+                    ("2023-03-31 10:00", vec!["within 1m"]),
+                    ("2023-03-02 09:00", vec!["within 1m"]),
+                    ("2023-02-28 10:30", vec!["within 1m"]),
+                ],
+            ),
+            case(
+                // Cut-off 2023-01-29 00:00: years and months go together.
+                "keep-within 1y1m from February 29",
+                &["2024-02-29 00:00", "2023-01-29 00:01", "2023-01-28 12:00"],
+                RetentionPolicy {
+                    keep_within: Some(span("1y1m")),
+                    ..Default::default()
+                },
+                vec![
+                    ("2024-02-29 00:00", vec!["within 1y1m"]),
+                    ("2023-01-29 00:01", vec!["within 1y1m"]),
+                ],
+            ),
+            case(
+                // Cut-off 2024-01-01 00:00.
+                "keep-within 1d12h counts days then hours",
+                &[
+                    "2024-01-02 12:00",
+                    "2024-01-01 00:01",
+                    "2024-01-01 00:00",
+                    "2023-12-31 23:59",
+                ],
+                RetentionPolicy {
+                    keep_within: Some(span("1d12h")),
+                    ..Default::default()
+                },
+                vec![
+                    ("2024-01-02 12:00", vec!["within 1d12h"]),
+                    ("2024-01-01 00:01", vec!["within 1d12h"]),
+                ],
+            ),
+            case(
+                // 2024-06-10 starts ISO week 24; 06-09 and 05-31 are in weeks 23 and 22.
+                "rules combine, and each reason that keeps a point is listed",
+                &[
+                    "2024-06-12 18:00",
+                    "2024-06-12 09:00",
+                    "2024-06-11 18:00",
+                    "2024-06-10 18:00",
+                    "2024-06-09 18:00",
+                    "2024-06-08 18:00",
+                    "2024-05-31 18:00",
+                ],
+                RetentionPolicy {
+                    keep_last: Some(2),
+                    keep_daily: Some(3),
+                    keep_weekly: Some(2),
+                    keep_monthly: Some(2),
+                    keep_within: Some(span("1d")),
+                    ..Default::default()
+                },
+                vec![
+                    (
+                        "2024-06-12 18:00",
+                        vec!["last", "daily", "weekly", "monthly", "within 1d"],
+                    ),
+                    ("2024-06-12 09:00", vec!["last", "within 1d"]),
+                    ("2024-06-11 18:00", vec!["daily"]),
+                    ("2024-06-10 18:00", vec!["daily"]),
+                    ("2024-06-09 18:00", vec!["weekly"]),
+                    ("2024-05-31 18:00", vec!["monthly"]),
+                ],
+            ),
+            case(
+                "keep-tag keeps tagged points however old",
+                &[
+                    "2024-06-12 18:00",
+                    "2024-06-11 18:00 #important",
+                    "2020-01-01 00:00 #audit,important",
+                    "2024-06-10 18:00 #other",
+                ],
+                RetentionPolicy {
+                    keep_last: Some(1),
+                    keep_tags: vec!["important".into(), "audit".into()],
+                    ..Default::default()
+                },
+                vec![
+                    ("2024-06-12 18:00", vec!["last"]),
+                    ("2024-06-11 18:00 #important", vec!["tag important"]),
+                    (
+                        "2020-01-01 00:00 #audit,important",
+                        vec!["tag important", "tag audit"],
+                    ),
+                ],
+            ),
+            case(
+                "a count of 0 keeps nothing by that rule",
+                &["2024-05-02 10:00", "2024-05-01 10:00"],
+                RetentionPolicy {
+                    keep_last: Some(1),
+                    keep_daily: Some(0),
+                    ..Default::default()
+                },
+                vec![("2024-05-02 10:00", vec!["last"])],
+            ),
+            case(
+                "keep-last 0 alone is a rule that keeps nothing",
+                &["2024-05-02 10:00", "2024-05-01 10:00"],
+                RetentionPolicy {
+                    keep_last: Some(0),
+                    ..Default::default()
+                },
+                vec![],
+            ),
+        ]
+    }
+
+    #[test]
+    fn each_policy_keeps_exactly_the_expected_points_for_the_expected_reasons() {
+        for case in cases() {
+            let points: Vec<PointSummary> = case.points.iter().map(|p| point(p)).collect();
+            let decisions = apply(&case.policy, &points)
+                .unwrap_or_else(|e| panic!("{}: apply failed: {e}", case.name));
+            let mut got = kept(&points, &case.points, &decisions);
+            // Compare newest first, whatever the order of the table's points.
+            got.sort_by_key(|(spec, _)| std::cmp::Reverse(at(&spec[..16])));
+            let want: Vec<(String, Vec<String>)> = case
+                .kept
+                .iter()
+                .map(|(spec, reasons)| {
+                    (
+                        spec.to_string(),
+                        reasons.iter().map(|r| r.to_string()).collect(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "case: {}", case.name);
+            for decision in decisions.iter().filter(|d| !d.keep) {
+                assert!(
+                    decision.reasons.is_empty(),
+                    "{}: removed points have no reasons",
+                    case.name
+                );
+            }
+        }
+    }
+
+    // ---- groups, order, errors ------------------------------------------
+
+    #[test]
+    fn two_hosts_each_keep_their_own_newest_point() {
+        let points = vec![
+            point_on("web1", &["root", "data"], "2024-05-01 10:00"),
+            point_on("web1", &["root", "data"], "2024-05-02 10:00"),
+            point_on("db1", &["root", "data"], "2024-04-01 10:00"),
+            point_on("db1", &["root", "data"], "2024-03-01 10:00"),
+        ];
+        let keep_last_1 = RetentionPolicy {
+            keep_last: Some(1),
+            ..Default::default()
+        };
+        let decisions = apply(&keep_last_1, &points).expect("valid policy");
+
+        let keeps: Vec<bool> = decisions.iter().map(|d| d.keep).collect();
+        assert_eq!(keeps, [false, true, true, false]);
+        assert_eq!(decisions[1].group, "host=web1 disks=data,root");
+        assert_eq!(decisions[2].group, "host=db1 disks=data,root");
+    }
+
+    #[test]
+    fn the_order_of_disk_names_does_not_split_a_group_but_other_disks_do() {
+        let points = vec![
+            point_on("web1", &["root", "data"], "2024-05-02 10:00"),
+            point_on("web1", &["data", "root"], "2024-05-01 10:00"),
+            point_on("web1", &["root"], "2024-04-01 10:00"),
+        ];
+        let keep_last_1 = RetentionPolicy {
+            keep_last: Some(1),
+            ..Default::default()
+        };
+        let decisions = apply(&keep_last_1, &points).expect("valid policy");
+
+        let keeps: Vec<bool> = decisions.iter().map(|d| d.keep).collect();
+        assert_eq!(keeps, [true, false, true], "root alone is its own group");
+        assert_eq!(decisions[0].group, decisions[1].group);
+    }
+
+    #[test]
+    fn grouping_by_nothing_keeps_only_the_overall_newest() {
+        let points = vec![
+            point_on("web1", &["root"], "2024-05-02 10:00"),
+            point_on("db1", &["data"], "2024-05-03 10:00"),
+        ];
+        let policy = RetentionPolicy {
+            keep_last: Some(1),
+            group_by: GroupBy::NONE,
+            ..Default::default()
+        };
+        let decisions = apply(&policy, &points).expect("valid policy");
+
+        assert_eq!(
+            decisions.iter().map(|d| d.keep).collect::<Vec<_>>(),
+            [false, true]
+        );
+        assert_eq!(decisions[1].group, "");
+    }
+
+    #[test]
+    fn grouping_by_tags_separates_differently_tagged_points() {
+        let points = vec![
+            point("2024-05-03 10:00 #nightly"),
+            point("2024-05-02 10:00 #monthly"),
+            point("2024-05-01 10:00 #nightly"),
+        ];
+        let policy = RetentionPolicy {
+            keep_last: Some(1),
+            group_by: "host,tags".parse().expect("valid"),
+            ..Default::default()
+        };
+        let decisions = apply(&policy, &points).expect("valid policy");
+
+        assert_eq!(
+            decisions.iter().map(|d| d.keep).collect::<Vec<_>>(),
+            [true, true, false]
+        );
+        assert_eq!(decisions[0].group, "host=web1 tags=nightly");
+    }
+
+    #[test]
+    fn keep_within_counts_from_each_groups_own_newest_point() {
+        // db1 stopped backing up a year ago; its last points must survive.
+        let points = vec![
+            point_on("web1", &["root"], "2024-05-02 10:00"),
+            point_on("web1", &["root"], "2024-04-01 10:00"),
+            point_on("db1", &["root"], "2023-05-02 10:00"),
+            point_on("db1", &["root"], "2023-04-30 10:00"),
+        ];
+        let policy = RetentionPolicy {
+            keep_within: Some(span("7d")),
+            ..Default::default()
+        };
+        let decisions = apply(&policy, &points).expect("valid policy");
+
+        assert_eq!(
+            decisions.iter().map(|d| d.keep).collect::<Vec<_>>(),
+            [true, false, true, true]
+        );
+    }
+
+    #[test]
+    fn decisions_come_in_input_order() {
+        let points: Vec<PointSummary> =
+            ["2024-05-01 10:00", "2024-05-03 10:00", "2024-05-02 10:00"]
+                .iter()
+                .map(|p| point(p))
+                .collect();
+        let decisions = apply(
+            &RetentionPolicy {
+                keep_last: Some(1),
+                ..Default::default()
+            },
+            &points,
+        )
+        .expect("valid policy");
+
+        let ids: Vec<PointId> = decisions.iter().map(|d| d.id).collect();
+        let input: Vec<PointId> = points.iter().map(|p| p.id).collect();
+        assert_eq!(ids, input);
+        assert!(decisions[1].keep);
+    }
+
+    #[test]
+    fn shuffling_the_input_does_not_change_any_decision() {
+        let mut specs = daily_points("2023-11-20", 120);
+        // Points in the same second and same nanosecond: only the id orders them.
+        specs.push("2024-03-18 03:00 #twin".into());
+        specs.push("2024-03-18 03:00 #twin2".into());
+        let mut points: Vec<PointSummary> = specs.iter().map(|p| point(p)).collect();
+        points.extend(specs.iter().map(|p| point_on("db1", &["data"], p)));
+        let policy = RetentionPolicy {
+            keep_last: Some(3),
+            keep_daily: Some(5),
+            keep_weekly: Some(4),
+            keep_monthly: Some(2),
+            keep_within: Some(span("10d")),
+            keep_tags: vec!["twin".into()],
+            ..Default::default()
+        };
+        let by_id = |decisions: Vec<Decision>| {
+            let mut decisions = decisions;
+            decisions.sort_by_key(|d| d.id);
+            decisions
+        };
+        let reference = by_id(apply(&policy, &points).expect("valid policy"));
+
+        // A fixed linear congruential generator: reproducible shuffles
+        // without a dependency.
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20 {
+            for i in (1..points.len()).rev() {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                let j = (state >> 33) as usize % (i + 1);
+                points.swap(i, j);
+            }
+            assert_eq!(
+                by_id(apply(&policy, &points).expect("valid policy")),
+                reference
+            );
+        }
+    }
+
+    #[test]
+    fn points_in_the_same_second_are_ordered_by_nanoseconds_then_id() {
+        let mut early = point("2024-05-01 10:00");
+        let mut late = point("2024-05-01 10:00 #b");
+        early.time_nanos = 5;
+        late.time_nanos = 6;
+        let keep_last_1 = RetentionPolicy {
+            keep_last: Some(1),
+            ..Default::default()
+        };
+        let decisions = apply(&keep_last_1, &[late.clone(), early.clone()]).expect("valid");
+        assert_eq!(
+            decisions.iter().map(|d| d.keep).collect::<Vec<_>>(),
+            [true, false]
+        );
+
+        early.time_nanos = 6;
+        let larger_id = early.id.max(late.id);
+        for input in [[late.clone(), early.clone()], [early.clone(), late.clone()]] {
+            let decisions = apply(&keep_last_1, &input).expect("valid");
+            let kept: Vec<PointId> = decisions.iter().filter(|d| d.keep).map(|d| d.id).collect();
+            assert_eq!(kept, [larger_id]);
+        }
+    }
+
+    #[test]
+    fn a_tag_listed_twice_in_the_policy_is_one_reason() {
+        let policy = RetentionPolicy {
+            keep_tags: vec!["important".into(), "important".into()],
+            ..Default::default()
+        };
+        let decisions = apply(&policy, &[point("2024-05-01 10:00 #important")]).expect("valid");
+        assert_eq!(decisions[0].reasons, ["tag important"]);
+    }
+
+    #[test]
+    fn an_empty_policy_is_refused_rather_than_removing_everything() {
+        let points = vec![point("2024-05-01 10:00")];
+        let policy = RetentionPolicy {
+            group_by: GroupBy::NONE,
+            ..Default::default()
+        };
+        assert!(policy.is_empty());
+
+        let err = apply(&policy, &points).expect_err("an empty policy must not apply");
+        assert_eq!(err, RetentionError::EmptyPolicy);
+        assert!(err.to_string().contains("--keep-last"), "{err}");
+        assert_eq!(apply(&policy, &[]), Err(RetentionError::EmptyPolicy));
     }
 
     #[test]
@@ -609,6 +1578,134 @@ mod tests {
             ..Default::default()
         }
         .is_empty());
+    }
+
+    #[test]
+    fn no_points_give_no_decisions() {
+        let policy = RetentionPolicy {
+            keep_last: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(apply(&policy, &[]), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_point_listed_twice_is_refused() {
+        let p = point("2024-05-01 10:00");
+        let policy = RetentionPolicy {
+            keep_last: Some(1),
+            ..Default::default()
+        };
+        let err = apply(&policy, &[p.clone(), p.clone()]).expect_err("duplicate");
+        assert!(err.to_string().contains(&p.id.to_hex()), "{err}");
+    }
+
+    #[test]
+    fn invalid_policies_are_refused_by_apply_with_a_message_naming_the_problem() {
+        let points = vec![point("2024-05-01 10:00")];
+        let bad = [
+            (
+                RetentionPolicy {
+                    keep_daily: Some(-2),
+                    ..Default::default()
+                },
+                "--keep-daily -2",
+            ),
+            (
+                RetentionPolicy {
+                    keep_tags: vec!["x".repeat(1025)],
+                    ..Default::default()
+                },
+                "1025 bytes",
+            ),
+            (
+                RetentionPolicy {
+                    keep_tags: vec!["t".into(); 257],
+                    ..Default::default()
+                },
+                "257 tags",
+            ),
+            (
+                RetentionPolicy {
+                    keep_tags: vec![String::new()],
+                    ..Default::default()
+                },
+                "empty",
+            ),
+            (
+                RetentionPolicy {
+                    keep_tags: vec!["a\nb".into()],
+                    ..Default::default()
+                },
+                "control",
+            ),
+            (
+                RetentionPolicy {
+                    keep_within: Some(CalendarSpan {
+                        years: 0,
+                        months: 0,
+                        days: 0,
+                        hours: 0,
+                    }),
+                    ..Default::default()
+                },
+                "zero",
+            ),
+            (
+                RetentionPolicy {
+                    keep_within: Some(CalendarSpan {
+                        years: 100_001,
+                        months: 0,
+                        days: 0,
+                        hours: 0,
+                    }),
+                    ..Default::default()
+                },
+                "100001 years",
+            ),
+        ];
+        for (policy, needle) in bad {
+            let err = apply(&policy, &points).expect_err(needle);
+            assert!(err.to_string().contains(needle), "{needle:?} not in: {err}");
+        }
+        let fine = RetentionPolicy {
+            keep_daily: Some(-1),
+            keep_tags: vec!["x".repeat(1024); 256],
+            ..Default::default()
+        };
+        assert_eq!(fine.validate(), Ok(()));
+    }
+
+    #[test]
+    fn times_at_the_ends_of_i64_do_not_overflow() {
+        let mut first = point("2024-05-01 10:00");
+        let mut last = point("2024-05-02 10:00");
+        first.time_secs = i64::MIN;
+        last.time_secs = i64::MAX;
+        let policy = RetentionPolicy {
+            keep_last: Some(-1),
+            keep_hourly: Some(-1),
+            keep_daily: Some(-1),
+            keep_weekly: Some(-1),
+            keep_monthly: Some(-1),
+            keep_yearly: Some(-1),
+            keep_within: Some(CalendarSpan {
+                years: MAX_SPAN_PART,
+                months: MAX_SPAN_PART,
+                days: MAX_SPAN_PART,
+                hours: MAX_SPAN_PART,
+            }),
+            keep_tags: vec![],
+            group_by: GroupBy::NONE,
+        };
+        for points in [
+            vec![first.clone(), last.clone()],
+            vec![first.clone()],
+            vec![last.clone()],
+        ] {
+            let decisions = apply(&policy, &points).expect("valid policy");
+            assert!(decisions.iter().all(|d| d.keep));
+        }
     }
 
     // ---- parsing and text forms -----------------------------------------
@@ -816,5 +1913,143 @@ mod tests {
             quote.to_string(),
             r"--keep-tag 'it'\''s' --group-by host,disks"
         );
+    }
+
+    #[test]
+    fn decisions_serialise_with_hex_ids() {
+        let p = point("2024-05-01 10:00");
+        let decisions = apply(
+            &RetentionPolicy {
+                keep_last: Some(1),
+                ..Default::default()
+            },
+            std::slice::from_ref(&p),
+        )
+        .expect("valid policy");
+        let json = serde_json::to_string(&decisions[0]).expect("serialises");
+        assert_eq!(
+            json,
+            format!(
+                r#"{{"id":"{}","keep":true,"reasons":["last"],"group":"host=web1 disks=root"}}"#,
+                p.id
+            )
+        );
+    }
+
+    // ---- the calendar ---------------------------------------------------
+
+    #[test]
+    fn known_dates_convert_both_ways() {
+        let known = [
+            ((1970, 1, 1), 0),
+            ((1969, 12, 31), -1),
+            ((2000, 2, 29), 11_016),
+            ((2000, 3, 1), 11_017),
+            ((2020, 12, 31), 18_627),
+            ((2021, 1, 4), 18_631),
+            ((2024, 12, 30), 20_087),
+            ((0, 3, 1), -719_468),
+            ((0, 1, 1), -719_528),
+            ((-1, 12, 31), -719_529),
+        ];
+        for ((y, m, d), days) in known {
+            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
+        }
+    }
+
+    #[test]
+    fn leap_years_follow_the_gregorian_rule() {
+        for (year, february) in [
+            (1900, 28),
+            (2000, 29),
+            (2100, 28),
+            (2023, 28),
+            (2024, 29),
+            (0, 29),
+            (-4, 29),
+            (-100, 28),
+        ] {
+            assert_eq!(days_in_month(year, 2), february, "{year}");
+            let last_of_february = civil_from_days(days_from_civil(year, 3, 1) - 1);
+            assert_eq!(last_of_february, (year, 2, february), "{year}");
+        }
+    }
+
+    #[test]
+    fn iso_weeks_of_known_dates() {
+        let known = [
+            ((1970, 1, 1), (1970, 1)),
+            ((1969, 12, 29), (1970, 1)),
+            ((2000, 2, 29), (2000, 9)),
+            ((2020, 12, 31), (2020, 53)),
+            ((2021, 1, 3), (2020, 53)),
+            ((2021, 1, 4), (2021, 1)),
+            ((2024, 12, 30), (2025, 1)),
+            ((2005, 1, 1), (2004, 53)),
+            ((2008, 12, 29), (2009, 1)),
+            ((2010, 1, 3), (2009, 53)),
+            ((2024, 6, 10), (2024, 24)),
+        ];
+        for ((y, m, d), week) in known {
+            assert_eq!(iso_week(days_from_civil(y, m, d)), week, "{y}-{m}-{d}");
+        }
+    }
+
+    #[test]
+    fn every_day_for_nine_thousand_years_follows_the_one_before() {
+        // From 3507 BC to AD 6077: each day is the date after the one
+        // before, and the ISO week moves on exactly on Mondays.
+        let (mut date, mut week) = (civil_from_days(-2_000_001), iso_week(-2_000_001));
+        for days in -2_000_000..=1_500_000_i64 {
+            let (y, m, d) = civil_from_days(days);
+            let (py, pm, pd) = date;
+            let expected = if pd < days_in_month(py, pm) {
+                (py, pm, pd + 1)
+            } else if pm < 12 {
+                (py, pm + 1, 1)
+            } else {
+                (py + 1, 1, 1)
+            };
+            assert_eq!((y, m, d), expected, "day {days}");
+            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+
+            let this_week = iso_week(days);
+            let monday = (days + 3).rem_euclid(7) == 0;
+            if monday {
+                let next = if this_week.0 == week.0 {
+                    (week.0, week.1 + 1)
+                } else {
+                    (week.0 + 1, 1)
+                };
+                assert_eq!(this_week, next, "Monday {y}-{m}-{d}");
+                assert!(this_week.1 <= 53);
+            } else {
+                assert_eq!(this_week, week, "{y}-{m}-{d} is not a Monday");
+            }
+            date = (y, m, d);
+            week = this_week;
+        }
+    }
+
+    #[test]
+    fn subtracting_spans_is_calendar_arithmetic() {
+        let cases = [
+            ("2024-03-31 12:00", "1m", "2024-02-29 12:00"),
+            ("2023-03-31 12:00", "1m", "2023-02-28 12:00"),
+            ("2024-02-29 06:00", "1y", "2023-02-28 06:00"),
+            ("2024-02-29 00:00", "1y1m", "2023-01-29 00:00"),
+            ("2024-01-15 10:00", "2m", "2023-11-15 10:00"),
+            ("2024-01-02 12:00", "1d12h", "2024-01-01 00:00"),
+            ("2024-03-10 01:00", "2w", "2024-02-25 01:00"),
+            ("2024-05-31 00:00", "1y2m3d4h", "2023-03-27 20:00"),
+        ];
+        for (from, span_text, want) in cases {
+            assert_eq!(
+                subtract_span(at(from), &span(span_text)),
+                i128::from(at(want)),
+                "{from} - {span_text}"
+            );
+        }
     }
 }
