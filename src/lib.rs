@@ -72,6 +72,7 @@ pub mod ops;
 pub mod packer;
 mod progress;
 pub mod repo;
+pub mod retention;
 pub mod source;
 pub mod store;
 
