@@ -80,10 +80,15 @@ pub use crypto::KdfCost;
 pub use error::{Error, ErrorCategory, Result};
 pub use format::config::{ChunkerParams, CompressionSetting, Encryption, RepoConfig};
 pub use format::point::{DiskRecord, DiskStats, PointBody};
+pub use format::policy::StoredPolicy;
 pub use format::replica::ReplicaMarker;
 pub use format::{ChunkId, IndexId, KeyId, PackId, PointId};
 pub use ops::backup::{backup, BackupOptions, BackupReport, DiskSource};
 pub use ops::check::{check, CheckOptions, CheckReport, Problem};
+pub use ops::forget::{
+    forget, list_forgotten, unforget, ForgetDecision, ForgetOptions, ForgetReport, ForgottenPoint,
+};
+pub use ops::prune::{prune, PruneOptions, PruneReport};
 pub use ops::repair::{repair, RepairOptions, RepairReport};
 pub use ops::restore::{restore, RestoreOptions, RestoreReport, RestoredDisk};
 pub use ops::stats::{stats, RepoStats};

@@ -845,6 +845,18 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 // special case (the method of Howard Hinnant's "chrono-Compatible Low-Level
 // Date Algorithms"). They are exact for every day an i64 of seconds can name.
 
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of Unix seconds: how diskvault shows times.
+pub fn format_utc(secs: i64) -> String {
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date; year 0 is 1 BC.
 fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };

@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use diskvault::retention::{parse_count, CalendarSpan, GroupBy};
 use diskvault::{ChunkerParams, CompressionSetting};
 
 /// A content-addressed, deduplicating, encrypted vault for disk images.
@@ -11,6 +14,8 @@ use diskvault::{ChunkerParams, CompressionSetting};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 /// How the passphrase is supplied (besides `DISKVAULT_PASSWORD` and the prompt).
@@ -19,6 +24,90 @@ pub struct PassArgs {
     /// Read the passphrase from the first line of this file.
     #[arg(long, value_name = "FILE", global = true)]
     pub password_file: Option<PathBuf>,
+}
+
+/// How long to wait for a lock another command holds.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LockArgs {
+    /// Wait up to DURATION (e.g. 30s, 10m, 2h) for a conflicting lock held
+    /// by another command to be released, instead of failing at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
+    pub wait: Option<Duration>,
+}
+
+/// A duration such as `90s`, `10m`, `2h`, `14d` or `1h30m`; a bare number
+/// is seconds. (`m` is minutes here; in --keep-within it is months.)
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("'{text}' is not a duration; write for example 30s, 10m, 2h, 14d or 1h30m");
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        number.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .filter(|v| *v <= 100 * 366 * 86_400)
+            .ok_or_else(|| format!("'{text}' is longer than a hundred years"))?;
+    }
+    if !number.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// Retention rules, as `forget` and `policy set` take them.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RuleArgs {
+    /// Keep the N newest points (`unlimited` or -1: all).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_last: Option<i64>,
+    /// Keep the newest point of each of the N latest hours (UTC) with a point.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_hourly: Option<i64>,
+    /// Keep the newest point of each of the N latest days (UTC) with a point.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_daily: Option<i64>,
+    /// Keep the newest point of each of the N latest ISO weeks with a point.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_weekly: Option<i64>,
+    /// Keep the newest point of each of the N latest months with a point.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_monthly: Option<i64>,
+    /// Keep the newest point of each of the N latest years with a point.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_yearly: Option<i64>,
+    /// Keep every point within SPAN of the group's newest point, e.g. 30d,
+    /// 2w, 6m (months), 1y6m, 12h.
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within: Option<CalendarSpan>,
+    /// Keep every point with this tag (repeatable).
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+    /// Apply the rules per group of points: host, disks, tags, a
+    /// comma-separated mix, or none (default: host,disks).
+    #[arg(long, value_name = "FIELDS")]
+    pub group_by: Option<GroupBy>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +166,10 @@ pub enum Command {
     /// List recovery points, oldest first.
     Points {
         repo: PathBuf,
+        /// List the forgotten points instead (restorable by id until
+        /// prune frees them), with when prune may.
+        #[arg(long)]
+        forgotten: bool,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -140,6 +233,12 @@ pub enum Command {
         /// Objects copied at once (default: 4).
         #[arg(long)]
         threads: Option<usize>,
+        /// Make DST's live points exactly SRC's live (selected) points:
+        /// forget in DST what SRC forgot or no longer has, unforget what
+        /// SRC has live. Deletes nothing; DST's own prune frees the space
+        /// after its grace period (needs the passphrase).
+        #[arg(long)]
+        delete: bool,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -199,6 +298,95 @@ pub enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Mark recovery points forgotten by retention rules (or the stored
+    /// policy, or by id). Forgotten points stay restorable by id until
+    /// prune frees them after the grace period.
+    Forget {
+        repo: PathBuf,
+        /// Forget exactly these points (ids or unique prefixes) instead of
+        /// applying rules.
+        #[arg(value_name = "POINT")]
+        points: Vec<String>,
+        #[command(flatten)]
+        rules: RuleArgs,
+        /// Show what would be forgotten, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow rules that forget every point of a group.
+        #[arg(long)]
+        allow_remove_all: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// Bring forgotten points back (before prune has freed them).
+    Unforget {
+        repo: PathBuf,
+        #[arg(value_name = "POINT", required = true)]
+        points: Vec<String>,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// Store or show the retention policy that `forget` applies by default.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+    /// Free the space of forgotten points past their grace period and of
+    /// data no point needs: delete unused packs, repack partly used ones.
+    Prune {
+        repo: PathBuf,
+        /// Plan and report, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Unused space tolerated in kept packs, in percent of the live
+        /// data (default 5); 100 never repacks.
+        #[arg(long, value_name = "PERCENT")]
+        max_unused: Option<f64>,
+        /// Free forgotten points now, without waiting for their grace period.
+        #[arg(long)]
+        now: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// Remove stale locks (left by commands that died), or with --all every
+    /// lock. Needs no passphrase.
+    Unlock {
+        repo: PathBuf,
+        /// Remove every lock, also those of commands still running: only
+        /// when you know they are gone (on another machine, say).
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyAction {
+    /// Store retention rules and the grace period of forgotten points.
+    Set {
+        repo: PathBuf,
+        #[command(flatten)]
+        rules: RuleArgs,
+        /// How long forgotten points stay restorable before prune frees
+        /// them, e.g. 14d (the default), 0 for at once.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        grace: Option<Duration>,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// Show the stored policy.
+    Show {
+        repo: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -235,4 +423,26 @@ pub enum KeyAction {
         #[command(flatten)]
         pass: PassArgs,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_bad_ones_say_how_to_write_them() {
+        let d = |s: &str| parse_duration(s).map(|d| d.as_secs());
+        assert_eq!(d("0"), Ok(0));
+        assert_eq!(d("45"), Ok(45));
+        assert_eq!(d("30s"), Ok(30));
+        assert_eq!(d("10m"), Ok(600));
+        assert_eq!(d("1h30m"), Ok(5400));
+        assert_eq!(d("14d"), Ok(14 * 86_400));
+        assert_eq!(d("2w"), Ok(14 * 86_400));
+        for bad in ["", "m", "1x", "10m5", "-3s", "1.5h"] {
+            let e = d(bad).unwrap_err();
+            assert!(e.contains("30s"), "{bad}: {e}");
+        }
+        assert!(d("999999999999d").unwrap_err().contains("hundred years"));
+    }
 }

@@ -11,9 +11,12 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use zeroize::Zeroizing;
 
-use args::{Cli, Command, EncryptionArg, KeyAction, PassArgs};
+use args::{Cli, Command, EncryptionArg, KeyAction, LockArgs, PassArgs, PolicyAction, RuleArgs};
+use diskvault::format::policy::StoredPolicy;
+use diskvault::retention::RetentionPolicy;
 use diskvault::{
-    Encryption, Error, ErrorCategory, InitOptions, KdfCost, RepoLocation, Repository, SyncOptions,
+    Encryption, Error, ErrorCategory, InitOptions, KdfCost, LockEvent, LockOptions, RepoLocation,
+    Repository, SyncOptions,
 };
 
 /// Exit codes, documented in the README.
@@ -26,6 +29,7 @@ pub mod exit {
     pub const NOT_FOUND: i32 = 5;
     pub const UNSUPPORTED: i32 = 6;
     pub const REFUSED: i32 = 7;
+    pub const LOCKED: i32 = 8;
 }
 
 /// Parses arguments, runs the command and returns the exit code.
@@ -72,6 +76,7 @@ fn exit_code(e: &anyhow::Error) -> i32 {
         Some(ErrorCategory::NotFound) => exit::NOT_FOUND,
         Some(ErrorCategory::Unsupported) => exit::UNSUPPORTED,
         Some(ErrorCategory::Refused) => exit::REFUSED,
+        Some(ErrorCategory::Locked) => exit::LOCKED,
         _ => exit::ERROR,
     }
 }
@@ -118,7 +123,28 @@ fn passphrase_from(
     Ok(Some(Zeroizing::new(first.as_bytes().to_vec())))
 }
 
-fn open(repo: &Path, pass: &PassArgs) -> anyhow::Result<Repository> {
+/// How every command takes locks: `--wait`, and notes on standard error
+/// when it waits or reads a read-only repository without a lock.
+fn lock_options(lock: &LockArgs) -> LockOptions {
+    LockOptions {
+        wait: lock.wait.unwrap_or_default(),
+        notify: Some(std::sync::Arc::new(|event: &LockEvent| match event {
+            LockEvent::Waiting { holders } => {
+                eprintln!("waiting for the repository lock: {holders}")
+            }
+            LockEvent::Skipped { reason } => eprintln!("note: {reason}"),
+        })),
+        ..LockOptions::default()
+    }
+}
+
+fn open(repo: &Path, pass: &PassArgs, lock: &LockArgs) -> anyhow::Result<Repository> {
+    let mut r = open_unlocked(repo, pass)?;
+    r.set_lock_options(lock_options(lock));
+    Ok(r)
+}
+
+fn open_unlocked(repo: &Path, pass: &PassArgs) -> anyhow::Result<Repository> {
     // Only ask for a passphrase when the repository needs one.
     let config = Repository::read_config(
         &diskvault::store::LocalStore::new(repo),
@@ -155,6 +181,7 @@ fn new_passphrase(file: Option<&Path>) -> anyhow::Result<Passphrase> {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let lock = cli.lock;
     match cli.command {
         Command::Init {
             repo,
@@ -213,7 +240,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     path: path.clone(),
                 })
                 .collect();
-            let r = open(&repo, &pass)?;
+            let r = open(&repo, &pass, &lock)?;
             let bar = output::Bar::new("backup");
             let report = diskvault::backup(
                 &r,
@@ -234,9 +261,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(exit::OK)
         }
-        Command::Points { repo, json, pass } => {
-            let r = open(&repo, &pass)?;
-            output::points(&r.list_points()?, json);
+        Command::Points {
+            repo,
+            forgotten,
+            json,
+            pass,
+        } => {
+            let r = open(&repo, &pass, &lock)?;
+            if forgotten {
+                output::forgotten(&diskvault::list_forgotten(&r)?, json);
+            } else {
+                let _lock = r.lock_for_reading("points")?;
+                output::points(&r.list_points()?, json);
+            }
             Ok(exit::OK)
         }
         Command::Show {
@@ -245,7 +282,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             json,
             pass,
         } => {
-            let r = open(&repo, &pass)?;
+            let r = open(&repo, &pass, &lock)?;
+            let _lock = r.lock_for_reading("show")?;
             let id = r.resolve_point(&point)?;
             output::show(&id, &r.read_point(&id)?, json);
             Ok(exit::OK)
@@ -261,7 +299,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             fallback,
             pass,
         } => {
-            let r = open(&repo, &pass)?;
+            let r = open(&repo, &pass, &lock)?;
             let into_existing = into.is_some();
             let bar = output::Bar::new("restore");
             let report = diskvault::restore(
@@ -288,12 +326,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             tags,
             verify,
             threads,
+            delete,
             json,
             pass,
         } => {
             // Objects move verbatim, so the passphrase is needed only to
-            // read points (tags, `latest`) or open chunks (--verify).
-            let needs_key = verify || !tags.is_empty() || points.iter().any(|p| p == "latest");
+            // read points (tags, `latest`), open chunks (--verify) or read
+            // and write forget records (--delete).
+            let needs_key =
+                verify || delete || !tags.is_empty() || points.iter().any(|p| p == "latest");
             let bar = output::Bar::new("sync");
             let opts = SyncOptions {
                 points,
@@ -301,14 +342,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 verify,
                 threads,
                 progress: bar.progress(),
-                ..SyncOptions::default()
+                delete,
+                lock: Some(lock_options(&lock)),
             };
             let destination = RepoLocation::local(&dst);
             // The replica marker records where the source is: make that
             // path mean something from anywhere.
             let src = std::path::absolute(&src).unwrap_or(src);
             let report = if needs_key {
-                let r = open(&src, &pass)?;
+                let r = open(&src, &pass, &lock)?;
                 diskvault::sync_with_key(&r, &destination, &opts)
             } else {
                 diskvault::sync(&RepoLocation::local(&src), &destination, &opts)
@@ -323,7 +365,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             json,
             pass,
         } => {
-            let r = open(&repo, &pass)?;
+            let r = open(&repo, &pass, &lock)?;
             let status = diskvault::replica_status(&r, &RepoLocation::local(&replica))?;
             output::status(&status, json);
             Ok(exit::OK)
@@ -335,7 +377,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             json,
             pass,
         } => {
-            let r = open(&repo, &pass)?;
+            let r = open(&repo, &pass, &lock)?;
             let report = diskvault::repair(
                 &r,
                 &RepoLocation::local(&from),
@@ -355,7 +397,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             json,
             pass,
         } => {
-            let r = open(&repo, &pass)?;
+            let r = open(&repo, &pass, &lock)?;
             let report = diskvault::check(&r, &diskvault::CheckOptions { read_data, threads })?;
             output::check(&report, read_data, json);
             Ok(if report.is_ok() {
@@ -365,32 +407,160 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             })
         }
         Command::Stats { repo, json, pass } => {
-            let r = open(&repo, &pass)?;
+            let r = open(&repo, &pass, &lock)?;
             output::stats(&diskvault::stats(&r)?, json);
             Ok(exit::OK)
         }
-        Command::Key { action } => key(action),
+        Command::Key { action } => key(action, &lock),
+        Command::Forget {
+            repo,
+            points,
+            rules,
+            dry_run,
+            allow_remove_all,
+            json,
+            pass,
+        } => {
+            let r = open(&repo, &pass, &lock)?;
+            let given = policy_of(&rules);
+            let report = diskvault::forget(
+                &r,
+                &diskvault::ForgetOptions {
+                    policy: (!given.is_empty()).then_some(given),
+                    points,
+                    dry_run,
+                    allow_remove_all,
+                    now: None,
+                },
+            )?;
+            output::forget(&report, json);
+            Ok(exit::OK)
+        }
+        Command::Unforget { repo, points, pass } => {
+            let r = open(&repo, &pass, &lock)?;
+            for id in diskvault::unforget(&r, &points)? {
+                println!("unforgot {}", id.short());
+            }
+            Ok(exit::OK)
+        }
+        Command::Policy { action } => policy(action, &lock),
+        Command::Prune {
+            repo,
+            dry_run,
+            max_unused,
+            now,
+            json,
+            pass,
+        } => {
+            let r = open(&repo, &pass, &lock)?;
+            let report = diskvault::prune(
+                &r,
+                &diskvault::PruneOptions {
+                    dry_run,
+                    max_unused_percent: max_unused
+                        .unwrap_or(diskvault::ops::prune::DEFAULT_MAX_UNUSED_PERCENT),
+                    ignore_grace: now,
+                    now: None,
+                },
+            )?;
+            output::prune(&report, json);
+            Ok(exit::OK)
+        }
+        Command::Unlock { repo, all, json } => {
+            let location = RepoLocation::local(&repo);
+            // Refuse a path that is no repository before touching it.
+            location.read_config()?;
+            let opts = lock_options(&lock);
+            if all {
+                eprintln!(
+                    "warning: removing every lock of {}, also those of commands that may still be running; a prune or backup running now is no longer protected",
+                    repo.display()
+                );
+            }
+            let removed =
+                diskvault::repo::lock::remove_locks(location.store().as_ref(), all, &opts)?;
+            let left = diskvault::repo::lock::list_locks(location.store().as_ref(), &opts)?;
+            output::unlock(&removed, &left, json);
+            Ok(exit::OK)
+        }
     }
 }
 
-fn key(action: KeyAction) -> anyhow::Result<i32> {
+/// The rules given on the command line.
+fn policy_of(rules: &RuleArgs) -> RetentionPolicy {
+    RetentionPolicy {
+        keep_last: rules.keep_last,
+        keep_hourly: rules.keep_hourly,
+        keep_daily: rules.keep_daily,
+        keep_weekly: rules.keep_weekly,
+        keep_monthly: rules.keep_monthly,
+        keep_yearly: rules.keep_yearly,
+        keep_within: rules.keep_within,
+        keep_tags: rules.keep_tags.clone(),
+        group_by: rules.group_by.unwrap_or_default(),
+    }
+}
+
+fn policy(action: PolicyAction, lock: &LockArgs) -> anyhow::Result<i32> {
+    match action {
+        PolicyAction::Set {
+            repo,
+            rules,
+            grace,
+            pass,
+        } => {
+            let r = open(&repo, &pass, lock)?;
+            let mut stored = r.read_policy()?.unwrap_or_default();
+            let given = policy_of(&rules);
+            if given.is_empty() && grace.is_none() {
+                bail!(Error::InvalidArgument(
+                    "nothing to set: give rules (--keep-daily 7 ...) and/or --grace DURATION"
+                        .into()
+                ));
+            }
+            if !given.is_empty() {
+                stored.rules = given;
+            }
+            if let Some(g) = grace {
+                stored.grace_secs = g.as_secs();
+            }
+            r.write_policy(&stored)?;
+            output::policy(&stored, false);
+            Ok(exit::OK)
+        }
+        PolicyAction::Show { repo, json, pass } => {
+            let r = open(&repo, &pass, lock)?;
+            match r.read_policy()? {
+                Some(p) => output::policy(&p, json),
+                None if json => println!("null"),
+                None => println!(
+                    "no policy stored (forgotten points are kept {} before prune frees them); set one with 'diskvault policy set'",
+                    output::duration(StoredPolicy::default().grace_secs)
+                ),
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn key(action: KeyAction, lock: &LockArgs) -> anyhow::Result<i32> {
     match action {
         KeyAction::Add {
             repo,
             new_password_file,
             pass,
         } => {
-            let r = open(&repo, &pass)?;
+            let r = open(&repo, &pass, lock)?;
             let p = new_passphrase(new_password_file.as_deref())?;
             let id = r.add_key(&p, KdfCost::default())?;
             println!("added key {}", id.short());
         }
         KeyAction::List { repo, json, pass } => {
-            let r = open(&repo, &pass)?;
+            let r = open(&repo, &pass, lock)?;
             output::keys(&r.list_keys()?, json);
         }
         KeyAction::Remove { repo, key, pass } => {
-            let r = open(&repo, &pass)?;
+            let r = open(&repo, &pass, lock)?;
             let id = r.remove_key(&key)?;
             println!("removed key {}", id.short());
         }
@@ -399,7 +569,7 @@ fn key(action: KeyAction) -> anyhow::Result<i32> {
             new_password_file,
             pass,
         } => {
-            let mut r = open(&repo, &pass)?;
+            let mut r = open(&repo, &pass, lock)?;
             let p = new_passphrase(new_password_file.as_deref())?;
             let id = r.change_passphrase(&p, KdfCost::default())?;
             println!(

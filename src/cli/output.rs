@@ -1,8 +1,9 @@
 //! Text and JSON output of each command.
 
 use diskvault::{
-    BackupReport, CheckReport, KeyInfo, ObjectTally, PointBody, PointId, RepairReport,
-    ReplicaStatus, RepoStats, Repository, RestoreReport, SyncReport,
+    BackupReport, CheckReport, ForgetReport, ForgottenPoint, KeyInfo, LockInfo, ObjectTally,
+    PointBody, PointId, PruneReport, RepairReport, ReplicaStatus, RepoStats, Repository,
+    RestoreReport, StoredPolicy, SyncReport,
 };
 use serde_json::json;
 use std::io::IsTerminal;
@@ -62,24 +63,7 @@ pub fn size(bytes: u64) -> String {
 
 /// UTC `YYYY-MM-DD HH:MM:SS` from Unix seconds.
 pub fn time(secs: i64) -> String {
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    // Civil-from-days (proleptic Gregorian), after H. Hinnant's algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    diskvault::retention::format_utc(secs)
 }
 
 fn rate(bytes: u64, secs: f64) -> String {
@@ -329,6 +313,8 @@ pub fn sync(rep: &SyncReport, json: bool) {
             "skipped": tally_json(&rep.skipped),
             "index_files_written": rep.index_files_written,
             "chunks_verified": rep.chunks_verified,
+            "points_forgotten": rep.points_forgotten,
+            "points_unforgotten": rep.points_unforgotten,
             "duration_seconds": secs,
             "bytes_per_second": rep.bytes_per_second(),
             "nothing_copied": rep.copied_nothing(),
@@ -338,6 +324,15 @@ pub fn sync(rep: &SyncReport, json: bool) {
     }
     if rep.created {
         println!("created {} as a replica of {}", rep.destination, rep.source);
+    }
+    if rep.points_forgotten + rep.points_unforgotten > 0 {
+        println!(
+            "in {}: forgot {} that {} does not have live, unforgot {}",
+            rep.destination,
+            plural(rep.points_forgotten, "point", "points"),
+            rep.source,
+            rep.points_unforgotten
+        );
     }
     if rep.copied_nothing() {
         println!(
@@ -651,5 +646,224 @@ pub fn keys(keys: &[KeyInfo], json: bool) {
             k.username,
             k.host
         );
+    }
+}
+
+/// `14d`, `3h 5m`: a length of time for people.
+pub fn duration(secs: u64) -> String {
+    match secs {
+        0 => "0s".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    );
+}
+
+pub fn forget(rep: &ForgetReport, json: bool) {
+    if json {
+        print_json(rep);
+        return;
+    }
+    if !rep.policy.is_empty() {
+        println!("policy: {}", rep.policy);
+    }
+    let mut group = None;
+    for d in &rep.decisions {
+        if group != Some(&d.group) {
+            group = Some(&d.group);
+            if !d.group.is_empty() {
+                println!("\n{}", d.group);
+            }
+            println!(
+                "  {:<10} {:<19}  {:<8} {:<24} reasons",
+                "id", "time (UTC)", "action", "tags"
+            );
+        }
+        println!(
+            "  {:<10} {:<19}  {:<8} {:<24} {}",
+            d.id.short(),
+            time(d.time),
+            if d.keep { "keep" } else { "forget" },
+            d.tags.join(","),
+            d.reasons.join(", ")
+        );
+    }
+    let verb = if rep.dry_run {
+        "would forget"
+    } else {
+        "forgot"
+    };
+    println!(
+        "{verb} {}, kept {}; forgotten points stay restorable by id for {}, then 'diskvault prune' frees their data",
+        plural(rep.forgotten, "point", "points"),
+        rep.kept,
+        duration(rep.grace_secs)
+    );
+    if rep.dry_run {
+        println!("dry run: nothing was changed");
+    }
+}
+
+pub fn forgotten(points: &[ForgottenPoint], json: bool) {
+    if json {
+        print_json(&points);
+        return;
+    }
+    if points.is_empty() {
+        println!("no forgotten points");
+        return;
+    }
+    println!(
+        "{:<10} {:<19}  {:<14} {:<19}  {:<19}  reason",
+        "id", "time (UTC)", "host", "forgotten (UTC)", "prunable after (UTC)"
+    );
+    for p in points {
+        println!(
+            "{:<10} {:<19}  {:<14} {:<19}  {:<19}  {}",
+            p.id.short(),
+            time(p.time),
+            p.host,
+            time(p.forgotten_at),
+            time(p.prunable_after),
+            p.reason
+        );
+    }
+    println!(
+        "{}; 'diskvault unforget REPO ID' brings one back",
+        plural(points.len(), "forgotten point", "forgotten points")
+    );
+}
+
+pub fn policy(p: &StoredPolicy, json: bool) {
+    if json {
+        print_json(p);
+        return;
+    }
+    if p.rules.is_empty() {
+        println!("rules: none (forget needs rules on its command line)");
+    } else {
+        println!("rules: {}", p.rules);
+    }
+    println!(
+        "grace: forgotten points stay restorable for {} before prune frees them",
+        duration(p.grace_secs)
+    );
+}
+
+pub fn prune(r: &PruneReport, json: bool) {
+    if json {
+        print_json(r);
+        return;
+    }
+    // "deleted" or, in a dry run, "would be deleted".
+    let done = |what: &str| {
+        if r.dry_run {
+            format!("would be {what}")
+        } else {
+            what.to_string()
+        }
+    };
+    println!(
+        "points: {} kept ({} of them forgotten, in their grace period), {} {}",
+        r.points_kept,
+        r.points_in_grace,
+        r.points_removed.len(),
+        done("removed")
+    );
+    for p in &r.points_removed {
+        println!("  {} point {}", done("removed"), p.short());
+    }
+    println!(
+        "chunks: {} live; {} unused chunks or duplicate copies {}",
+        r.chunks_live,
+        r.chunks_removed,
+        done("dropped")
+    );
+    let written = if r.dry_run {
+        String::new()
+    } else {
+        format!(" into {}", plural(r.packs_written, "new pack", "new packs"))
+    };
+    println!(
+        "packs: {} {}; {} {}{written} ({} copied); {} left by killed commands {}{}",
+        r.packs_deleted,
+        done("deleted"),
+        r.packs_repacked,
+        done("repacked"),
+        size(r.bytes_repacked),
+        r.orphan_packs_deleted,
+        done("deleted"),
+        if r.packs_kept_for_new_points > 0 {
+            format!(
+                "; {} kept for points written meanwhile",
+                r.packs_kept_for_new_points
+            )
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "space: {} {}; packs {} -> {}; {} unused left in kept packs (within --max-unused)",
+        size(r.bytes_freed),
+        done("freed"),
+        size(r.pack_bytes_before),
+        size(r.pack_bytes_after),
+        size(r.unused_bytes_after)
+    );
+    for d in &r.damaged_packs {
+        println!(
+            "warning: {d} does not match its name and was left alone; run 'diskvault check --read-data'"
+        );
+    }
+    println!(
+        "took {:.2} s (mark and plan {:.2} s)",
+        r.duration.as_secs_f64(),
+        r.plan_duration.as_secs_f64()
+    );
+    if r.dry_run {
+        println!("dry run: nothing was changed");
+    }
+}
+
+fn lock_json(l: &LockInfo) -> serde_json::Value {
+    json!({
+        "id": l.id,
+        "lock": l.record,
+        "stale": l.stale,
+        "description": l.describe(),
+    })
+}
+
+pub fn unlock(removed: &[LockInfo], left: &[LockInfo], json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({
+                "removed": removed.iter().map(lock_json).collect::<Vec<_>>(),
+                "remaining": left.iter().map(lock_json).collect::<Vec<_>>(),
+            })
+        );
+        return;
+    }
+    for l in removed {
+        match &l.stale {
+            Some(why) => println!("removed {} ({why})", l.describe()),
+            None => println!("removed {}", l.describe()),
+        }
+    }
+    if removed.is_empty() {
+        println!("no stale locks");
+    }
+    for l in left {
+        println!("still held: {}", l.describe());
     }
 }

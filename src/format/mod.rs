@@ -15,6 +15,7 @@ pub mod lock;
 pub mod manifest;
 pub mod pack;
 pub mod point;
+pub mod policy;
 pub mod replica;
 
 pub use id::{ChunkId, ForgetId, IndexId, KeyId, PackId, PointId};
@@ -23,8 +24,9 @@ use bytes::{ByteReader, PutBytes};
 
 /// Major format version written by this build. Readers refuse a newer one.
 pub const FORMAT_MAJOR: u32 = 1;
-/// Minor format version: additions an older reader of the same major can ignore.
-pub const FORMAT_MINOR: u32 = 0;
+/// Minor format version: additions an older reader of the same major can
+/// ignore. 1.1 adds locks, forget records and the stored policy.
+pub const FORMAT_MINOR: u32 = 1;
 
 /// Largest plaintext any sealed blob may declare (chunks, manifest nodes,
 /// index bodies, point bodies). Keeps a hostile length from allocating more.

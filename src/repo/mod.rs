@@ -338,6 +338,21 @@ impl Repository {
         )
     }
 
+    /// An exclusive lock taken while this process holds `shared` (prune:
+    /// it plans under a shared lock, then deletes under an exclusive one).
+    /// Its own shared lock does not conflict; every other lock does.
+    pub fn lock_exclusive_beside(&self, shared: &RepoLock, command: &str) -> Result<RepoLock> {
+        let ignore: Vec<&str> = shared.id().into_iter().collect();
+        RepoLock::acquire_ignoring(
+            &self.store,
+            &self.location,
+            LockKind::Exclusive,
+            command,
+            &self.lock_options,
+            &ignore,
+        )
+    }
+
     /// A shared lock for a command that only reads: on a repository that
     /// cannot be written (read-only medium), it goes on without one.
     pub fn lock_for_reading(&self, command: &str) -> Result<RepoLock> {
@@ -385,6 +400,17 @@ impl Repository {
         if blake3::hash(bytes).as_bytes() != expected_hash {
             return Err(Error::damaged(key, "content does not match its name"));
         }
+        self.open_named_object(key, kind, bytes)
+    }
+
+    /// Opens the sealed body of an object whose name is not its hash (the
+    /// policy): the header is checked, the body authenticated.
+    pub(crate) fn open_named_object(
+        &self,
+        key: &str,
+        kind: ObjectKind,
+        bytes: &[u8],
+    ) -> Result<Vec<u8>> {
         let header = ObjectHeader::decode(bytes, kind).map_err(|e| Error::format(key, e))?;
         let header_bytes = header.encode();
         self.sealer

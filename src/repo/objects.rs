@@ -5,13 +5,14 @@ use std::collections::HashMap;
 
 use super::layout::{
     forget_key, index_key, list_ids, list_ids_sized, pack_key, point_key, FORGOTTEN, INDEX, PACKS,
-    POINTS,
+    POINTS, POLICY_KEY,
 };
 use super::Repository;
 use crate::error::{Error, Result};
 use crate::format::forget::ForgetRecord;
 use crate::format::index::{index_bodies, IndexBody, IndexRecord};
 use crate::format::point::PointBody;
+use crate::format::policy::StoredPolicy;
 use crate::format::{ChunkId, ForgetId, IndexId, ObjectKind, PackId, PointId};
 use crate::index::{ChunkIndex, ChunkLocation};
 use crate::packer::FinishedPack;
@@ -141,6 +142,11 @@ impl Repository {
         Ok(id)
     }
 
+    /// Deletes a recovery point (prune, once its grace period is over).
+    pub(crate) fn delete_point(&self, id: &PointId) -> Result<()> {
+        Ok(self.store.delete(&point_key(id))?)
+    }
+
     /// All recovery points, forgotten ones included, oldest first.
     pub fn list_all_points(&self) -> Result<Vec<(PointId, PointBody)>> {
         let mut points = Vec::new();
@@ -250,5 +256,31 @@ impl Repository {
     /// Deletes a forget record (unforget, or prune with its point).
     pub(crate) fn delete_forget_record(&self, id: &ForgetId) -> Result<()> {
         Ok(self.store.delete(&forget_key(id))?)
+    }
+
+    // ---- policy --------------------------------------------------------------
+
+    /// The stored retention policy, or `None` when none was set.
+    pub fn read_policy(&self) -> Result<Option<StoredPolicy>> {
+        let bytes = match self.store.get(POLICY_KEY) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let body = self.open_named_object(POLICY_KEY, ObjectKind::Policy, &bytes)?;
+        StoredPolicy::decode(&body)
+            .map(Some)
+            .map_err(|e| Error::format(POLICY_KEY, e))
+    }
+
+    /// Stores the retention policy, replacing any earlier one.
+    pub fn write_policy(&self, policy: &StoredPolicy) -> Result<()> {
+        policy
+            .validate()
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let bytes = self.seal_object(ObjectKind::Policy, &policy.encode(), false);
+        self.store.put(POLICY_KEY, &bytes, PutMode::Overwrite)?;
+        self.store.barrier()?;
+        Ok(())
     }
 }
