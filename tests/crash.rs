@@ -1,8 +1,8 @@
 //! Pulling the plug: a real `diskvault backup` (and `key add`, `key
-//! passwd`) process is killed with SIGKILL after a random number of
-//! milliseconds, many times, and the vault it leaves must be sound: it
+//! passwd`, `prune`) process is killed with SIGKILL after a random number
+//! of milliseconds, many times, and the vault it leaves must be sound: it
 //! passes `check --read-data`, every point in it restores byte for byte,
-//! and the next backup completes, reusing what the killed one had stored.
+//! and the next backup (or prune) completes the job.
 //!
 //! Kill times are drawn from a seeded generator. The seed is printed and
 //! named in every assertion message; set `DISKVAULT_CRASH_SEED` to replay a
@@ -22,6 +22,8 @@ use diskvault::{backup, check, BackupOptions, CheckOptions, DiskSource, PackId, 
 const BACKUP_KILLS: usize = 20;
 /// Each of `key add` and `key passwd` is killed this many times.
 const KEY_KILLS: usize = 6;
+/// Prunes killed per test run.
+const PRUNE_KILLS: usize = 20;
 
 const NEW_PASSPHRASE: &str = "the passphrase after the change";
 
@@ -396,4 +398,148 @@ fn killed_key_add_keeps_the_old_passphrase() {
 #[test]
 fn killed_key_passwd_keeps_one_passphrase() {
     kill_key_change("passwd");
+}
+
+/// A prune killed at any instant leaves a vault that passes `check
+/// --read-data` and restores every point it still lists; the next prune
+/// (taking over the dead one's stale lock) finishes the job, leaving
+/// exactly the chunks the kept points need.
+#[test]
+fn killed_prunes_leave_a_sound_vault_and_the_next_one_finishes() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let seed = seed();
+    eprintln!("crash seed {seed} (set DISKVAULT_CRASH_SEED={seed} to replay)");
+    let mut rng = Xorshift::new(seed);
+    let dir = scratch_dir();
+
+    // Four days of a 24 MiB disk, each day rewriting 4 MiB; days 0 and 1
+    // forgotten. Pruning them deletes packs and repacks partly used ones.
+    let base = dir.path().join("base");
+    let repo = init_repo(&base);
+    let image = dir.path().join("disk.img");
+    write_random_image(&image, 24 * MIB, 700);
+    let mut days = Vec::new();
+    for day in 0..4u64 {
+        if day > 0 {
+            write_at(
+                &image,
+                day * 4 * MIB,
+                &Xorshift::new(700 + day).bytes(4 << 20),
+            );
+        }
+        let copy = dir.path().join(format!("day{day}.img"));
+        std::fs::copy(&image, &copy).unwrap();
+        days.push((backup_one(&repo, "root", &image).point, copy));
+    }
+    diskvault::forget(
+        &repo,
+        &diskvault::ForgetOptions {
+            points: vec![days[0].0.to_hex(), days[1].0.to_hex()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let vault_of = |run: usize| dir.path().join(format!("vault-{run}"));
+    let spawn_prune = |run: usize| {
+        let vault = vault_of(run);
+        copy_dir(&base, &vault);
+        let started = Instant::now();
+        let child = spawn(
+            &[
+                "prune".as_ref(),
+                vault.as_os_str(),
+                "--now".as_ref(),
+                "--max-unused".as_ref(),
+                "0".as_ref(),
+            ],
+            None,
+        );
+        (child, started)
+    };
+    let mut endings: BTreeMap<String, usize> = BTreeMap::new();
+    let after_kill = |run: usize, delay: Duration, ending: Ending| {
+        let vault = vault_of(run);
+        let left = format!(
+            "{} points, {} packs, {} index files",
+            names(&vault, "points/").len(),
+            names(&vault, "packs/").len(),
+            names(&vault, "index/").len()
+        );
+        let case = format!("seed {seed}, run {run}, kill after {delay:?} ({ending:?}; {left})");
+        *endings.entry(left).or_default() += 1;
+        let repo = open_repo(&vault);
+        let report = check(
+            &repo,
+            &CheckOptions {
+                read_data: true,
+                threads: None,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{case}: check --read-data: {e}"));
+        assert!(report.is_ok(), "{case}: {:?}", report.problems);
+        // Every point still there restores; the kept days always are.
+        let listed: Vec<_> = repo.list_all_points().unwrap();
+        for keep in &days[2..] {
+            assert!(
+                listed.iter().any(|(id, _)| *id == keep.0),
+                "{case}: lost a kept point"
+            );
+        }
+        for (id, _) in &listed {
+            let original = &days.iter().find(|(p, _)| p == id).unwrap().1;
+            let out = dir.path().join("restored.img");
+            restore_to(&repo, &id.to_hex(), &out);
+            assert_same_bytes(&out, original);
+            std::fs::remove_file(&out).unwrap();
+        }
+        // The next prune finishes the job, though the killed one's lock
+        // is still there.
+        let done = diskvault::prune(
+            &repo,
+            &diskvault::PruneOptions {
+                ignore_grace: true,
+                max_unused_percent: 0.0,
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{case}: the prune after the kill: {e}"));
+        let ids: BTreeSet<_> = repo
+            .list_all_points()
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, days[2..].iter().map(|(id, _)| *id).collect(), "{case}");
+        let report = check(
+            &repo,
+            &CheckOptions {
+                read_data: true,
+                threads: None,
+            },
+        )
+        .unwrap();
+        assert!(
+            report.is_ok(),
+            "{case}: after the second prune {done:?}: {:?}",
+            report.problems
+        );
+        assert_eq!(report.unindexed_packs, 0, "{case}");
+        let again = diskvault::prune(&repo, &Default::default()).unwrap();
+        assert_eq!(
+            (
+                again.packs_deleted,
+                again.packs_repacked,
+                again.orphan_packs_deleted
+            ),
+            (0, 0, 0),
+            "{case}: the second prune left work"
+        );
+        let out = dir.path().join("restored.img");
+        restore_to(&repo, &days[3].0.to_hex(), &out);
+        assert_same_bytes(&out, &days[3].1);
+        std::fs::remove_file(&out).unwrap();
+        std::fs::remove_dir_all(&vault).unwrap();
+    };
+    kill_repeatedly(&mut rng, PRUNE_KILLS, spawn_prune, after_kill);
+    eprintln!("prune kills left: {endings:#?}");
 }

@@ -678,3 +678,88 @@ fn the_cli_reports_what_a_sync_copied() {
         .expect_ok("points of the replica")
         .expect_mentions("2 recovery points", "points");
 }
+
+fn live_points(vault: &Path) -> Vec<String> {
+    let mut v: Vec<String> = open_repo(vault)
+        .list_points()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id.to_hex())
+        .collect();
+    v.sort();
+    v
+}
+
+/// How retention reaches a replica: `sync --delete` forgets there what the
+/// source forgot (with the source's forget time) or does not have, and
+/// unforgets what the source brought back; the replica's own prune then
+/// frees the data, never what a live point of the source still needs.
+#[test]
+fn sync_delete_carries_forgetting_to_the_replica_and_prune_there_frees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, saved) = vault_with_points(dir.path(), 3);
+    let (primary, replica) = (dir.path().join("primary"), dir.path().join("replica"));
+    sync_all(&primary, &replica);
+    let delete = SyncOptions {
+        delete: true,
+        ..SyncOptions::default()
+    };
+    let e = sync(&local(&primary), &local(&replica), &delete).unwrap_err();
+    assert!(e.to_string().contains("passphrase"), "{e}");
+
+    // The source forgets its first point; a backup taken straight into
+    // the replica is no point of the source either.
+    diskvault::forget(
+        &repo,
+        &diskvault::ForgetOptions {
+            points: vec![saved[0].point.clone()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let stray = add_point(&open_repo(&replica), dir.path(), 900, "manual");
+    let report = sync_with_key(&repo, &local(&replica), &delete).unwrap();
+    assert_eq!((report.points_forgotten, report.points_unforgotten), (2, 0));
+    assert_eq!(live_points(&replica), live_points(&primary));
+    let at_source = repo.forgotten_points().unwrap()[&saved[0].point.parse().unwrap()].time_secs;
+    let at_replica = open_repo(&replica).forgotten_points().unwrap();
+    assert_eq!(
+        at_replica[&saved[0].point.parse().unwrap()].time_secs,
+        at_source
+    );
+    assert!(at_replica.contains_key(&stray.point.parse().unwrap()));
+
+    // Unforgotten at the source: unforgotten in the replica.
+    diskvault::unforget(&repo, &[saved[0].point.clone()]).unwrap();
+    let report = sync_with_key(&repo, &local(&replica), &delete).unwrap();
+    assert_eq!((report.points_forgotten, report.points_unforgotten), (0, 1));
+    assert_eq!(live_points(&replica), live_points(&primary));
+
+    // Forgotten and pruned at the source; the replica's prune frees it
+    // there too, and everything the source still has restores from the
+    // replica.
+    diskvault::forget(
+        &repo,
+        &diskvault::ForgetOptions {
+            points: vec![saved[1].point.clone()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let prune_now = diskvault::PruneOptions {
+        ignore_grace: true,
+        ..Default::default()
+    };
+    diskvault::prune(&repo, &prune_now).unwrap();
+    sync_with_key(&repo, &local(&replica), &delete).unwrap();
+    let freed = diskvault::prune(&open_repo(&replica), &prune_now).unwrap();
+    assert_eq!(freed.points_removed.len(), 2, "{freed:?}");
+    assert!(freed.bytes_freed > 2 * MIB, "{freed:?}");
+    assert_eq!(live_points(&replica), live_points(&primary));
+    let kept: Vec<Saved> = saved
+        .into_iter()
+        .filter(|s| s.point != stray.point && live_points(&primary).contains(&s.point))
+        .collect();
+    assert_eq!(kept.len(), 2);
+    assert_replica_serves(&replica, &kept);
+}

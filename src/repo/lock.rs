@@ -290,10 +290,10 @@ pub fn remove_locks(store: &dyn Store, all: bool, opts: &LockOptions) -> Result<
 }
 
 /// Live locks among `locks` that keep a lock of `kind` from being taken.
-fn blockers<'a>(locks: &'a [LockInfo], kind: LockKind, ignore: &[&str]) -> Vec<&'a LockInfo> {
+fn blockers<'a>(locks: &'a [LockInfo], kind: LockKind, ignore: &[String]) -> Vec<&'a LockInfo> {
     locks
         .iter()
-        .filter(|l| l.stale.is_none() && !ignore.contains(&l.id.as_str()))
+        .filter(|l| l.stale.is_none() && !ignore.contains(&l.id))
         .filter(|l| kind == LockKind::Exclusive || l.is_exclusive())
         .collect()
 }
@@ -322,11 +322,22 @@ pub struct RepoLock {
 
 struct Held {
     store: Arc<dyn Store>,
-    id: String,
+    /// The current lock object's id: each refresh writes a new one.
+    id: Arc<Mutex<String>>,
     location: String,
     lost: Arc<AtomicBool>,
     stop: Option<Sender<()>>,
     refresher: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RepoLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.held, &self.skipped) {
+            (Some(h), _) => write!(f, "RepoLock({} on {})", lock_id(&h.id), h.location),
+            (None, Some(why)) => write!(f, "RepoLock(none: {why})"),
+            (None, None) => write!(f, "RepoLock(none)"),
+        }
+    }
 }
 
 impl RepoLock {
@@ -341,7 +352,7 @@ impl RepoLock {
         command: &str,
         opts: &LockOptions,
     ) -> Result<RepoLock> {
-        Self::acquire_ignoring(store, location, kind, command, opts, &[])
+        Self::acquire_ignoring(store, location, kind, command, opts, &Vec::new)
     }
 
     /// Like [`RepoLock::acquire`], but a repository that refuses writes
@@ -378,7 +389,7 @@ impl RepoLock {
         kind: LockKind,
         command: &str,
         opts: &LockOptions,
-        ignore: &[&str],
+        ignore: &dyn Fn() -> Vec<String>,
     ) -> Result<RepoLock> {
         let me = Identity::current();
         let mut raw = [0u8; 16];
@@ -390,7 +401,8 @@ impl RepoLock {
         let mut races = 0;
         loop {
             let locks = list_locks(store.as_ref(), opts)?;
-            let mut blocking = blockers(&locks, kind, ignore);
+            let ignored = ignore();
+            let mut blocking = blockers(&locks, kind, &ignored);
             if blocking.is_empty() {
                 let (now, _) = now_unix();
                 let record = LockRecord {
@@ -429,8 +441,8 @@ impl RepoLock {
                         return Err(e);
                     }
                 };
-                let mut ignore_me: Vec<&str> = ignore.to_vec();
-                ignore_me.push(&id);
+                let mut ignore_me = ignore();
+                ignore_me.push(id.clone());
                 let raced = blockers(&locks, kind, &ignore_me);
                 if raced.is_empty() {
                     return Ok(RepoLock::held(store.clone(), id, location, record, opts));
@@ -471,8 +483,9 @@ impl RepoLock {
     ) -> RepoLock {
         let lost = Arc::new(AtomicBool::new(false));
         let (stop, stopped) = channel::<()>();
+        let id = Arc::new(Mutex::new(id));
         let refresher = {
-            let (store, key, lost) = (store.clone(), lock_key(&id), lost.clone());
+            let (store, current, lost) = (store.clone(), id.clone(), lost.clone());
             let (every, stale_after) = (opts.refresh_every, opts.stale_after);
             std::thread::Builder::new()
                 .name("diskvault-lock".into())
@@ -484,7 +497,7 @@ impl RepoLock {
                             Err(RecvTimeoutError::Timeout) => {}
                             _ => return,
                         }
-                        match refresh(store.as_ref(), &key, &mut record) {
+                        match refresh(store.as_ref(), &current, &mut record) {
                             Ok(true) => last_ok = Instant::now(),
                             Ok(false) => {
                                 lost.store(true, Ordering::SeqCst);
@@ -527,9 +540,10 @@ impl RepoLock {
         }
     }
 
-    /// The lock's id, when one is held.
-    pub fn id(&self) -> Option<&str> {
-        self.held.as_ref().map(|h| h.id.as_str())
+    /// The lock object's id, when one is held (it changes at each
+    /// refresh).
+    pub fn id(&self) -> Option<String> {
+        self.held.as_ref().map(|h| lock_id(&h.id))
     }
 
     /// Why no lock is held, for a read-only repository.
@@ -538,17 +552,52 @@ impl RepoLock {
     }
 }
 
-/// Rewrites the lock with a new refresh time; false if it is gone.
+fn lock_id(cell: &Mutex<String>) -> String {
+    cell.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Refreshes a held lock: writes a new lock object with a new refresh
+/// time, then deletes the old one. Returns false if the old one is gone
+/// (removed by `unlock`): then the new one is taken back too, so a lock
+/// that was removed never comes back to life under its holder's feet.
+/// (Rewriting the old object in place could: its removal could land
+/// between the check and the write.)
 fn refresh(
     store: &dyn Store,
-    key: &str,
+    current: &Mutex<String>,
     record: &mut LockRecord,
 ) -> std::result::Result<bool, StoreError> {
-    if !store.exists(key)? {
+    let old = lock_id(current);
+    if !store.exists(&lock_key(&old))? {
         return Ok(false);
     }
+    let mut raw = [0u8; 16];
+    crate::crypto::fill_random(&mut raw);
+    let new = hex::encode(raw);
+    held_here().insert(new.clone());
+    let take_back = || {
+        let _ = store.delete(&lock_key(&new));
+        held_here().remove(&new);
+    };
     record.refreshed = now_unix().0;
-    store.put(key, &record.encode(), PutMode::Overwrite)?;
+    if let Err(e) = store.put(&lock_key(&new), &record.encode(), PutMode::Create) {
+        take_back();
+        return Err(e);
+    }
+    match store.exists(&lock_key(&old)) {
+        Ok(true) => {}
+        Ok(false) => {
+            take_back();
+            return Ok(false);
+        }
+        Err(e) => {
+            take_back();
+            return Err(e);
+        }
+    }
+    *current.lock().unwrap_or_else(|e| e.into_inner()) = new;
+    let _ = store.delete(&lock_key(&old));
+    held_here().remove(&old);
     Ok(true)
 }
 
@@ -561,9 +610,10 @@ impl Drop for RepoLock {
         if let Some(t) = h.refresher.take() {
             let _ = t.join();
         }
-        held_here().remove(&h.id);
+        let id = lock_id(&h.id);
+        held_here().remove(&id);
         // A lock left behind is found stale later; nothing to report here.
-        let _ = h.store.delete(&lock_key(&h.id));
+        let _ = h.store.delete(&lock_key(&id));
     }
 }
 

@@ -342,7 +342,9 @@ impl Repository {
     /// it plans under a shared lock, then deletes under an exclusive one).
     /// Its own shared lock does not conflict; every other lock does.
     pub fn lock_exclusive_beside(&self, shared: &RepoLock, command: &str) -> Result<RepoLock> {
-        let ignore: Vec<&str> = shared.id().into_iter().collect();
+        // Read at every try: the shared lock's id changes when it is
+        // refreshed while this one waits.
+        let ignore = || shared.id().into_iter().collect::<Vec<String>>();
         RepoLock::acquire_ignoring(
             &self.store,
             &self.location,
