@@ -2,19 +2,22 @@
 # Prune at scale: the cost of prune's mark-and-plan phase and of a whole
 # prune, with time and peak memory, on a vault of many small chunks.
 #
-#   benches/prune.sh [CHUNKS]        (default 1048576)
+#   benches/prune.sh [CHUNKS [halves|interleaved]]   (default 1048576 halves)
 #
 # Builds two points of one disk cut into 512-byte chunks (fixed chunker,
 # no compression, encryption on): A, CHUNKS chunks of random data, and B,
-# A with its second half rewritten. The index then holds 1.5 x CHUNKS
-# chunks. A is forgotten; `prune --dry-run` times mark and plan alone, then
-# `prune` frees A's half and repacks the packs it shared. Needs only the
+# A with half of it rewritten: its second half (`halves`: A's packs of that
+# half become wholly unused and are deleted), or every other MiB
+# (`interleaved`: every pack of A is half unused and is repacked). The
+# index then holds 1.5 x CHUNKS chunks. A is forgotten; `prune --dry-run`
+# times mark and plan alone, then `prune` does the work. Needs only the
 # release build and coreutils; /usr/bin/time (Debian package `time`)
 # reports peak memory when present. Set WORK to choose the directory
 # (it needs about 2.3 x CHUNKS x 512 bytes; default: a new temporary one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 chunks=${1:-1048576}
+layout=${2:-halves}
 work=${WORK:-$(mktemp -d)}
 mkdir -p "$work"
 cargo build --release --quiet
@@ -26,7 +29,13 @@ rm -rf vault A.img B.img
 mib=$(( (chunks * 512 + 1048575) / 1048576 ))
 head -c $((mib * 1048576)) /dev/urandom > A.img
 cp A.img B.img
-dd if=/dev/urandom of=B.img bs=1M seek=$((mib / 2)) count=$((mib - mib / 2)) conv=notrunc status=none
+if [ "$layout" = interleaved ]; then
+  for ((m = 1; m < mib; m += 2)); do
+    dd if=/dev/urandom of=B.img bs=1M seek=$m count=1 conv=notrunc status=none
+  done
+else
+  dd if=/dev/urandom of=B.img bs=1M seek=$((mib / 2)) count=$((mib - mib / 2)) conv=notrunc status=none
+fi
 
 timed() { # label, command...
   local label=$1; shift

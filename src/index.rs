@@ -26,6 +26,35 @@ struct Entry {
 pub const BYTES_PER_CHUNK: usize = std::mem::size_of::<Entry>();
 const _: () = assert!(BYTES_PER_CHUNK == 48);
 
+/// Where the ids with each 16-bit prefix start in a table sorted by chunk
+/// id: a lookup then searches a few entries instead of all (a binary
+/// search over millions of entries costs a cache miss per step).
+#[derive(Default)]
+pub(crate) struct PrefixTable {
+    /// `starts[p]..starts[p + 1]` are the entries whose id starts with `p`.
+    starts: Vec<u32>,
+}
+
+impl PrefixTable {
+    /// Builds the table over ids in sorted order.
+    pub(crate) fn build<'a>(sorted_ids: impl Iterator<Item = &'a ChunkId>) -> Self {
+        let mut starts = vec![0u32; (1 << 16) + 1];
+        for id in sorted_ids {
+            starts[prefix(id) + 1] += 1;
+        }
+        for p in 0..(1 << 16) {
+            starts[p + 1] += starts[p];
+        }
+        PrefixTable { starts }
+    }
+
+    /// The range of entries that may hold `id`.
+    pub(crate) fn bucket(&self, id: &ChunkId) -> std::ops::Range<usize> {
+        let p = prefix(id);
+        self.starts[p] as usize..self.starts[p + 1] as usize
+    }
+}
+
 /// All chunks the repository's index files list.
 #[derive(Default)]
 pub struct ChunkIndex {
@@ -33,9 +62,7 @@ pub struct ChunkIndex {
     pack_numbers: HashMap<PackId, u32>,
     entries: Vec<Entry>,
     sorted: bool,
-    /// `buckets[p]..buckets[p + 1]` are the entries whose id starts with the
-    /// 16-bit prefix `p`: lookups search a few entries instead of all.
-    buckets: Vec<u32>,
+    buckets: PrefixTable,
 }
 
 fn prefix(id: &ChunkId) -> usize {
@@ -86,7 +113,6 @@ impl ChunkIndex {
             });
         }
         self.sorted = false;
-        self.buckets.clear();
     }
 
     /// Adds one chunk.
@@ -102,7 +128,6 @@ impl ChunkIndex {
             },
         });
         self.sorted = false;
-        self.buckets.clear();
     }
 
     /// Sorts the table and drops duplicate ids (the same chunk in two packs
@@ -111,13 +136,7 @@ impl ChunkIndex {
         self.entries.sort_unstable_by_key(|e| e.id);
         self.entries.dedup_by(|a, b| a.id == b.id);
         self.entries.shrink_to_fit();
-        self.buckets = vec![0u32; (1 << 16) + 1];
-        for e in &self.entries {
-            self.buckets[prefix(&e.id) + 1] += 1;
-        }
-        for p in 0..(1 << 16) {
-            self.buckets[p + 1] += self.buckets[p];
-        }
+        self.buckets = PrefixTable::build(self.entries.iter().map(|e| &e.id));
         self.sorted = true;
     }
 
@@ -132,9 +151,9 @@ impl ChunkIndex {
                 .find(|e| e.id == *id)
                 .map(|e| e.loc);
         }
-        let p = prefix(id);
-        let (lo, hi) = (self.buckets[p] as usize, self.buckets[p + 1] as usize);
-        self.entries[lo..hi]
+        let bucket = self.buckets.bucket(id);
+        let lo = bucket.start;
+        self.entries[bucket]
             .binary_search_by(|e| e.id.cmp(id))
             .ok()
             .map(|i| self.entries[lo + i].loc)

@@ -8,7 +8,7 @@ use super::{PruneOptions, PruneReport};
 use crate::error::{Error, Result};
 use crate::format::policy::DEFAULT_GRACE_SECS;
 use crate::format::{ChunkId, ForgetId, IndexId, PackId, PointId};
-use crate::index::ChunkIndex;
+use crate::index::{ChunkIndex, PrefixTable};
 use crate::manifest::{ReachWalk, Reached};
 use crate::repo::layout::chunk_name;
 use crate::repo::{now_unix, Repository};
@@ -34,6 +34,7 @@ pub(super) struct Table {
     pub packs: Vec<PackId>,
     pack_numbers: HashMap<PackId, u32>,
     pub files: Vec<IndexId>,
+    buckets: PrefixTable,
 }
 
 impl Table {
@@ -47,11 +48,19 @@ impl Table {
         n
     }
 
+    /// Sorts the entries by id and builds the prefix table.
+    fn sort(&mut self) {
+        self.entries.sort_unstable_by_key(|e| e.id);
+        self.buckets = PrefixTable::build(self.entries.iter().map(|e| &e.id));
+    }
+
     /// The entries of chunk `id` (empty if no index lists it).
     pub fn range(&self, id: &ChunkId) -> Range<usize> {
-        let start = self.entries.partition_point(|e| e.id < *id);
-        let end = start + self.entries[start..].partition_point(|e| e.id == *id);
-        start..end
+        let lo = self.buckets.bucket(id).start;
+        let bucket = &self.entries[self.buckets.bucket(id)];
+        let start = bucket.partition_point(|e| e.id < *id);
+        let end = start + bucket[start..].partition_point(|e| e.id == *id);
+        lo + start..lo + end
     }
 }
 
@@ -219,7 +228,7 @@ impl Plan {
                 });
             }
         }
-        self.table.entries.sort_unstable_by_key(|e| e.id);
+        self.table.sort();
         Ok(())
     }
 
