@@ -18,15 +18,19 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use diskvault::crypto::{MasterKey, Sealer};
 use diskvault::format::blob::{BlobHeader, NONCE_LEN};
 use diskvault::format::config::{CompressionSetting, RepoConfig};
+use diskvault::format::forget::ForgetRecord;
 use diskvault::format::index::IndexBody;
 use diskvault::format::keyfile::{
     KeyFile, MAX_KDF_ITERATIONS, MAX_KDF_MEMORY_KIB, MAX_KDF_PARALLELISM,
 };
+use diskvault::format::lock::{LockRecord, MAX_LOCK_STRING};
 use diskvault::format::manifest::{ManifestNode, NodeEntries, MAX_LEVEL};
 use diskvault::format::pack::{
     decode_footer, decode_table, encode_footer, encode_table, PACK_FOOTER_LEN,
 };
 use diskvault::format::point::PointBody;
+use diskvault::format::point::MAX_STRING;
+use diskvault::format::policy::{StoredPolicy, MAX_GRACE_SECS};
 use diskvault::format::{
     ChunkId, ObjectHeader, ObjectKind, FORMAT_MAJOR, MAX_BLOB_PLAINTEXT, OBJECT_HEADER_LEN,
 };
@@ -36,7 +40,7 @@ use diskvault::packer::parse_pack_table;
 pub type Check = fn(&[u8]) -> bool;
 
 /// Every check, by the name of its fuzz target.
-pub const TARGETS: [(&str, Check); 9] = [
+pub const TARGETS: [(&str, Check); 12] = [
     ("object_header", object_header),
     ("blob_header", blob_header),
     ("chunk", chunk),
@@ -46,6 +50,9 @@ pub const TARGETS: [(&str, Check); 9] = [
     ("point", point),
     ("config", config),
     ("keyfile", keyfile),
+    ("forget_record", forget_record),
+    ("lock", lock),
+    ("policy", policy),
 ];
 
 /// The fixed key of the chunk check: data key 0x11.., id key 0x22...
@@ -290,5 +297,47 @@ pub fn keyfile(data: &[u8]) -> bool {
     assert!((1..=MAX_KDF_PARALLELISM).contains(&key.kdf.parallelism));
     let bytes = key.encode();
     assert_eq!(KeyFile::decode(&bytes), Ok(key));
+    true
+}
+
+/// `ForgetRecord::decode` (the plaintext of a forget record): bounded
+/// strings, canonical.
+pub fn forget_record(data: &[u8]) -> bool {
+    let Ok(record) = ForgetRecord::decode(data) else {
+        return false;
+    };
+    assert!(record.host.len() <= MAX_STRING && record.reason.len() <= MAX_STRING);
+    let bytes = record.encode();
+    assert_eq!(bytes, data, "not canonical");
+    assert_eq!(ForgetRecord::decode(&bytes), Ok(record));
+    true
+}
+
+/// `LockRecord::decode` (JSON): bounded strings.
+pub fn lock(data: &[u8]) -> bool {
+    let Ok(lock) = LockRecord::decode(data) else {
+        return false;
+    };
+    for s in [&lock.command, &lock.host, &lock.user, &lock.boot_id] {
+        assert!(s.len() <= MAX_LOCK_STRING);
+    }
+    let bytes = lock.encode();
+    assert_eq!(LockRecord::decode(&bytes), Ok(lock));
+    true
+}
+
+/// `StoredPolicy::decode` (the plaintext of the policy, JSON): only
+/// policies the writer accepts decode.
+pub fn policy(data: &[u8]) -> bool {
+    let Ok(policy) = StoredPolicy::decode(data) else {
+        return false;
+    };
+    assert!(
+        policy.validate().is_ok(),
+        "decoded a policy the writer refuses"
+    );
+    assert!(policy.grace_secs <= MAX_GRACE_SECS);
+    let bytes = policy.encode();
+    assert_eq!(StoredPolicy::decode(&bytes), Ok(policy));
     true
 }

@@ -49,15 +49,32 @@
 //! and [`RestoreOptions::fallback`] lets a restore read what the repository
 //! lacks from one.
 //!
+//! ## Retention
+//! [`forget`] marks points forgotten by a retention policy (restic's
+//! `--keep-*` rules, [`retention`]) or by id; they stay restorable by id
+//! for a grace period (14 days unless [`StoredPolicy`] says otherwise).
+//! [`prune`] then frees what no kept point needs: it deletes packs with no
+//! live chunk and repacks partly used ones, copying sealed chunks verbatim.
+//!
 //! ## Concurrency
-//! Objects are immutable and named by their content, so backups may run
-//! beside each other and beside restores, checks and syncs (a sync lists
-//! the source's points before its index files and packs, so it never copies
-//! a point ahead of its chunks). Only [`repair`] deletes anything: it
-//! rewrites index files and removes damaged packs, keeping every chunk
-//! indexed in an intact pack at every instant, so a backup beside it stays
-//! correct, while a restore that started before it may fail on a removed
-//! pack and need running again. Run one repair of a repository at a time.
+//! Every operation takes the lock it needs ([`Repository::lock`],
+//! `spec/FORMAT.md` §15); [`Repository::set_lock_options`] says how long
+//! to wait for one. Which operations may run beside which:
+//!
+//! | | backup, restore, check, sync, forget | prune (planning) | prune (deleting), key removal, repair |
+//! |---|---|---|---|
+//! | backup, restore, check, sync, forget | yes | yes | waits |
+//! | prune (planning) | yes | no (refused) | waits |
+//! | prune (deleting), key removal, repair | waits | waits | waits |
+//!
+//! Objects are immutable and named by their content, so readers and
+//! writers that only add never disturb each other; readers list points
+//! before index files before packs, the reverse of the order a backup
+//! writes them, so they never see a point before its chunks. Only prune,
+//! repair and key removal delete, and only under an exclusive lock; prune
+//! walks every point written while it planned before it deletes anything
+//! (§18). `config`, key files, the replica marker and locks are written
+//! create-only, so concurrent `init`s or replica creations have one winner.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 

@@ -20,14 +20,18 @@ use common::Xorshift;
 use diskvault::crypto::{self, MasterKey};
 use diskvault::format::blob::BlobHeader;
 use diskvault::format::config::{ChunkerParams, CompressionSetting, Encryption, RepoConfig};
+use diskvault::format::forget::ForgetRecord;
 use diskvault::format::index::{IndexBody, IndexRecord};
+use diskvault::format::lock::{LockMode, LockRecord};
 use diskvault::format::manifest::{ChildRef, Extent, ManifestNode, NodeEntries};
 use diskvault::format::pack::{decode_table, encode_table};
 use diskvault::format::point::{DiskRecord, DiskStats, PointBody};
+use diskvault::format::policy::StoredPolicy;
 use diskvault::format::{
-    ChunkId, FormatError, ObjectHeader, ObjectKind, PackId, MAX_BLOB_PLAINTEXT,
+    ChunkId, FormatError, ObjectHeader, ObjectKind, PackId, PointId, MAX_BLOB_PLAINTEXT,
 };
 use diskvault::packer::{read_pack_table, PackBuilder};
+use diskvault::retention::RetentionPolicy;
 use diskvault::{KdfCost, Repository};
 
 // ---- a counting allocator ---------------------------------------------------
@@ -311,6 +315,46 @@ fn synthetic_samples() -> Vec<Sample> {
     )
     .expect("wrap");
     out.push(sample("keyfile", "synthetic", file.encode()));
+
+    out.push(sample(
+        "forget_record",
+        "synthetic",
+        ForgetRecord::new(
+            PointId([5; 32]),
+            1_795_740_663,
+            "vm",
+            "forget --keep-last 3",
+        )
+        .encode(),
+    ));
+    out.push(sample(
+        "lock",
+        "synthetic",
+        LockRecord {
+            version: 1,
+            mode: LockMode::Shared,
+            command: "backup".into(),
+            host: "vm".into(),
+            user: "root".into(),
+            pid: 4242,
+            process_start: 99,
+            boot_id: "b0".into(),
+            created: 1_795_740_663,
+            refreshed: 1_795_740_963,
+        }
+        .encode(),
+    ));
+    let policy = StoredPolicy {
+        rules: RetentionPolicy {
+            keep_daily: Some(7),
+            keep_weekly: Some(4),
+            keep_within: Some("1y2m".parse().unwrap()),
+            keep_tags: vec!["keep".into()],
+            ..RetentionPolicy::default()
+        },
+        grace_secs: 86_400,
+    };
+    out.push(sample("policy", "synthetic", policy.encode()));
     out
 }
 

@@ -601,3 +601,15 @@ fn of_two_key_removals_at_once_exactly_one_wins() {
         assert_eq!(keys.len(), 1);
     }
 }
+
+#[test]
+fn a_second_prune_is_refused_while_one_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, _) = vault_with_point(dir.path());
+    let running = open_repo(&vault).lock(LockKind::Shared, "prune").unwrap();
+    let e = diskvault::prune(&open_repo(&vault), &Default::default()).unwrap_err();
+    assert_eq!(e.category(), ErrorCategory::Locked);
+    assert!(e.to_string().contains("second 'prune'"), "{e}");
+    drop(running);
+    diskvault::prune(&open_repo(&vault), &Default::default()).expect("once the first is done");
+}

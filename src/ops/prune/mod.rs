@@ -136,6 +136,27 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
 }
 
+/// Two prunes would each wait, at their exclusive phase, for the other's
+/// shared lock: the second one to come is refused at once instead.
+fn refuse_a_second_prune(repo: &Repository, mine: &crate::repo::RepoLock) -> Result<()> {
+    let me = mine.id();
+    let locks = crate::repo::lock::list_locks(repo.store().as_ref(), repo.lock_options())?;
+    let other: Vec<String> = locks
+        .iter()
+        .filter(|l| l.stale.is_none() && Some(&l.id) != me.as_ref())
+        .filter(|l| l.record.as_ref().is_some_and(|r| r.command == "prune"))
+        .map(|l| l.describe())
+        .collect();
+    if other.is_empty() {
+        return Ok(());
+    }
+    Err(crate::Error::Locked {
+        location: repo.location().to_string(),
+        wanted: "a lock for a second 'prune'".into(),
+        holders: other.join("; "),
+    })
+}
+
 /// Prunes the repository (see the module documentation).
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let started = Instant::now();
@@ -150,6 +171,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     } else {
         repo.lock(crate::repo::LockKind::Shared, "prune")?
     };
+    if !opts.dry_run {
+        refuse_a_second_prune(repo, &shared)?;
+    }
     let mut plan = plan::Plan::make(repo, opts)?;
     let mut report = plan.report(opts.dry_run);
     report.plan_duration = started.elapsed();
