@@ -104,6 +104,7 @@ pub use ops::backup::{backup, BackupOptions, BackupReport, DiskSource};
 pub use ops::check::{check, CheckOptions, CheckReport, Problem};
 pub use ops::forget::{
     forget, list_forgotten, unforget, ForgetDecision, ForgetOptions, ForgetReport, ForgottenPoint,
+    PointLine,
 };
 pub use ops::prune::{prune, PruneOptions, PruneReport};
 pub use ops::repair::{repair, RepairOptions, RepairReport};

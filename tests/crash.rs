@@ -468,15 +468,7 @@ fn killed_prunes_leave_a_sound_vault_and_the_next_one_finishes() {
         let case = format!("seed {seed}, run {run}, kill after {delay:?} ({ending:?}; {left})");
         *endings.entry(left).or_default() += 1;
         let repo = open_repo(&vault);
-        let report = check(
-            &repo,
-            &CheckOptions {
-                read_data: true,
-                threads: None,
-            },
-        )
-        .unwrap_or_else(|e| panic!("{case}: check --read-data: {e}"));
-        assert!(report.is_ok(), "{case}: {:?}", report.problems);
+        assert_reads_clean(&repo, &case);
         // Every point still there restores; the kept days always are.
         let listed: Vec<_> = repo.list_all_points().unwrap();
         for keep in &days[2..] {

@@ -15,8 +15,8 @@ use common::*;
 use diskvault::retention::RetentionPolicy;
 use diskvault::store::{Fault, FaultyStore, LocalStore, OpKind, Store};
 use diskvault::{
-    backup, check, forget, prune, BackupOptions, CheckOptions, DiskSource, ForgetOptions,
-    LockOptions, PointId, PruneOptions, Repository,
+    backup, forget, prune, BackupOptions, DiskSource, ForgetOptions, LockOptions, PointId,
+    PruneOptions, Repository,
 };
 
 /// Opens the vault on its own handle (as another process would), with
@@ -130,18 +130,9 @@ fn backup_forget_prune_and_check_at_once_lose_nothing() {
             std::thread::spawn(move || {
                 std::thread::sleep(c_start);
                 let repo = handle(&vault, c_kind, c_delay);
-                let report = check(
+                assert_reads_clean(
                     &repo,
-                    &CheckOptions {
-                        read_data: true,
-                        threads: None,
-                    },
-                )
-                .unwrap_or_else(|e| panic!("round {round}: check: {e}"));
-                assert!(
-                    report.is_ok(),
-                    "round {round}: check beside backup and prune: {:?}",
-                    report.problems
+                    &format!("round {round}: check beside backup and prune"),
                 );
             })
         };
@@ -167,15 +158,7 @@ fn backup_forget_prune_and_check_at_once_lose_nothing() {
             assert_same_bytes(&out, image);
             std::fs::remove_file(&out).unwrap();
         }
-        let report = check(
-            &repo,
-            &CheckOptions {
-                read_data: true,
-                threads: None,
-            },
-        )
-        .unwrap();
-        assert!(report.is_ok(), "round {round}: {:?}", report.problems);
+        assert_reads_clean(&repo, &format!("round {round}"));
         assert!(
             repo.list_points().unwrap().len() <= 4,
             "retention keeps the vault small"

@@ -15,8 +15,8 @@ use diskvault::manifest::{walk, ManifestEvent};
 use diskvault::retention::RetentionPolicy;
 use diskvault::store::{Fault, FaultyStore, LocalStore, OpKind};
 use diskvault::{
-    check, forget, prune, unforget, BackupReport, CheckOptions, ChunkId, ErrorCategory,
-    ForgetOptions, PointId, PruneOptions, Repository,
+    forget, prune, unforget, BackupReport, ChunkId, ErrorCategory, ForgetOptions, PointId,
+    PruneOptions, Repository,
 };
 
 const DAY: i64 = 86_400;
@@ -78,15 +78,7 @@ impl Days {
     /// and `check --read-data` finds nothing wrong.
     fn assert_sound(&self) {
         let repo = open_repo(&self.vault);
-        let report = check(
-            &repo,
-            &CheckOptions {
-                read_data: true,
-                threads: None,
-            },
-        )
-        .unwrap();
-        assert!(report.is_ok(), "{:?}", report.problems);
+        let report = assert_reads_clean(&repo, "after prune");
         assert_eq!(report.unindexed_packs, 0);
         let out = self._dir.path().join("restored.img");
         for (id, _) in repo.list_all_points().unwrap() {
@@ -391,15 +383,7 @@ fn duplicates_left_by_concurrent_backups_are_reclaimed() {
         assert_same_bytes(&out, &image);
         std::fs::remove_file(&out).unwrap();
     }
-    assert!(check(
-        &repo,
-        &CheckOptions {
-            read_data: true,
-            threads: None
-        }
-    )
-    .unwrap()
-    .is_ok());
+    assert_reads_clean(&repo, "after reclaiming duplicates");
 }
 
 #[test]
@@ -552,13 +536,5 @@ fn a_backup_during_prune_that_reuses_doomed_chunks_keeps_them() {
     let out = v._dir.path().join("again.img");
     restore_to(&repo, &again.point.to_hex(), &out);
     assert_same_bytes(&out, &v.points[0].1);
-    let report = check(
-        &repo,
-        &CheckOptions {
-            read_data: true,
-            threads: None,
-        },
-    )
-    .unwrap();
-    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_reads_clean(&repo, "after a prune beside a backup");
 }

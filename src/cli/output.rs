@@ -690,10 +690,10 @@ pub fn forget(rep: &ForgetReport, json: bool) {
         }
         println!(
             "  {:<10} {:<19}  {:<8} {:<24} {}",
-            d.id.short(),
-            time(d.time),
+            d.point.id.short(),
+            time(d.point.time),
             if d.keep { "keep" } else { "forget" },
-            d.tags.join(","),
+            d.point.tags.join(","),
             d.reasons.join(", ")
         );
     }
@@ -729,9 +729,9 @@ pub fn forgotten(points: &[ForgottenPoint], json: bool) {
     for p in points {
         println!(
             "{:<10} {:<19}  {:<14} {:<19}  {:<19}  {}",
-            p.id.short(),
-            time(p.time),
-            p.host,
+            p.point.id.short(),
+            time(p.point.time),
+            p.point.host,
             time(p.forgotten_at),
             time(p.prunable_after),
             p.reason

@@ -41,9 +41,9 @@ pub struct ForgetOptions {
     pub now: Option<i64>,
 }
 
-/// One point as `forget` decided about it.
+/// A recovery point as retention reports show it.
 #[derive(Debug, Clone, Serialize)]
-pub struct ForgetDecision {
+pub struct PointLine {
     #[serde(serialize_with = "crate::ops::hex_id")]
     pub id: PointId,
     /// Start time of the backup, Unix seconds.
@@ -51,6 +51,25 @@ pub struct ForgetDecision {
     pub host: String,
     pub disks: Vec<String>,
     pub tags: Vec<String>,
+}
+
+impl PointLine {
+    fn of(id: PointId, p: &PointBody) -> Self {
+        PointLine {
+            id,
+            time: p.time_secs,
+            host: p.host.clone(),
+            disks: p.disks.iter().map(|d| d.name.clone()).collect(),
+            tags: p.tags.clone(),
+        }
+    }
+}
+
+/// One point as `forget` decided about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForgetDecision {
+    #[serde(flatten)]
+    pub point: PointLine,
     /// Whether it stays.
     pub keep: bool,
     /// The rules that keep it (empty when it is forgotten).
@@ -116,21 +135,14 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     let bodies: HashMap<PointId, &PointBody> = live.iter().map(|(id, p)| (*id, p)).collect();
     let mut out: Vec<ForgetDecision> = decisions
         .iter()
-        .map(|d| {
-            let p = bodies[&d.id];
-            ForgetDecision {
-                id: d.id,
-                time: p.time_secs,
-                host: p.host.clone(),
-                disks: p.disks.iter().map(|d| d.name.clone()).collect(),
-                tags: p.tags.clone(),
-                keep: d.keep,
-                reasons: d.reasons.clone(),
-                group: d.group.clone(),
-            }
+        .map(|d| ForgetDecision {
+            point: PointLine::of(d.id, bodies[&d.id]),
+            keep: d.keep,
+            reasons: d.reasons.clone(),
+            group: d.group.clone(),
         })
         .collect();
-    out.sort_by(|a, b| a.group.cmp(&b.group).then(b.time.cmp(&a.time)));
+    out.sort_by(|a, b| a.group.cmp(&b.group).then(b.point.time.cmp(&a.point.time)));
 
     let reason = if policy_text.is_empty() {
         "forget by id".to_string()
@@ -141,7 +153,7 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     for d in out.iter().filter(|d| !d.keep) {
         forgotten += 1;
         if !opts.dry_run {
-            repo.write_forget_record(&ForgetRecord::new(d.id, now, &host_name(), &reason))?;
+            repo.write_forget_record(&ForgetRecord::new(d.point.id, now, &host_name(), &reason))?;
         }
     }
     Ok(ForgetReport {
@@ -222,13 +234,8 @@ fn refuse_emptying_a_group(decisions: &[Decision]) -> Result<()> {
 /// A forgotten point, as `points --forgotten` lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ForgottenPoint {
-    #[serde(serialize_with = "crate::ops::hex_id")]
-    pub id: PointId,
-    /// Start time of the backup, Unix seconds.
-    pub time: i64,
-    pub host: String,
-    pub disks: Vec<String>,
-    pub tags: Vec<String>,
+    #[serde(flatten)]
+    pub point: PointLine,
     /// When it was (first) forgotten, Unix seconds.
     pub forgotten_at: i64,
     /// Who forgot it and why.
@@ -251,11 +258,7 @@ pub fn list_forgotten(repo: &Repository) -> Result<Vec<ForgottenPoint>> {
             continue;
         };
         out.push(ForgottenPoint {
-            id,
-            time: p.time_secs,
-            host: p.host.clone(),
-            disks: p.disks.iter().map(|d| d.name.clone()).collect(),
-            tags: p.tags.clone(),
+            point: PointLine::of(id, &p),
             forgotten_at: r.time_secs,
             reason: r.reason.clone(),
             prunable_after: r.time_secs.saturating_add(grace as i64),

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use diskvault::{
-    backup, restore, BackupOptions, BackupReport, DiskSource, InitOptions, KdfCost, Repository,
-    RestoreOptions, RestoreReport,
+    backup, check, restore, BackupOptions, BackupReport, CheckOptions, CheckReport, DiskSource,
+    InitOptions, KdfCost, Repository, RestoreOptions, RestoreReport,
 };
 
 /// The passphrase of every encrypted test repository.
@@ -188,6 +188,21 @@ pub fn restore_opts(point: &str, output: &Path) -> RestoreOptions {
 /// Restores every disk of `point` to `output`.
 pub fn restore_to(repo: &Repository, point: &str, output: &Path) -> RestoreReport {
     restore(repo, &restore_opts(point, output)).expect("restore")
+}
+
+/// Runs `check --read-data` and asserts it finds nothing wrong; `what`
+/// says which case, in the failure message.
+pub fn assert_reads_clean(repo: &Repository, what: &str) -> CheckReport {
+    let report = check(
+        repo,
+        &CheckOptions {
+            read_data: true,
+            threads: None,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{what}: check --read-data: {e}"));
+    assert!(report.is_ok(), "{what}: {:?}", report.problems);
+    report
 }
 
 /// Every file under `dir`, relative to it, sorted.
