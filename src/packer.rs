@@ -184,9 +184,15 @@ impl<'a> PackWriter<'a> {
 
 /// Reads the table of contents of a stored pack.
 pub fn read_pack_table(repo: &Repository, id: &PackId) -> Result<Vec<PackEntry>> {
+    let size = repo.store().size(&pack_key(id))?;
+    read_pack_table_sized(repo, id, size)
+}
+
+/// Reads the table of contents of a stored pack whose size a listing gave
+/// (so that reading many tables asks for no size one by one).
+pub fn read_pack_table_sized(repo: &Repository, id: &PackId, size: u64) -> Result<Vec<PackEntry>> {
     let key = pack_key(id);
     let store = repo.store();
-    let size = store.size(&key)?;
     if size < (crate::format::OBJECT_HEADER_LEN + PACK_FOOTER_LEN) as u64 {
         return Err(Error::damaged(&key, "too short to be a pack"));
     }

@@ -1,21 +1,38 @@
-//! The format-v1 golden repository in `testdata/golden-v1/` was written by
-//! the first release of format v1. Every later build must read it and restore
-//! it byte for byte: this test guards the format forever. Never regenerate
-//! the fixture to make this test pass.
+//! The golden repositories in `testdata/` were written by the first release
+//! of each format version: `golden-v1/` by format 1.0, `golden-v1.1/` by
+//! format 1.1 (forget records and the stored policy). Every later build
+//! must read them and restore them byte for byte: these tests guard the
+//! format forever. Never regenerate a fixture to make a test pass.
+//!
+//! Commands take locks in the repository they use, so each test works on a
+//! copy of the fixture and the checkout stays as committed.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
+use diskvault::format::policy::StoredPolicy;
+use diskvault::retention::RetentionPolicy;
 use diskvault::{check, restore, CheckOptions, Error, Repository, RestoreOptions};
 
 const PASSPHRASE: &[u8] = b"diskvault-golden";
 
-fn golden() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/golden-v1")
+fn golden(version: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("testdata/golden-{version}"))
+}
+
+/// A copy of a golden repository, in a directory that lives as long as the
+/// returned guard.
+fn copy_of(version: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    common::copy_dir(&golden(version).join("repo"), &repo);
+    (dir, repo)
 }
 
 /// (point label, disk, point id, BLAKE3 of the disk image)
-fn expected() -> Vec<(String, String, String, String)> {
-    let text = std::fs::read_to_string(golden().join("expected.txt")).unwrap();
+fn expected(version: &str) -> Vec<(String, String, String, String)> {
+    let text = std::fs::read_to_string(golden(version).join("expected.txt")).unwrap();
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
@@ -25,19 +42,12 @@ fn expected() -> Vec<(String, String, String, String)> {
         .collect()
 }
 
-#[test]
-fn golden_v1_repository_restores_byte_for_byte() {
-    let repo = Repository::open(&golden().join("repo"), Some(PASSPHRASE)).unwrap();
-    let points = repo.list_points().unwrap();
-    let expected = expected();
-    assert_eq!(points.len(), 2, "the golden repository holds two points");
-    assert_eq!(expected.len(), 3);
-
-    let out = tempfile::tempdir().unwrap();
-    for (label, disk, id, hash) in &expected {
-        let path = out.path().join(format!("{label}-{disk}.img"));
+/// Restores every disk `expected.txt` lists and compares its BLAKE3.
+fn restores_byte_for_byte(version: &str, repo: &Repository, out: &Path) {
+    for (label, disk, id, hash) in &expected(version) {
+        let path = out.join(format!("{label}-{disk}.img"));
         let report = restore(
-            &repo,
+            repo,
             &RestoreOptions {
                 point: id[..12].to_string(),
                 disk: Some(disk.clone()),
@@ -47,25 +57,24 @@ fn golden_v1_repository_restores_byte_for_byte() {
                 ..Default::default()
             },
         )
-        .unwrap_or_else(|e| panic!("restoring {label} {disk}: {e}"));
+        .unwrap_or_else(|e| panic!("{version}: restoring {label} {disk}: {e}"));
         assert_eq!(report.point.to_hex(), *id);
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(blake3::hash(&bytes).to_hex().as_str(), hash.as_str());
         if label == "point1" || disk == "data" {
-            let sample = std::fs::read(golden().join("../sample.img")).unwrap();
+            let sample = std::fs::read(golden(version).join("../sample.img")).unwrap();
             assert!(
                 bytes == sample,
-                "{label} {disk} must equal testdata/sample.img"
+                "{version}: {label} {disk} must equal testdata/sample.img"
             );
         }
+        std::fs::remove_file(&path).unwrap();
     }
 }
 
-#[test]
-fn golden_v1_repository_passes_a_full_check() {
-    let repo = Repository::open(&golden().join("repo"), Some(PASSPHRASE)).unwrap();
+fn full_check(repo: &Repository, points: usize) {
     let report = check(
-        &repo,
+        repo,
         &CheckOptions {
             read_data: true,
             threads: Some(2),
@@ -73,12 +82,81 @@ fn golden_v1_repository_passes_a_full_check() {
     )
     .unwrap();
     assert!(report.is_ok(), "problems: {:?}", report.problems);
-    assert_eq!(report.points, 2);
+    assert_eq!(report.points, points);
     assert_eq!(report.chunks, report.chunks_verified);
 }
 
 #[test]
+fn golden_v1_repository_restores_byte_for_byte() {
+    let (dir, path) = copy_of("v1");
+    let repo = Repository::open(&path, Some(PASSPHRASE)).unwrap();
+    assert_eq!(repo.list_points().unwrap().len(), 2, "two points");
+    assert_eq!(expected("v1").len(), 3);
+    restores_byte_for_byte("v1", &repo, dir.path());
+    // A 1.0 repository has no policy and no forgotten point.
+    assert!(repo.read_policy().unwrap().is_none());
+    assert!(repo.forgotten_points().unwrap().is_empty());
+}
+
+#[test]
+fn golden_v1_repository_passes_a_full_check() {
+    let (_dir, path) = copy_of("v1");
+    full_check(&Repository::open(&path, Some(PASSPHRASE)).unwrap(), 2);
+}
+
+#[test]
 fn golden_v1_repository_refuses_a_wrong_passphrase() {
-    let err = Repository::open(&golden().join("repo"), Some(b"not it")).err();
+    let (_dir, path) = copy_of("v1");
+    let err = Repository::open(&path, Some(b"not it")).err();
     assert!(matches!(err, Some(Error::WrongPassphrase)), "{err:?}");
+}
+
+#[test]
+fn golden_v1_1_repository_restores_every_point_and_knows_what_was_forgotten() {
+    let (dir, path) = copy_of("v1.1");
+    let repo = Repository::open(&path, Some(PASSPHRASE)).unwrap();
+    let expected = expected("v1.1");
+    assert_eq!(expected.len(), 4);
+    // Point 1 was forgotten by the stored policy: not listed, but restorable.
+    let point1: diskvault::PointId = expected[0].2.parse().unwrap();
+    let live: Vec<_> = repo
+        .list_points()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(live.len(), 2);
+    assert!(!live.contains(&point1));
+    let forgotten = repo.forgotten_points().unwrap();
+    assert_eq!(forgotten.len(), 1);
+    assert_eq!(
+        forgotten[&point1].reason,
+        "forget --keep-last 2 --keep-tag keep --group-by host"
+    );
+    restores_byte_for_byte("v1.1", &repo, dir.path());
+    assert_eq!(
+        repo.read_policy().unwrap(),
+        Some(StoredPolicy {
+            rules: RetentionPolicy {
+                keep_last: Some(2),
+                keep_tags: vec!["keep".into()],
+                group_by: "host".parse().unwrap(),
+                ..RetentionPolicy::default()
+            },
+            grace_secs: 30 * 86_400,
+        })
+    );
+    full_check(&repo, 3);
+
+    // Pruned now, the forgotten point goes and the others still restore.
+    let report = diskvault::prune(
+        &repo,
+        &diskvault::PruneOptions {
+            ignore_grace: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(report.points_removed, vec![point1]);
+    full_check(&repo, 2);
 }

@@ -34,7 +34,9 @@ use crate::format::{ChunkId, PackId, PointId};
 use crate::imagehash::{ImageHasher, Span};
 use crate::index::ChunkIndex;
 use crate::manifest::ManifestBuilder;
-use crate::packer::{read_pack_table, FinishedPack, PackBuilder, PackWriter, DEFAULT_PACK_TARGET};
+use crate::packer::{
+    read_pack_table_sized, FinishedPack, PackBuilder, PackWriter, DEFAULT_PACK_TARGET,
+};
 use crate::progress::{Progress, Tracker};
 use crate::repo::{host_name, now_unix, LockKind, Repository};
 use crate::source::ImageSource;
@@ -237,13 +239,13 @@ fn recover_orphan_packs(
     index: &mut ChunkIndex,
     recovered: &mut Vec<(PackId, Vec<PackEntry>)>,
 ) -> Result<usize> {
-    for pack in repo.list_packs()? {
+    for (pack, size) in repo.list_packs_sized()? {
         if index.has_pack(&pack) {
             continue;
         }
         // A damaged orphan is not fatal: it is simply not reused, and
         // `check` reports it.
-        let Ok(entries) = read_pack_table(repo, &pack) else {
+        let Ok(entries) = read_pack_table_sized(repo, &pack, size) else {
             continue;
         };
         for e in &entries {
