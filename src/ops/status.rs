@@ -45,11 +45,16 @@ impl ReplicaStatus {
 /// (the recovery point objective, as users see it). Needs the key, because
 /// point times are encrypted; reads no chunk.
 pub fn replica_status(source: &Repository, replica: &RepoLocation) -> Result<ReplicaStatus> {
+    let _lock = source.lock_for_reading("status")?;
     let src = RepoLocation::of(source);
     let (replica_repo, marker) = match replica.read_config() {
         Ok(_) => (Some(open_copy(source, replica)?), replica.read_marker()?),
         Err(Error::NotARepository(_)) => (None, None),
         Err(e) => return Err(e),
+    };
+    let _replica_lock = match replica_repo {
+        Some(_) => Some(replica.lock_for_reading("status (replica)", source.lock_options())?),
+        None => None,
     };
     // What a full sync would copy: every point, index file, pack and key
     // file of the source that the replica lacks.

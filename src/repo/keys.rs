@@ -155,8 +155,15 @@ impl Repository {
             .collect())
     }
 
-    /// Adds a key file that opens the repository with `passphrase`.
+    /// Adds a key file that opens the repository with `passphrase`, under
+    /// a shared lock (a key removal, which is exclusive, waits for it).
     pub fn add_key(&self, passphrase: &[u8], cost: KdfCost) -> Result<KeyId> {
+        let _lock = self.lock(LockKind::Shared, "key add")?;
+        self.add_key_locked(passphrase, cost)
+    }
+
+    /// [`Repository::add_key`] for a caller that holds a lock already.
+    fn add_key_locked(&self, passphrase: &[u8], cost: KdfCost) -> Result<KeyId> {
         let key = self.master_key.as_ref().ok_or_else(|| {
             Error::KeyManagement("the repository is not encrypted: it has no keys".into())
         })?;
@@ -244,7 +251,7 @@ impl Repository {
         })?;
         let lock = self.lock(LockKind::Exclusive, "key passwd")?;
         self.refuse_if_own_key_gone(&self.list_keys()?)?;
-        let new = self.add_key(passphrase, cost)?;
+        let new = self.add_key_locked(passphrase, cost)?;
         // The new key is durable before the old one goes.
         lock.check()?;
         self.store.delete(&key_key(&old))?;

@@ -392,10 +392,6 @@ impl RepoLock {
         ignore: &dyn Fn() -> Vec<String>,
     ) -> Result<RepoLock> {
         let me = Identity::current();
-        let mut raw = [0u8; 16];
-        crate::crypto::fill_random(&mut raw);
-        let id = hex::encode(raw);
-        let key = lock_key(&id);
         let deadline = Instant::now() + opts.wait;
         let mut told_waiting = false;
         let mut races = 0;
@@ -404,6 +400,10 @@ impl RepoLock {
             let ignored = ignore();
             let mut blocking = blockers(&locks, kind, &ignored);
             if blocking.is_empty() {
+                // A fresh name at every try: one we stepped back from may
+                // not have been deleted.
+                let id = new_lock_id();
+                let key = lock_key(&id);
                 let (now, _) = now_unix();
                 let record = LockRecord {
                     version: LOCK_VERSION,
@@ -552,6 +552,13 @@ impl RepoLock {
     }
 }
 
+/// 16 random bytes in hex: no two lock objects ever share a name.
+fn new_lock_id() -> String {
+    let mut raw = [0u8; 16];
+    crate::crypto::fill_random(&mut raw);
+    hex::encode(raw)
+}
+
 fn lock_id(cell: &Mutex<String>) -> String {
     cell.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
@@ -571,9 +578,7 @@ fn refresh(
     if !store.exists(&lock_key(&old))? {
         return Ok(false);
     }
-    let mut raw = [0u8; 16];
-    crate::crypto::fill_random(&mut raw);
-    let new = hex::encode(raw);
+    let new = new_lock_id();
     held_here().insert(new.clone());
     let take_back = || {
         let _ = store.delete(&lock_key(&new));
