@@ -613,3 +613,51 @@ fn a_second_prune_is_refused_while_one_runs() {
     drop(running);
     diskvault::prune(&open_repo(&vault), &Default::default()).expect("once the first is done");
 }
+
+/// Planted objects far larger than any lock, forget record or policy are
+/// refused by their size, never read into memory: 8 GiB sparse files.
+#[test]
+fn huge_planted_locks_forget_records_and_policies_are_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, image) = vault_with_point(dir.path());
+    let huge = |path: std::path::PathBuf| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(8 << 30)
+            .unwrap();
+    };
+    huge(vault.join("locks/0123456789abcdef0123456789abcdef"));
+    let started = std::time::Instant::now();
+    Cli::new()
+        .run(&[
+            "backup".as_ref(),
+            vault.as_os_str(),
+            image.as_os_str(),
+            "--disk".as_ref(),
+            "root".as_ref(),
+        ])
+        .expect_code(EXIT_LOCKED, "an unreadable lock counts as held")
+        .expect_mentions("unreadable lock object locks/0123", "names it");
+    Cli::without_password()
+        .run(&["unlock".as_ref(), vault.as_os_str(), "--all".as_ref()])
+        .expect_ok("unlock --all removes it");
+
+    let record = vault.join(format!("forgotten/{}", "ab".repeat(32)));
+    huge(record.clone());
+    Cli::new()
+        .run(&["points".as_ref(), vault.as_os_str()])
+        .expect_code(4, "a huge forget record is damage")
+        .expect_mentions("more than the", "says why");
+    std::fs::remove_file(&record).unwrap();
+
+    huge(vault.join("policy"));
+    Cli::new()
+        .run(&["policy".as_ref(), "show".as_ref(), vault.as_os_str()])
+        .expect_code(4, "a huge policy is damage")
+        .expect_mentions("policy", "names it");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "nothing read the 8 GiB files"
+    );
+}

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::layout::{lock_key, LOCKS};
 use super::{host_name, now_unix, user_name};
 use crate::error::{Error, Result};
-use crate::format::lock::{bounded, LockMode, LockRecord, LOCK_VERSION};
+use crate::format::lock::{bounded, LockMode, LockRecord, LOCK_VERSION, MAX_LOCK_LEN};
 use crate::store::{PutMode, Store, StoreError};
 
 /// Which lock a command takes.
@@ -250,7 +250,14 @@ pub fn list_locks(store: &dyn Store, opts: &LockOptions) -> Result<Vec<LockInfo>
         let Some(id) = obj.key.strip_prefix(LOCKS) else {
             continue;
         };
-        let record = match store.get(&obj.key) {
+        // An oversized object is no lock this build wrote: unreadable,
+        // and never read into memory.
+        let read = if obj.size > MAX_LOCK_LEN as u64 {
+            Ok(Vec::new())
+        } else {
+            store.get(&obj.key)
+        };
+        let record = match read {
             Ok(bytes) => LockRecord::decode(&bytes).ok(),
             // Released between the listing and the read.
             Err(e) if e.is_not_found() => continue,

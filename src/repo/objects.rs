@@ -18,6 +18,12 @@ use crate::index::{ChunkIndex, ChunkLocation};
 use crate::packer::FinishedPack;
 use crate::store::PutMode;
 
+/// Largest forget record: header, blob header with nonce, the plaintext's
+/// bounded fields, tag, and room to spare.
+const MAX_FORGET_RECORD_BYTES: u64 = 16 << 10;
+/// Largest policy object: its plaintext bound and the sealing around it.
+const MAX_POLICY_BYTES: u64 = (crate::format::policy::MAX_POLICY_LEN as u64) + 1024;
+
 impl Repository {
     // ---- index -------------------------------------------------------------
 
@@ -204,6 +210,20 @@ impl Repository {
         }
     }
 
+    /// Reads a small object whole, after checking its size, so that a
+    /// planted huge object is refused without being read into memory. A
+    /// missing object is `Error::Store(NotFound)`.
+    fn get_at_most(&self, key: &str, max: u64) -> Result<Vec<u8>> {
+        let size = self.store.size(key).map_err(Error::Store)?;
+        if size > max {
+            return Err(Error::damaged(
+                key,
+                format!("it is {size} bytes, more than the {max} such an object can be"),
+            ));
+        }
+        self.store.get(key).map_err(Error::Store)
+    }
+
     // ---- forget records ------------------------------------------------------
 
     /// Every forget record, each verified against its name and opened.
@@ -223,7 +243,7 @@ impl Repository {
     /// Reads one forget record.
     pub fn read_forget_record(&self, id: &ForgetId) -> Result<ForgetRecord> {
         let key = forget_key(id);
-        let bytes = self.store.get(&key).map_err(Error::Store)?;
+        let bytes = self.get_at_most(&key, MAX_FORGET_RECORD_BYTES)?;
         let body = self.open_object(&key, ObjectKind::Forget, &id.0, &bytes)?;
         ForgetRecord::decode(&body).map_err(|e| Error::format(&key, e))
     }
@@ -262,10 +282,10 @@ impl Repository {
 
     /// The stored retention policy, or `None` when none was set.
     pub fn read_policy(&self) -> Result<Option<StoredPolicy>> {
-        let bytes = match self.store.get(POLICY_KEY) {
+        let bytes = match self.get_at_most(POLICY_KEY, MAX_POLICY_BYTES) {
             Ok(b) => b,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e.into()),
+            Err(Error::Store(e)) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
         };
         let body = self.open_named_object(POLICY_KEY, ObjectKind::Policy, &bytes)?;
         StoredPolicy::decode(&body)
