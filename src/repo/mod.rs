@@ -97,7 +97,8 @@ pub(crate) fn host_name() -> String {
 pub(crate) fn user_name() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into())
+        // SAFETY: getuid has no preconditions and cannot fail.
+        .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }))
 }
 
 /// Refuses `dir` unless it holds nothing but what an interrupted or a
