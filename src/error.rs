@@ -25,6 +25,8 @@ pub enum ErrorCategory {
     Refused,
     /// Another command holds a conflicting lock on the repository.
     Locked,
+    /// Stopped by a signal or by the caller.
+    Interrupted,
 }
 
 /// Everything that can go wrong in diskvault.
@@ -91,6 +93,14 @@ pub enum Error {
     },
     #[error("the lock on {location} was removed by another command while this one held it (for example 'diskvault unlock --all'); stopped before changing anything that depends on it; run the command again")]
     LockLost { location: String },
+    #[error("interrupted; the file being written was removed, and nothing else changed")]
+    Interrupted,
+    #[error("{path} now holds a mix of its old content and point {point}, because updating it failed midway: {cause}. Run the same 'restore --into' again once the cause is fixed (it writes only what still differs), or restore the point to a new file")]
+    PartlyWritten {
+        path: PathBuf,
+        point: String,
+        cause: Box<Error>,
+    },
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0}")]
@@ -113,6 +123,8 @@ impl Error {
             | Error::Source { .. } => ErrorCategory::NotFound,
             Error::NewerFormat { .. } => ErrorCategory::Unsupported,
             Error::Locked { .. } | Error::LockLost { .. } => ErrorCategory::Locked,
+            Error::Interrupted => ErrorCategory::Interrupted,
+            Error::PartlyWritten { cause, .. } => cause.category(),
             Error::AlreadyExists(_)
             | Error::AmbiguousPoint { .. }
             | Error::DiskRequired { .. }
@@ -122,6 +134,17 @@ impl Error {
             | Error::KeyManagement(_) => ErrorCategory::Refused,
             Error::Store(StoreError::NotFound { .. }) => ErrorCategory::Damaged,
             _ => ErrorCategory::Other,
+        }
+    }
+
+    /// What is wrong, without the next step the message suggests: for a
+    /// report that already names the object and says what to do (`check`
+    /// does not tell its user to run `check`).
+    pub fn reason(&self) -> String {
+        match self {
+            Error::Damaged { reason, .. } => reason.clone(),
+            Error::MissingChunk { .. } => "it is in no index".into(),
+            other => other.to_string(),
         }
     }
 

@@ -81,6 +81,7 @@
 pub mod chunker;
 pub mod crypto;
 mod error;
+pub mod exec;
 pub mod format;
 pub mod imagehash;
 pub mod index;
@@ -107,6 +108,7 @@ pub use ops::forget::{
     PointLine,
 };
 pub use ops::prune::{prune, PruneOptions, PruneReport};
+pub use ops::reindex::{rebuild_index, ReindexReport};
 pub use ops::repair::{repair, RepairOptions, RepairReport};
 pub use ops::restore::{restore, RestoreOptions, RestoreReport, RestoredDisk};
 pub use ops::stats::{stats, RepoStats};

@@ -343,7 +343,7 @@ fn several_disks_by_name() {
         "--disk",
         "boot",
     ])
-    .expect_code(EXIT_REFUSED, "two images, one name")
+    .expect_code(EXIT_USAGE, "two images, one name: a usage error")
     .expect_mentions("one name per image", "says what to do");
     let points = cli.run(&["points", &vault, "--json"]).json();
     assert_eq!(points.as_array().unwrap().len(), 1);

@@ -4,6 +4,8 @@
 mod common;
 
 use common::*;
+use std::path::Path;
+
 use diskvault::{restore, RestoreOptions};
 
 fn into_opts(point: &str, existing: &std::path::Path) -> RestoreOptions {
@@ -61,16 +63,30 @@ fn a_copy_of_another_size_or_with_data_in_the_holes_is_corrected() {
     write_sparse_image(&image, 6 * MIB, &[(0, a), (4 * MIB, b)]);
     backup_one(&repo, "root", &image);
 
-    // Larger than the disk, and full of data where the disk has holes.
+    // Larger than the disk, and full of data where the disk has holes: a
+    // copy of another size may be a copy of another disk, so it takes
+    // --force.
     let bigger = dir.path().join("bigger.img");
     write_random_image(&bigger, 7 * MIB + 123, 9);
-    restore(&repo, &into_opts("latest", &bigger)).unwrap();
+    let before = std::fs::read(&bigger).unwrap();
+    let e = restore(&repo, &into_opts("latest", &bigger)).unwrap_err();
+    assert!(e.to_string().contains("--force"), "{e}");
+    assert_eq!(
+        std::fs::read(&bigger).unwrap(),
+        before,
+        "refused: untouched"
+    );
+    let forced = |path: &Path| RestoreOptions {
+        force: true,
+        ..into_opts("latest", path)
+    };
+    restore(&repo, &forced(&bigger)).unwrap();
     assert_same_bytes(&bigger, &image);
 
     // Smaller than the disk.
     let smaller = dir.path().join("smaller.img");
     write_random_image(&smaller, MIB, 10);
-    let report = restore(&repo, &into_opts("latest", &smaller)).unwrap();
+    let report = restore(&repo, &forced(&smaller)).unwrap();
     assert_same_bytes(&smaller, &image);
     assert_eq!(report.disks[0].chunks_reused, 0);
 }

@@ -76,6 +76,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
+/// A number of worker threads: 1 to `diskvault::exec::MAX_THREADS`.
+fn parse_threads(text: &str) -> Result<usize, String> {
+    let max = diskvault::exec::MAX_THREADS;
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{text}' is not a number of threads from 1 to {max}"
+        )),
+    }
+}
+
 /// Retention rules, as `forget` and `policy set` take them.
 #[derive(Args, Debug, Clone, Default)]
 pub struct RuleArgs {
@@ -155,7 +166,7 @@ pub enum Command {
         #[arg(long)]
         compression: Option<CompressionSetting>,
         /// Worker threads (default: all cores).
-        #[arg(long)]
+        #[arg(long, value_name = "N", value_parser = parse_threads)]
         threads: Option<usize>,
         /// Print the result as JSON.
         #[arg(long)]
@@ -194,17 +205,20 @@ pub enum Command {
         #[arg(required_unless_present = "into")]
         output: Option<PathBuf>,
         /// Update an existing older copy of the disk in place instead: only
-        /// the chunks that differ are fetched and written.
-        #[arg(long, value_name = "EXISTING", conflicts_with_all = ["output", "force"])]
+        /// the chunks that differ are fetched and written, after all of them
+        /// were read and verified. A file whose size differs from the
+        /// disk's needs --force.
+        #[arg(long, value_name = "EXISTING", conflicts_with = "output")]
         into: Option<PathBuf>,
         /// Restore only this disk.
         #[arg(long)]
         disk: Option<String>,
-        /// Overwrite an existing output.
+        /// Replace an existing file or write an existing block device (and,
+        /// with --into, update a copy whose size differs from the disk's).
         #[arg(long)]
         force: bool,
         /// Worker threads (default: all cores).
-        #[arg(long)]
+        #[arg(long, value_name = "N", value_parser = parse_threads)]
         threads: Option<usize>,
         /// A replica of the repository to read chunks from when they are
         /// missing or damaged in REPO.
@@ -231,7 +245,7 @@ pub enum Command {
         #[arg(long)]
         verify: bool,
         /// Objects copied at once (default: 4).
-        #[arg(long)]
+        #[arg(long, value_name = "N", value_parser = parse_threads)]
         threads: Option<usize>,
         /// Make DST's live points exactly SRC's live (selected) points:
         /// forget in DST what SRC forgot or no longer has, unforget what
@@ -258,13 +272,19 @@ pub enum Command {
     },
     /// Put back missing or damaged packs, chunks, index files and points
     /// from a replica.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["from", "index"])))]
     Repair {
         repo: PathBuf,
         /// The replica to take good copies from.
         #[arg(long = "from", value_name = "REPLICA")]
-        from: PathBuf,
+        from: Option<PathBuf>,
+        /// Rebuild the index from the packs alone (no replica needed): index
+        /// every pack no readable index file names, then delete the index
+        /// files that do not open.
+        #[arg(long, conflicts_with = "from")]
+        index: bool,
         /// Worker threads (default: all cores).
-        #[arg(long)]
+        #[arg(long, value_name = "N", value_parser = parse_threads)]
         threads: Option<usize>,
         #[arg(long)]
         json: bool,
@@ -278,7 +298,7 @@ pub enum Command {
         #[arg(long)]
         read_data: bool,
         /// Worker threads (default: all cores).
-        #[arg(long)]
+        #[arg(long, value_name = "N", value_parser = parse_threads)]
         threads: Option<usize>,
         #[arg(long)]
         json: bool,

@@ -1,11 +1,33 @@
 //! The command-line front end: passphrase sources, output formatting and
 //! exit codes.
 
+/// Writes a line to standard output without ever panicking (see
+/// [`write_out`]).
+macro_rules! out {
+    () => {
+        $crate::cli::write_out(format_args!(""))
+    };
+    ($($t:tt)*) => {
+        $crate::cli::write_out(format_args!($($t)*))
+    };
+}
+
+/// Writes a line to standard error, ignoring failure: there is nowhere
+/// left to report it.
+macro_rules! note {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 mod args;
 mod output;
+mod signals;
 
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -46,13 +68,59 @@ pub fn run() -> i32 {
             return code;
         }
     };
-    match dispatch(cli) {
+    let code = match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", message(&e));
+            note!("error: {}", message(&e));
             exit_code(&e)
         }
+    };
+    finish_output(code)
+}
+
+/// The first failure to write standard output; later writes are skipped.
+static OUTPUT_FAILURE: Mutex<Option<std::io::Error>> = Mutex::new(None);
+
+/// Writes one line to standard output. A failure (a closed pipe, a full
+/// disk) is kept for [`finish_output`] instead of panicking as `println!`
+/// would, and later output is skipped.
+pub(crate) fn write_out(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut failure = OUTPUT_FAILURE.lock().unwrap_or_else(|e| e.into_inner());
+    if failure.is_some() {
+        return;
     }
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(line).and_then(|_| stdout.write_all(b"\n")) {
+        *failure = Some(e);
+    }
+}
+
+/// Flushes standard output and reports a failure to write it: a closed
+/// pipe (`diskvault points V | head -1`) ends the command quietly, as other
+/// Unix tools do; any other failure is one line on standard error. The
+/// exit status stays that of the operation itself, which has completed.
+fn finish_output(code: i32) -> i32 {
+    use std::io::Write;
+    let mut failure = OUTPUT_FAILURE.lock().unwrap_or_else(|e| e.into_inner());
+    if failure.is_none() {
+        if let Err(e) = std::io::stdout().lock().flush() {
+            *failure = Some(e);
+        }
+    }
+    match failure.take() {
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Some(e) => note!(
+            "error: cannot write the output: {e} (the command itself {})",
+            if code == exit::OK {
+                "completed"
+            } else {
+                "failed, as said above"
+            }
+        ),
+        None => {}
+    }
+    code
 }
 
 /// The error and its causes, leaving out a cause the message already
@@ -70,6 +138,9 @@ fn message(e: &anyhow::Error) -> String {
 }
 
 fn exit_code(e: &anyhow::Error) -> i32 {
+    if e.downcast_ref::<UsageError>().is_some() {
+        return exit::USAGE;
+    }
     match e.downcast_ref::<Error>().map(Error::category) {
         Some(ErrorCategory::Passphrase) => exit::PASSPHRASE,
         Some(ErrorCategory::Damaged) => exit::DAMAGED,
@@ -77,6 +148,7 @@ fn exit_code(e: &anyhow::Error) -> i32 {
         Some(ErrorCategory::Unsupported) => exit::UNSUPPORTED,
         Some(ErrorCategory::Refused) => exit::REFUSED,
         Some(ErrorCategory::Locked) => exit::LOCKED,
+        Some(ErrorCategory::Interrupted) => signals::interrupted_status(),
         _ => exit::ERROR,
     }
 }
@@ -93,6 +165,44 @@ fn passphrase(pass: &PassArgs, confirm: bool) -> anyhow::Result<Option<Passphras
     )
 }
 
+/// Longest passphrase accepted, in bytes.
+const MAX_PASSPHRASE: usize = 4096;
+
+/// A mistake in how the command was called: exit code 2, like clap's own.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The passphrase in `text` by the one rule for every source: its first
+/// line, without the line ending (`\n` or `\r\n`), not empty, at most
+/// [`MAX_PASSPHRASE`] bytes. `from` names the source in messages.
+fn first_line(text: &[u8], complete: bool, from: &str) -> anyhow::Result<Passphrase> {
+    let line = match text.iter().position(|&b| b == b'\n') {
+        Some(end) => &text[..end],
+        None if complete => text,
+        None => &text[..0],
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > MAX_PASSPHRASE || (!complete && !text.contains(&b'\n')) {
+        bail!(UsageError(format!(
+            "the passphrase in {from} is longer than {MAX_PASSPHRASE} bytes (or has no line end in its first {MAX_PASSPHRASE}); is it the right file?"
+        )));
+    }
+    if line.is_empty() {
+        bail!(UsageError(format!(
+            "the passphrase in {from} is empty; a passphrase is the first line of the file or variable"
+        )));
+    }
+    Ok(Zeroizing::new(line.to_vec()))
+}
+
 fn passphrase_from(
     file: Option<&Path>,
     env: &str,
@@ -100,15 +210,23 @@ fn passphrase_from(
     confirm: bool,
 ) -> anyhow::Result<Option<Passphrase>> {
     if let Some(path) = file {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the password file {}", path.display()))?,
-        );
-        let line = text.lines().next().unwrap_or("");
-        return Ok(Some(Zeroizing::new(line.as_bytes().to_vec())));
+        use std::io::Read;
+        let from = path.display().to_string();
+        let f = std::fs::File::open(path)
+            .with_context(|| format!("cannot read the password file {from}"))?;
+        // Never more than a passphrase and its line end: the file may be
+        // endless (/dev/zero) or huge.
+        let mut text = Zeroizing::new(Vec::with_capacity(MAX_PASSPHRASE + 2));
+        f.take(MAX_PASSPHRASE as u64 + 2)
+            .read_to_end(&mut text)
+            .with_context(|| format!("cannot read the password file {from}"))?;
+        let complete = text.len() <= MAX_PASSPHRASE + 1;
+        return first_line(&text, complete, &from).map(Some);
     }
-    if let Ok(v) = std::env::var(env) {
-        return Ok(Some(Zeroizing::new(v.into_bytes())));
+    if let Some(v) = std::env::var_os(env) {
+        use std::os::unix::ffi::OsStringExt;
+        let bytes = Zeroizing::new(v.into_vec());
+        return first_line(&bytes, true, env).map(Some);
     }
     if !std::io::stdin().is_terminal() {
         return Ok(None);
@@ -117,10 +235,10 @@ fn passphrase_from(
     if confirm {
         let again = Zeroizing::new(rpassword::prompt_password(format!("{prompt} (again): "))?);
         if *first != *again {
-            bail!("the passphrases do not match");
+            bail!(UsageError("the passphrases do not match".into()));
         }
     }
-    Ok(Some(Zeroizing::new(first.as_bytes().to_vec())))
+    first_line(first.as_bytes(), true, "the prompt").map(Some)
 }
 
 /// How every command takes locks: `--wait`, and notes on standard error
@@ -130,9 +248,9 @@ fn lock_options(lock: &LockArgs) -> LockOptions {
         wait: lock.wait.unwrap_or_default(),
         notify: Some(std::sync::Arc::new(|event: &LockEvent| match event {
             LockEvent::Waiting { holders } => {
-                eprintln!("waiting for the repository lock: {holders}")
+                note!("waiting for the repository lock: {holders}")
             }
-            LockEvent::Skipped { reason } => eprintln!("note: {reason}"),
+            LockEvent::Skipped { reason } => note!("note: {reason}"),
         })),
         ..LockOptions::default()
     }
@@ -164,7 +282,7 @@ fn open_unlocked(repo: &Path, pass: &PassArgs) -> anyhow::Result<Repository> {
     };
     let opened = Repository::open(repo, p.as_deref().map(|v| v.as_slice()))?;
     if config.encryption == Encryption::None {
-        eprintln!(
+        note!(
             "note: {} is not encrypted: anyone who can read it can read the disks it holds",
             repo.display()
         );
@@ -222,7 +340,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             pass,
         } => {
             if !disks.is_empty() && disks.len() != images.len() {
-                bail!(Error::InvalidArgument(format!(
+                bail!(UsageError(format!(
                     "{} --disk names for {} images: give one name per image, in order",
                     disks.len(),
                     images.len()
@@ -272,7 +390,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 output::forgotten(&diskvault::list_forgotten(&r)?, json);
             } else {
                 let _lock = r.lock_for_reading("points")?;
-                output::points(&r.list_points()?, json);
+                let (points, damaged) = r.list_points_lenient()?;
+                output::damaged_warnings(
+                    &damaged,
+                    "the listing",
+                    "'diskvault check REPO' says what it affects",
+                );
+                output::points(&points, json);
+                // The listing is complete but for what is named above;
+                // scripts learn of the damage from the status.
+                if !damaged.is_empty() {
+                    return Ok(exit::DAMAGED);
+                }
             }
             Ok(exit::OK)
         }
@@ -313,6 +442,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     into_existing,
                     progress: bar.progress(),
                     fallback: fallback.as_deref().map(RepoLocation::local),
+                    cancel: Some(signals::cancel_on_signals()),
                 },
             );
             bar.finish();
@@ -373,11 +503,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Repair {
             repo,
             from,
+            index,
             threads,
             json,
             pass,
         } => {
             let r = open(&repo, &pass, &lock)?;
+            let Some(from) = from.filter(|_| !index) else {
+                let report = diskvault::rebuild_index(&r)?;
+                output::reindex(&report, json);
+                return Ok(if report.damaged_packs.is_empty() {
+                    exit::OK
+                } else {
+                    exit::DAMAGED
+                });
+            };
             let report = diskvault::repair(
                 &r,
                 &RepoLocation::local(&from),
@@ -408,8 +548,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Stats { repo, json, pass } => {
             let r = open(&repo, &pass, &lock)?;
-            output::stats(&diskvault::stats(&r)?, json);
-            Ok(exit::OK)
+            let stats = diskvault::stats(&r)?;
+            output::damaged_warnings(
+                &stats.unreadable,
+                "the figures",
+                "'diskvault check REPO' says what it affects",
+            );
+            output::stats(&stats, json);
+            Ok(if stats.unreadable.is_empty() {
+                exit::OK
+            } else {
+                exit::DAMAGED
+            })
         }
         Command::Key { action } => key(action, &lock),
         Command::Forget {
@@ -439,7 +589,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Unforget { repo, points, pass } => {
             let r = open(&repo, &pass, &lock)?;
             for id in diskvault::unforget(&r, &points)? {
-                println!("unforgot {}", id.short());
+                out!("unforgot {}", id.short());
             }
             Ok(exit::OK)
         }
@@ -472,7 +622,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             location.read_config()?;
             let opts = lock_options(&lock);
             if all {
-                eprintln!(
+                note!(
                     "warning: removing every lock of {}, also those of commands that may still be running; a prune or backup running now is no longer protected",
                     repo.display()
                 );
@@ -532,8 +682,8 @@ fn policy(action: PolicyAction, lock: &LockArgs) -> anyhow::Result<i32> {
             let r = open(&repo, &pass, lock)?;
             match r.read_policy()? {
                 Some(p) => output::policy(&p, json),
-                None if json => println!("null"),
-                None => println!(
+                None if json => out!("null"),
+                None => out!(
                     "no policy stored (forgotten points are kept {} before prune frees them); set one with 'diskvault policy set'",
                     output::duration(StoredPolicy::default().grace_secs)
                 ),
@@ -553,7 +703,7 @@ fn key(action: KeyAction, lock: &LockArgs) -> anyhow::Result<i32> {
             let r = open(&repo, &pass, lock)?;
             let p = new_passphrase(new_password_file.as_deref())?;
             let id = r.add_key(&p, KdfCost::default())?;
-            println!("added key {}", id.short());
+            out!("added key {}", id.short());
         }
         KeyAction::List { repo, json, pass } => {
             let r = open(&repo, &pass, lock)?;
@@ -562,7 +712,7 @@ fn key(action: KeyAction, lock: &LockArgs) -> anyhow::Result<i32> {
         KeyAction::Remove { repo, key, pass } => {
             let r = open(&repo, &pass, lock)?;
             let id = r.remove_key(&key)?;
-            println!("removed key {}", id.short());
+            out!("removed key {}", id.short());
         }
         KeyAction::Passwd {
             repo,
@@ -572,7 +722,7 @@ fn key(action: KeyAction, lock: &LockArgs) -> anyhow::Result<i32> {
             let mut r = open(&repo, &pass, lock)?;
             let p = new_passphrase(new_password_file.as_deref())?;
             let id = r.change_passphrase(&p, KdfCost::default())?;
-            println!(
+            out!(
                 "passphrase changed: key {} replaces the old one",
                 id.short()
             );

@@ -1,5 +1,6 @@
 //! Text and JSON output of each command.
 
+use diskvault::repo::Damaged;
 use diskvault::{
     BackupReport, CheckReport, ForgetReport, ForgottenPoint, KeyInfo, LockInfo, ObjectTally,
     PointBody, PointId, PruneReport, RepairReport, ReplicaStatus, RepoStats, Repository,
@@ -75,14 +76,30 @@ fn rate(bytes: u64, secs: f64) -> String {
 
 pub fn init(r: &Repository) {
     let c = r.config();
-    println!("created repository {} at {}", &c.id[..8], r.location());
-    println!(
-        "  encryption {:?}, chunker {}, compression {}",
-        c.encryption, c.chunker, c.compression
+    out!("created repository {} at {}", &c.id[..8], r.location());
+    out!(
+        "  encryption {}, chunker {}, compression {}",
+        c.encryption,
+        c.chunker,
+        c.compression
     );
 }
 
+/// Says, on standard error, which objects a command went on without.
+pub fn damaged_warnings(damaged: &[Damaged], what: &str, next: &str) {
+    for d in damaged {
+        note!(
+            "warning: {} cannot be read ({}); {what} went on without it. {next}",
+            d.object,
+            d.reason
+        );
+    }
+}
+
+const REINDEX: &str = "'diskvault repair REPO --index' rebuilds the index from the packs";
+
 pub fn backup(rep: &BackupReport, encrypted: bool, json: bool) {
+    damaged_warnings(&rep.damaged_index_files, "the backup", REINDEX);
     let t = rep.totals();
     let secs = rep.duration.as_secs_f64();
     let logical = rep.logical_bytes();
@@ -99,25 +116,25 @@ pub fn backup(rep: &BackupReport, encrypted: bool, json: bool) {
             "recovered_packs": rep.recovered_packs,
             "duration_seconds": secs,
         });
-        println!("{v}");
+        out!("{v}");
         return;
     }
-    println!("recovery point {}", rep.point);
+    out!("recovery point {}", rep.point);
     for d in &rep.body.disks {
-        println!("  disk {:<12} {}", d.name, size(d.size));
+        out!("  disk {:<12} {}", d.name, size(d.size));
     }
-    println!("  logical size    {}", size(logical));
-    println!(
+    out!("  logical size    {}", size(logical));
+    out!(
         "  bytes read      {} (holes skipped: {})",
         size(t.bytes_read),
         size(logical.saturating_sub(t.bytes_read))
     );
-    println!(
+    out!(
         "  new unique      {} in {} chunks",
         size(t.new_bytes),
         t.new_chunks
     );
-    println!(
+    out!(
         "  stored          {} (after compression{})",
         size(t.stored_bytes),
         if encrypted {
@@ -126,12 +143,12 @@ pub fn backup(rep: &BackupReport, encrypted: bool, json: bool) {
             "; not encrypted"
         }
     );
-    println!(
+    out!(
         "  duration        {secs:.2} s ({} of image)",
         rate(logical, secs)
     );
     if rep.recovered_packs > 0 {
-        println!(
+        out!(
             "  reused {} packs left by an interrupted backup",
             rep.recovered_packs
         );
@@ -165,21 +182,25 @@ fn point_json(id: &PointId, p: &PointBody) -> serde_json::Value {
 pub fn points(points: &[(PointId, PointBody)], json: bool) {
     if json {
         let v: Vec<_> = points.iter().map(|(id, p)| point_json(id, p)).collect();
-        println!("{}", serde_json::Value::Array(v));
+        out!("{}", serde_json::Value::Array(v));
         return;
     }
     if points.is_empty() {
-        println!("no recovery points yet");
+        out!("no recovery points yet");
         return;
     }
-    println!(
+    out!(
         "{:<10} {:<19}  {:<14} {:>10} {:>10}  tags",
-        "id", "time (UTC)", "host", "size", "added"
+        "id",
+        "time (UTC)",
+        "host",
+        "size",
+        "added"
     );
     for (id, p) in points {
         let size_total: u64 = p.disks.iter().map(|d| d.size).sum();
         let added: u64 = p.disks.iter().map(|d| d.stats.stored_bytes).sum();
-        println!(
+        out!(
             "{:<10} {:<19}  {:<14} {:>10} {:>10}  {}",
             id.short(),
             time(p.time_secs),
@@ -189,19 +210,19 @@ pub fn points(points: &[(PointId, PointBody)], json: bool) {
             p.tags.join(",")
         );
     }
-    println!("{} recovery points", points.len());
+    out!("{} recovery points", points.len());
 }
 
 pub fn show(id: &PointId, p: &PointBody, json: bool) {
     if json {
-        println!("{}", point_json(id, p));
+        out!("{}", point_json(id, p));
         return;
     }
-    println!("recovery point {id}");
-    println!("  time      {} UTC", time(p.time_secs));
-    println!("  host      {}", p.host);
-    println!("  source    {}", p.source);
-    println!(
+    out!("recovery point {id}");
+    out!("  time      {} UTC", time(p.time_secs));
+    out!("  host      {}", p.host);
+    out!("  source    {}", p.source);
+    out!(
         "  tags      {}",
         if p.tags.is_empty() {
             "-".into()
@@ -209,27 +230,29 @@ pub fn show(id: &PointId, p: &PointBody, json: bool) {
             p.tags.join(", ")
         }
     );
-    println!("  duration  {:.2} s", p.duration_millis as f64 / 1000.0);
+    out!("  duration  {:.2} s", p.duration_millis as f64 / 1000.0);
     for d in &p.disks {
-        println!("  disk {}", d.name);
-        println!("    size        {} ({} bytes)", size(d.size), d.size);
-        println!("    blake3      {}", hex::encode(d.image_hash));
-        println!("    read        {}", size(d.stats.bytes_read));
-        println!("    zero runs   {}", size(d.stats.zero_bytes));
-        println!(
+        out!("  disk {}", d.name);
+        out!("    size        {} ({} bytes)", size(d.size), d.size);
+        out!("    blake3      {}", hex::encode(d.image_hash));
+        out!("    read        {}", size(d.stats.bytes_read));
+        out!("    zero runs   {}", size(d.stats.zero_bytes));
+        out!(
             "    chunks      {} ({} new)",
-            d.stats.chunks, d.stats.new_chunks
+            d.stats.chunks,
+            d.stats.new_chunks
         );
-        println!("    new bytes   {}", size(d.stats.new_bytes));
-        println!("    stored      {}", size(d.stats.stored_bytes));
+        out!("    new bytes   {}", size(d.stats.new_bytes));
+        out!("    stored      {}", size(d.stats.stored_bytes));
     }
 }
 
 pub fn restore(rep: &RestoreReport, repo: &Path, fallback: Option<&Path>) {
+    damaged_warnings(&rep.damaged_index_files, "the restore", REINDEX);
     let secs = rep.duration.as_secs_f64();
     for d in &rep.disks {
         if d.chunks_reused > 0 {
-            println!(
+            out!(
                 "updated disk {} in {} ({}: {} chunks already correct, {} fetched, {} written, verified)",
                 d.name,
                 d.path.display(),
@@ -239,7 +262,7 @@ pub fn restore(rep: &RestoreReport, repo: &Path, fallback: Option<&Path>) {
                 size(d.bytes_written)
             );
         } else {
-            println!(
+            out!(
                 "restored disk {} to {} ({}, {} chunks, verified)",
                 d.name,
                 d.path.display(),
@@ -249,14 +272,14 @@ pub fn restore(rep: &RestoreReport, repo: &Path, fallback: Option<&Path>) {
         }
     }
     let total: u64 = rep.disks.iter().map(|d| d.size).sum();
-    println!(
+    out!(
         "point {} in {secs:.2} s ({} of image)",
         rep.point.short(),
         rate(total, secs)
     );
     let from_replica: u64 = rep.disks.iter().map(|d| d.chunks_from_replica).sum();
     if let (true, Some(replica)) = (from_replica > 0, fallback) {
-        println!(
+        out!(
             "{from_replica} chunks were missing or damaged in {} and were read from the replica {}; run 'diskvault repair {} --from {}'",
             repo.display(),
             replica.display(),
@@ -319,14 +342,14 @@ pub fn sync(rep: &SyncReport, json: bool) {
             "bytes_per_second": rep.bytes_per_second(),
             "nothing_copied": rep.copied_nothing(),
         });
-        println!("{v}");
+        out!("{v}");
         return;
     }
     if rep.created {
-        println!("created {} as a replica of {}", rep.destination, rep.source);
+        out!("created {} as a replica of {}", rep.destination, rep.source);
     }
     if rep.points_forgotten + rep.points_unforgotten > 0 {
-        println!(
+        out!(
             "in {}: forgot {} that {} does not have live, unforgot {}",
             rep.destination,
             plural(rep.points_forgotten, "point", "points"),
@@ -335,7 +358,7 @@ pub fn sync(rep: &SyncReport, json: bool) {
         );
     }
     if rep.copied_nothing() {
-        println!(
+        out!(
             "nothing to copy: {} already holds the {} ({} objects checked in {secs:.2} s)",
             rep.destination,
             plural(rep.points_selected, "selected point", "selected points"),
@@ -343,14 +366,14 @@ pub fn sync(rep: &SyncReport, json: bool) {
         );
         return;
     }
-    println!(
+    out!(
         "copied {}: {} in {secs:.2} s ({})",
         tally(&rep.copied),
         size(rep.copied.bytes),
         rate(rep.copied.bytes, secs)
     );
     if rep.skipped.objects() > 0 {
-        println!(
+        out!(
             "already there: {} ({})",
             tally(&rep.skipped),
             size(rep.skipped.bytes)
@@ -361,15 +384,16 @@ pub fn sync(rep: &SyncReport, json: bool) {
             1 => "the selected point needs".to_string(),
             n => format!("the {n} selected points need"),
         };
-        println!(
+        out!(
             "sent only the packs {which}; wrote {} for them",
             plural(rep.index_files_written, "index file", "index files")
         );
     }
     if rep.chunks_verified > 0 {
-        println!(
+        out!(
             "verified {} chunks in {}",
-            rep.chunks_verified, rep.destination
+            rep.chunks_verified,
+            rep.destination
         );
     }
 }
@@ -414,16 +438,18 @@ pub fn status(st: &ReplicaStatus, json: bool) {
             "replica_newest": newest_json(&st.replica_newest),
             "up_to_date": st.is_current(),
         });
-        println!("{v}");
+        out!("{v}");
         return;
     }
     if !st.replica_exists {
-        println!(
+        out!(
             "{} does not exist yet: 'diskvault sync {} {}' creates it",
-            st.replica, st.source, st.replica
+            st.replica,
+            st.source,
+            st.replica
         );
     } else if let Some(m) = &st.marker {
-        println!(
+        out!(
             "replica {} (created {} UTC from {} on {})",
             st.replica,
             time(m.created),
@@ -431,35 +457,35 @@ pub fn status(st: &ReplicaStatus, json: bool) {
             m.host
         );
     } else {
-        println!("replica {} (a copy of the same repository)", st.replica);
+        out!("replica {} (a copy of the same repository)", st.replica);
     }
     let newest = |n: &Option<(PointId, i64)>| match n {
         Some((id, t)) => format!("{}  {} UTC ({} ago)", id.short(), time(*t), age(now - t)),
         None => "none".into(),
     };
-    println!("  newest point in source   {}", newest(&st.source_newest));
-    println!("  newest point in replica  {}", newest(&st.replica_newest));
+    out!("  newest point in source   {}", newest(&st.source_newest));
+    out!("  newest point in replica  {}", newest(&st.replica_newest));
     if st.missing_points.is_empty() {
-        println!("  the replica holds every point of the source");
+        out!("  the replica holds every point of the source");
     } else {
-        println!(
+        out!(
             "  the replica lacks {}:",
             plural(st.missing_points.len(), "point", "points")
         );
         for (id, t) in &st.missing_points {
-            println!("    {}  {} UTC", id.short(), time(*t));
+            out!("    {}  {} UTC", id.short(), time(*t));
         }
     }
     if st.extra_points > 0 {
-        println!(
+        out!(
             "  the replica has {} the source lacks",
             plural(st.extra_points, "point", "points")
         );
     }
     if st.is_current() {
-        println!("up to date: a sync would copy nothing");
+        out!("up to date: a sync would copy nothing");
     } else {
-        println!(
+        out!(
             "to send: {} ({})",
             plural(st.objects_to_send, "object", "objects"),
             size(st.bytes_to_send)
@@ -484,24 +510,24 @@ pub fn repair(rep: &RepairReport, repo: &Path, replica: &Path, json: bool) {
             "duration_seconds": rep.duration.as_secs_f64(),
             "unrepaired": rep.unrepaired.iter().map(|(o, r)| json!({"object": o, "reason": r})).collect::<Vec<_>>(),
         });
-        println!("{v}");
+        out!("{v}");
         return;
     }
-    println!(
+    out!(
         "read {} in {:.2} s",
         plural(rep.packs_checked, "pack", "packs"),
         rep.duration.as_secs_f64()
     );
     if rep.found_nothing() {
-        println!("nothing to repair");
+        out!("nothing to repair");
         return;
     }
     for key in &rep.objects_replaced {
-        println!("  replaced {key} with the copy from {}", replica.display());
+        out!("  replaced {key} with the copy from {}", replica.display());
     }
     let moved = rep.chunks_salvaged + rep.chunks_from_replica;
     if moved > 0 {
-        println!(
+        out!(
             "  moved {moved} chunks into {} ({} intact ones out of damaged packs, {} read from {})",
             plural(rep.packs_written, "new pack", "new packs"),
             rep.chunks_salvaged,
@@ -510,33 +536,33 @@ pub fn repair(rep: &RepairReport, repo: &Path, replica: &Path, json: bool) {
         );
     }
     if rep.chunks_dropped > 0 {
-        println!(
+        out!(
             "  dropped {} damaged chunks that no point needs",
             rep.chunks_dropped
         );
     }
     if rep.index_files_written + rep.index_files_removed + rep.packs_removed > 0 {
-        println!(
+        out!(
             "  wrote {}, removed {} and {}",
             plural(rep.index_files_written, "index file", "index files"),
             plural(rep.index_files_removed, "old index file", "old index files"),
             plural(rep.packs_removed, "damaged pack", "damaged packs")
         );
     }
-    println!("  read {} from the replica", size(rep.bytes_fetched));
+    out!("  read {} from the replica", size(rep.bytes_fetched));
     if rep.is_complete() {
-        println!(
+        out!(
             "repaired; 'diskvault check {} --read-data' verifies every chunk",
             repo.display()
         );
         return;
     }
-    println!(
+    out!(
         "{} could not be repaired:",
         plural(rep.unrepaired.len(), "problem", "problems")
     );
     for (object, reason) in &rep.unrepaired {
-        println!("  {object}: {reason}");
+        out!("  {object}: {reason}");
     }
 }
 
@@ -551,16 +577,17 @@ pub fn check(rep: &CheckReport, read_data: bool, json: bool) {
             "chunks_verified": rep.chunks_verified,
             "bytes_read": rep.bytes_read,
             "unindexed_packs": rep.unindexed_packs,
+            "stale_temporaries": rep.stale_temporaries,
             "problems": rep.problems.iter().map(|p| json!({
                 "object": p.object,
                 "reason": p.reason,
                 "affected_points": p.affected_points.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });
-        println!("{v}");
+        out!("{v}");
         return;
     }
-    println!(
+    out!(
         "checked {} points, {} index files, {} packs, {} chunks{}",
         rep.points,
         rep.index_files,
@@ -577,52 +604,70 @@ pub fn check(rep: &CheckReport, read_data: bool, json: bool) {
         }
     );
     if rep.unindexed_packs > 0 {
-        println!(
+        out!(
             "note: {} packs are not indexed yet (left by an interrupted backup); the next backup reuses them",
             rep.unindexed_packs
         );
     }
+    if rep.stale_temporaries > 0 {
+        out!(
+            "note: {} temporary files under tmp/ are over an hour old (left by commands that were killed); the next backup, sync or prune removes them",
+            rep.stale_temporaries
+        );
+    }
     if rep.is_ok() {
-        println!("no problems found");
+        out!("no problems found");
         return;
     }
-    println!("{} problems found:", rep.problems.len());
+    out!("{} problems found:", rep.problems.len());
     for p in &rep.problems {
-        println!("  {}: {}", p.object, p.reason);
+        out!("  {}: {}", p.object, p.reason);
         if !p.affected_points.is_empty() {
             let ids: Vec<String> = p.affected_points.iter().map(|i| i.short()).collect();
-            println!("    affects points: {}", ids.join(" "));
+            out!("    affects points: {}", ids.join(" "));
         }
     }
+    if rep.problems.iter().any(|p| p.object.starts_with("index/")) {
+        out!("to rebuild damaged index files from the packs: diskvault repair REPO --index");
+    }
+    out!(
+        "to mend the rest from a replica: diskvault repair REPO --from REPLICA (points not listed above restore as they are)"
+    );
 }
 
 pub fn stats(s: &RepoStats, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(s).unwrap_or_default());
+        out!("{}", serde_json::to_string(s).unwrap_or_default());
         return;
     }
-    println!("recovery points        {} ({} disks)", s.points, s.disks);
-    println!(
+    out!("recovery points        {} ({} disks)", s.points, s.disks);
+    if s.forgotten_points > 0 {
+        out!(
+            "forgotten points       {} (restorable until 'diskvault prune' frees them)",
+            s.forgotten_points
+        );
+    }
+    out!(
         "logical bytes          {} ({} not zero)",
         size(s.logical_bytes),
         size(s.logical_data_bytes)
     );
-    println!(
+    out!(
         "unique bytes           {} in {} chunks",
         size(s.unique_bytes),
         s.unique_chunks
     );
-    println!("stored chunk bytes     {}", size(s.chunk_stored_bytes));
-    println!(
+    out!("stored chunk bytes     {}", size(s.chunk_stored_bytes));
+    out!(
         "repository size        {} in {} objects ({} packs, {} index files)",
         size(s.repository_bytes),
         s.objects,
         s.packs,
         s.index_files
     );
-    println!("dedup ratio            {:.2}x", s.dedup_ratio);
-    println!("compression ratio      {:.2}x", s.compression_ratio);
-    println!(
+    out!("dedup ratio            {:.2}x", s.dedup_ratio);
+    out!("compression ratio      {:.2}x", s.compression_ratio);
+    out!(
         "index memory           {} bytes per chunk",
         s.index_bytes_per_chunk
     );
@@ -634,11 +679,11 @@ pub fn keys(keys: &[KeyInfo], json: bool) {
             .iter()
             .map(|k| json!({"id": k.id.to_hex(), "created": k.created, "host": k.host, "user": k.username, "current": k.current}))
             .collect();
-        println!("{}", serde_json::Value::Array(v));
+        out!("{}", serde_json::Value::Array(v));
         return;
     }
     for k in keys {
-        println!(
+        out!(
             "{} {:<10} {} {}@{}",
             if k.current { "*" } else { " " },
             k.id.short(),
@@ -662,7 +707,7 @@ pub fn duration(secs: u64) -> String {
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
-    println!(
+    out!(
         "{}",
         serde_json::to_string(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     );
@@ -674,21 +719,24 @@ pub fn forget(rep: &ForgetReport, json: bool) {
         return;
     }
     if !rep.policy.is_empty() {
-        println!("policy: {}", rep.policy);
+        out!("policy: {}", rep.policy);
     }
     let mut group = None;
     for d in &rep.decisions {
         if group != Some(&d.group) {
             group = Some(&d.group);
             if !d.group.is_empty() {
-                println!("\n{}", d.group);
+                out!("\n{}", d.group);
             }
-            println!(
+            out!(
                 "  {:<10} {:<19}  {:<8} {:<24} reasons",
-                "id", "time (UTC)", "action", "tags"
+                "id",
+                "time (UTC)",
+                "action",
+                "tags"
             );
         }
-        println!(
+        out!(
             "  {:<10} {:<19}  {:<8} {:<24} {}",
             d.point.id.short(),
             time(d.point.time),
@@ -702,14 +750,14 @@ pub fn forget(rep: &ForgetReport, json: bool) {
     } else {
         "forgot"
     };
-    println!(
+    out!(
         "{verb} {}, kept {}; forgotten points stay restorable by id for {}, then 'diskvault prune' frees their data",
         plural(rep.forgotten, "point", "points"),
         rep.kept,
         duration(rep.grace_secs)
     );
     if rep.dry_run {
-        println!("dry run: nothing was changed");
+        out!("dry run: nothing was changed");
     }
 }
 
@@ -719,15 +767,19 @@ pub fn forgotten(points: &[ForgottenPoint], json: bool) {
         return;
     }
     if points.is_empty() {
-        println!("no forgotten points");
+        out!("no forgotten points");
         return;
     }
-    println!(
+    out!(
         "{:<10} {:<19}  {:<14} {:<19}  {:<19}  reason",
-        "id", "time (UTC)", "host", "forgotten (UTC)", "prunable after (UTC)"
+        "id",
+        "time (UTC)",
+        "host",
+        "forgotten (UTC)",
+        "prunable after (UTC)"
     );
     for p in points {
-        println!(
+        out!(
             "{:<10} {:<19}  {:<14} {:<19}  {:<19}  {}",
             p.point.id.short(),
             time(p.point.time),
@@ -737,7 +789,7 @@ pub fn forgotten(points: &[ForgottenPoint], json: bool) {
             p.reason
         );
     }
-    println!(
+    out!(
         "{}; 'diskvault unforget REPO ID' brings one back",
         plural(points.len(), "forgotten point", "forgotten points")
     );
@@ -749,11 +801,11 @@ pub fn policy(p: &StoredPolicy, json: bool) {
         return;
     }
     if p.rules.is_empty() {
-        println!("rules: none (forget needs rules on its command line)");
+        out!("rules: none (forget needs rules on its command line)");
     } else {
-        println!("rules: {}", p.rules);
+        out!("rules: {}", p.rules);
     }
-    println!(
+    out!(
         "grace: forgotten points stay restorable for {} before prune frees them",
         duration(p.grace_secs)
     );
@@ -772,7 +824,7 @@ pub fn prune(r: &PruneReport, json: bool) {
             what.to_string()
         }
     };
-    println!(
+    out!(
         "points: {} kept ({} of them forgotten, in their grace period), {} {}",
         r.points_kept,
         r.points_in_grace,
@@ -780,9 +832,9 @@ pub fn prune(r: &PruneReport, json: bool) {
         done("removed")
     );
     for p in &r.points_removed {
-        println!("  {} point {}", done("removed"), p.short());
+        out!("  {} point {}", done("removed"), p.short());
     }
-    println!(
+    out!(
         "chunks: {} live; {} unused chunks or duplicate copies {}",
         r.chunks_live,
         r.chunks_removed,
@@ -793,7 +845,7 @@ pub fn prune(r: &PruneReport, json: bool) {
     } else {
         format!(" into {}", plural(r.packs_written, "new pack", "new packs"))
     };
-    println!(
+    out!(
         "packs: {} {}; {} {}{written} ({} copied); {} left by killed commands {}{}",
         r.packs_deleted,
         done("deleted"),
@@ -811,7 +863,7 @@ pub fn prune(r: &PruneReport, json: bool) {
             String::new()
         }
     );
-    println!(
+    out!(
         "space: {} {}; packs {} -> {}; {} unused left in kept packs (within --max-unused)",
         size(r.bytes_freed),
         done("freed"),
@@ -820,17 +872,17 @@ pub fn prune(r: &PruneReport, json: bool) {
         size(r.unused_bytes_after)
     );
     for d in &r.damaged_packs {
-        println!(
+        out!(
             "warning: {d} does not match its name and was left alone; run 'diskvault check --read-data'"
         );
     }
-    println!(
+    out!(
         "took {:.2} s (mark and plan {:.2} s)",
         r.duration.as_secs_f64(),
         r.plan_duration.as_secs_f64()
     );
     if r.dry_run {
-        println!("dry run: nothing was changed");
+        out!("dry run: nothing was changed");
     }
 }
 
@@ -845,7 +897,7 @@ fn lock_json(l: &LockInfo) -> serde_json::Value {
 
 pub fn unlock(removed: &[LockInfo], left: &[LockInfo], json: bool) {
     if json {
-        println!(
+        out!(
             "{}",
             json!({
                 "removed": removed.iter().map(lock_json).collect::<Vec<_>>(),
@@ -856,14 +908,45 @@ pub fn unlock(removed: &[LockInfo], left: &[LockInfo], json: bool) {
     }
     for l in removed {
         match &l.stale {
-            Some(why) => println!("removed {} ({why})", l.describe()),
-            None => println!("removed {}", l.describe()),
+            Some(why) => out!("removed {} ({why})", l.describe()),
+            None => out!("removed {}", l.describe()),
         }
     }
     if removed.is_empty() {
-        println!("no stale locks");
+        out!("no stale locks");
     }
     for l in left {
-        println!("still held: {}", l.describe());
+        out!("still held: {}", l.describe());
+    }
+}
+
+pub fn reindex(r: &diskvault::ReindexReport, json: bool) {
+    if json {
+        print_json(r);
+        return;
+    }
+    out!(
+        "indexed {} from their tables ({} chunks) in {}; kept {}",
+        plural(r.packs_indexed, "pack", "packs"),
+        r.chunks_indexed,
+        plural(r.index_files_written, "new index file", "new index files"),
+        plural(
+            r.index_files_kept,
+            "readable index file",
+            "readable index files"
+        )
+    );
+    for d in &r.index_files_removed {
+        out!("removed {} ({})", d.object, d.reason);
+    }
+    for d in &r.damaged_packs {
+        out!(
+            "could not index {}: {}; 'diskvault repair REPO --from REPLICA' can replace it",
+            d.object,
+            d.reason
+        );
+    }
+    if r.packs_indexed == 0 && r.index_files_removed.is_empty() && r.damaged_packs.is_empty() {
+        out!("the index was complete: nothing to rebuild");
     }
 }

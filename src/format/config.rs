@@ -230,6 +230,16 @@ pub enum Encryption {
     None,
 }
 
+/// As users write it, and as `config` stores it: `aes-256-gcm`, `none`.
+impl fmt::Display for Encryption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Encryption::Aes256Gcm => "aes-256-gcm",
+            Encryption::None => "none",
+        })
+    }
+}
+
 /// The `config` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoConfig {

@@ -38,7 +38,7 @@ use crate::packer::{
     read_pack_table_sized, FinishedPack, PackBuilder, PackWriter, DEFAULT_PACK_TARGET,
 };
 use crate::progress::{Progress, Tracker};
-use crate::repo::{host_name, now_unix, LockKind, Repository};
+use crate::repo::{host_name, now_unix, Damaged, LockKind, Repository};
 use crate::source::ImageSource;
 
 /// Bytes read from the image per segment.
@@ -77,6 +77,9 @@ pub struct BackupReport {
     pub body: PointBody,
     /// Packs left by an interrupted backup that this one indexed and reused.
     pub recovered_packs: usize,
+    /// Index files that could not be read: their chunks were treated as
+    /// unknown (and their packs indexed again from the packs' tables).
+    pub damaged_index_files: Vec<Damaged>,
     pub duration: Duration,
 }
 
@@ -141,19 +144,17 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         })
         .collect::<Result<Vec<_>>>()?;
 
-    let threads = opts.threads.unwrap_or(0);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("diskvault-seal-{i}"))
-        .build()
-        .map_err(|e| Error::InvalidArgument(format!("cannot start worker threads: {e}")))?;
+    let pool = crate::exec::worker_pool(opts.threads, "seal")?;
 
     let lock = repo.lock(LockKind::Shared, "backup")?;
     // Temporary files of writers that died (a crash mid-put) are litter;
     // an hour is far longer than any live writer keeps one.
     repo.store()
-        .remove_stale_temporaries(std::time::Duration::from_secs(3600))?;
-    let mut index = repo.load_index()?;
+        .remove_stale_temporaries(crate::repo::layout::STALE_TEMPORARY)?;
+    // A damaged index file hides only its own chunks: they count as
+    // unknown, and its packs, which no readable index names, are indexed
+    // again from their tables below.
+    let (mut index, damaged_index_files) = repo.load_index_lenient()?;
     let mut recovered: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
     let recovered_packs = recover_orphan_packs(repo, &mut index, &mut recovered)?;
     index.finish();
@@ -228,6 +229,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         point,
         body,
         recovered_packs,
+        damaged_index_files,
         duration: started.elapsed(),
     })
 }

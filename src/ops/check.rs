@@ -17,7 +17,7 @@ use crate::format::{ChunkId, ForgetId, PackId, PointId};
 use crate::index::{ChunkIndex, ChunkLocation};
 use crate::manifest::{ReachWalk, Reached};
 use crate::packer::parse_pack_table;
-use crate::repo::layout::{chunk_name, forget_key, list_ids, FORGOTTEN};
+use crate::repo::layout::{chunk_name, forget_key, list_ids, FORGOTTEN, STALE_TEMPORARY, TMP};
 use crate::repo::reader::read_indexed_chunk;
 use crate::repo::{index_key, pack_key, point_key, Repository};
 
@@ -54,6 +54,9 @@ pub struct CheckReport {
     pub bytes_read: u64,
     /// Packs no index lists: left by an interrupted backup, reused by the next.
     pub unindexed_packs: usize,
+    /// Temporary files older than an hour, left by writers that were
+    /// killed; the next backup, sync or prune removes them.
+    pub stale_temporaries: usize,
 }
 
 impl CheckReport {
@@ -83,10 +86,7 @@ impl Findings {
 
 /// Checks the repository.
 pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads.unwrap_or(0))
-        .build()
-        .map_err(|e| Error::InvalidArgument(format!("cannot start worker threads: {e}")))?;
+    let pool = crate::exec::worker_pool(opts.threads, "check")?;
     let _lock = repo.lock_for_reading("check")?;
     let mut report = CheckReport::default();
     let mut found = Findings::default();
@@ -111,11 +111,19 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     for id in index_ids {
         match repo.read_index_file(&id) {
             Ok(body) => index.add_body(&body),
-            Err(e) => found.add(index_key(&id), e.to_string(), None),
+            Err(e) => found.add(index_key(&id), e.reason(), None),
         }
     }
     index.finish();
     report.chunks = index.len();
+
+    let cutoff = std::time::SystemTime::now() - STALE_TEMPORARY;
+    report.stale_temporaries = repo
+        .store()
+        .list(TMP)?
+        .iter()
+        .filter(|o| o.modified < cutoff)
+        .count();
 
     // Packs: present, long enough, and (read_data) intact.
     let present: HashMap<PackId, u64> = repo.list_packs_sized()?.into_iter().collect();
@@ -153,7 +161,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             Ok(_) => {}
             // Removed by unforget since it was listed.
             Err(Error::Store(e)) if e.is_not_found() => {}
-            Err(e) => found.add(forget_key(&id), e.to_string(), None),
+            Err(e) => found.add(forget_key(&id), e.reason(), None),
         }
     }
 
@@ -169,7 +177,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                 continue;
             }
             Err(e) => {
-                found.add(point_key(&pid), e.to_string(), Some(pid));
+                found.add(point_key(&pid), e.reason(), Some(pid));
                 continue;
             }
         };
@@ -205,7 +213,16 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                         graph.problem(
                             format!("manifest node {}", id.to_hex()),
                             format!(
-                                "{error} (part of the manifest of disk '{}' in point {})",
+                                "{} (part of the manifest of disk '{}' in point {})",
+                                match &error {
+                                    // Where the bad copy of the node is.
+                                    Error::Damaged { object, reason }
+                                        if !object.starts_with("manifest node") =>
+                                    {
+                                        format!("{object}: {reason}")
+                                    }
+                                    e => e.reason(),
+                                },
                                 disk.name,
                                 pid.short()
                             ),
@@ -369,7 +386,7 @@ fn check_pack(
         Ok(b) => b,
         Err(e) => {
             return (
-                Some((key.clone(), e.to_string())),
+                Some((key.clone(), e.reason())),
                 all_bad("unreadable pack"),
                 0,
                 0,
@@ -380,7 +397,10 @@ fn check_pack(
     if PackId::hash_of(&bytes) != *pack {
         pack_problem = Some((key.clone(), "content does not match its name".to_string()));
     } else if let Err(e) = parse_pack_table(repo.sealer(), &key, &bytes) {
-        pack_problem = Some((key.clone(), format!("its table is unreadable: {e}")));
+        pack_problem = Some((
+            key.clone(),
+            format!("its table is unreadable: {}", e.reason()),
+        ));
     }
     let mut bad = Vec::new();
     let mut verified = 0;

@@ -4,6 +4,7 @@ pub mod backup;
 pub mod check;
 pub mod forget;
 pub mod prune;
+pub mod reindex;
 pub mod repair;
 pub mod restore;
 pub mod stats;
@@ -16,4 +17,12 @@ pub(crate) fn hex_id<S: serde::Serializer, T: std::fmt::Display>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.collect_str(id)
+}
+
+/// Serializes a duration as whole milliseconds, for the reports' JSON.
+pub(crate) fn millis<S: serde::Serializer>(
+    d: &std::time::Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(d.as_millis() as u64)
 }

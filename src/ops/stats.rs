@@ -2,7 +2,7 @@
 
 use crate::error::Result;
 use crate::repo::layout::{INDEX, LOCKS, PACKS, TMP};
-use crate::repo::Repository;
+use crate::repo::{Damaged, Repository};
 
 /// Repository-wide figures.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -12,6 +12,9 @@ pub struct RepoStats {
     pub points: usize,
     /// Forgotten points waiting for `prune`.
     pub forgotten_points: usize,
+    /// Objects under `points/` and `index/` that do not open (`check`
+    /// says more); the figures leave them out.
+    pub unreadable: Vec<Damaged>,
     pub disks: usize,
     /// Sum of the logical sizes of every disk of every point.
     pub logical_bytes: u64,
@@ -44,7 +47,9 @@ pub fn stats(repo: &Repository) -> Result<RepoStats> {
     };
     let _lock = repo.lock_for_reading("stats")?;
     let forgotten = repo.forgotten_points()?;
-    for (id, p) in repo.list_all_points()? {
+    let (points, damaged) = repo.list_all_points_lenient()?;
+    s.unreadable.extend(damaged);
+    for (id, p) in points {
         if forgotten.contains_key(&id) {
             s.forgotten_points += 1;
             continue;
@@ -56,7 +61,8 @@ pub fn stats(repo: &Repository) -> Result<RepoStats> {
             s.logical_data_bytes += d.size - d.stats.zero_bytes.min(d.size);
         }
     }
-    let index = repo.load_index()?;
+    let (index, damaged_index) = repo.load_index_lenient()?;
+    s.unreadable.extend(damaged_index);
     s.unique_chunks = index.len();
     for (_, loc) in index.iter() {
         s.unique_bytes += loc.raw_length as u64;

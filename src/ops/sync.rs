@@ -45,7 +45,7 @@ use crate::index::ChunkIndex;
 use crate::manifest::{ReachWalk, Reached};
 use crate::packer::parse_pack_table;
 use crate::progress::{Progress, Tracker};
-use crate::repo::layout::{list_ids, KEYS, TMP};
+use crate::repo::layout::{list_ids, read_object, KEYS, TMP};
 use crate::repo::location::{minus, Listing};
 use crate::repo::reader::read_indexed_chunk;
 use crate::repo::{
@@ -258,6 +258,7 @@ fn run(
     opts: &SyncOptions,
 ) -> Result<SyncReport> {
     let started = Instant::now();
+    crate::exec::check_threads(opts.threads)?;
     if opts.delete && key.is_none() {
         return Err(Error::InvalidArgument(
             "--delete needs the passphrase: it reads which points the source has forgotten".into(),
@@ -271,6 +272,9 @@ fn run(
     let created_with = prepare_destination(src, dst, &mut copied)?;
     let created = created_with.is_some();
     let dst_lock = dst.lock(LockKind::Shared, "sync (destination)", &lock_opts)?;
+    // Litter of syncs that were killed mid-copy.
+    dst.store()
+        .remove_stale_temporaries(crate::repo::layout::STALE_TEMPORARY)?;
     // With the key, the destination is opened with it (same key material).
     let dst_repo = key.map(|k| open_copy(k, dst)).transpose()?;
     if dst_repo.is_none() {
@@ -472,14 +476,25 @@ fn prepare_destination(
         Err(Error::NotARepository(_)) => {}
         Err(e) => return Err(e),
     }
-    let leftover = dst.store().list("")?;
+    let leftover = match dst.store().list("") {
+        Ok(l) => l,
+        Err(crate::store::StoreError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotADirectory =>
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{} is a file, not a directory: the destination of a sync is a new or empty directory, or a replica",
+                dst.name()
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
     if leftover
         .iter()
         .any(|o| !(o.key.starts_with(KEYS) || o.key.starts_with(TMP) || o.key == REPLICA_KEY))
     {
         return Err(Error::AlreadyExists(dst.name().to_string()));
     }
-    let config_bytes = src.store().get(CONFIG_KEY)?;
+    let config_bytes = read_object(src.store().as_ref(), CONFIG_KEY, None)?;
     let present: HashSet<KeyId> = list_ids(dst.store().as_ref(), KEYS)?.into_iter().collect();
     let keys: Vec<KeyId> = list_ids(src.store().as_ref(), KEYS)?;
     let mut copied_keys = HashSet::new();
@@ -708,10 +723,13 @@ fn fetch_verified(
         object: item.key.clone(),
         reason,
     };
-    let bytes = match src.store().get(&item.key) {
+    let listed = Some(item.size).filter(|s| *s > 0);
+    let bytes = match read_object(src.store().as_ref(), &item.key, listed) {
         Ok(b) => b,
-        Err(e) if e.is_not_found() => return Err(damaged("it is missing".into())),
-        Err(e) => return Err(CopyFailure::Fatal(e.into())),
+        Err(Error::Store(e)) if e.is_not_found() => return Err(damaged("it is missing".into())),
+        Err(Error::Store(e)) => return Err(CopyFailure::Fatal(e.into())),
+        // Larger than any such object can be: damaged, not copied.
+        Err(e) => return Err(damaged(e.to_string())),
     };
     if blake3::hash(&bytes).as_bytes() != &item.hash {
         return Err(damaged("content does not match its name".into()));
@@ -876,7 +894,7 @@ impl Copier<'_> {
 /// Reads a pack back from `repo` and opens every chunk its table lists;
 /// returns the number of chunks, or why the pack is bad.
 fn verify_pack(repo: &Repository, key: &str, hash: &[u8; 32]) -> std::result::Result<u64, String> {
-    let bytes = repo.store().get(key).map_err(|e| e.to_string())?;
+    let bytes = read_object(repo.store().as_ref(), key, None).map_err(|e| e.to_string())?;
     if blake3::hash(&bytes).as_bytes() != hash {
         return Err("the copy does not match its name".into());
     }

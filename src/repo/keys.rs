@@ -1,6 +1,6 @@
 //! Key files: the passphrases that open a repository (spec/FORMAT.md §4).
 
-use super::layout::{key_key, list_ids, CONFIG_KEY, KEYS};
+use super::layout::{key_key, list_ids, read_object, CONFIG_KEY, KEYS};
 use super::{host_name, now_unix, user_name, KeyInfo, LockKind, Repository};
 use crate::crypto::{self, KdfCost, MasterKey};
 use crate::error::{Error, Result};
@@ -44,12 +44,12 @@ impl Repository {
         let mut out = Vec::new();
         for id in list_ids::<KeyId>(store, KEYS)? {
             let key = key_key(&id);
-            let bytes = match store.get(&key) {
+            let bytes = match read_object(store, &key, None) {
                 // Removed between the listing and the read.
-                Err(e) if e.is_not_found() => continue,
+                Err(Error::Store(e)) if e.is_not_found() => continue,
                 other => other,
             };
-            let file = bytes.map_err(Error::from).and_then(|bytes| {
+            let file = bytes.and_then(|bytes| {
                 if KeyId::hash_of(&bytes) != id {
                     return Err(Error::damaged(&key, "content does not match its name"));
                 }

@@ -52,6 +52,74 @@ pub fn lock_key(id: &str) -> String {
     format!("{LOCKS}{id}")
 }
 
+/// The largest object a reader accepts under `key`: what this format's
+/// bounds allow writers to produce (spec/FORMAT.md §12). Every whole-object
+/// read goes through [`read_object`], which refuses anything larger before
+/// reading it, so a planted or damaged huge object never fills memory.
+pub fn size_limit(key: &str) -> u64 {
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+    if key == CONFIG_KEY || key == REPLICA_KEY {
+        64 * KIB
+    } else if key == POLICY_KEY {
+        crate::format::policy::MAX_POLICY_LEN as u64 + KIB
+    } else if key.starts_with(KEYS) || key.starts_with(FORGOTTEN) {
+        16 * KIB
+    } else if key.starts_with(LOCKS) {
+        crate::format::lock::MAX_LOCK_LEN as u64
+    } else if key.starts_with(POINTS) {
+        MIB
+    } else if key.starts_with(INDEX) {
+        crate::format::MAX_BLOB_PLAINTEXT as u64 + 64 * KIB
+    } else if key.starts_with(PACKS) {
+        MAX_PACK_BYTES
+    } else {
+        64 * KIB
+    }
+}
+
+/// Largest pack a reader accepts. Writers close a pack at 16 MiB, so a pack
+/// is at most 16 MiB plus one chunk (8 MiB at most) plus its table.
+pub const MAX_PACK_BYTES: u64 = 64 << 20;
+
+/// Reads the whole object `key`, refusing it as damaged if it is larger
+/// than [`size_limit`] allows. `listed_size` is its size when a listing
+/// gave it (saving a lookup). A missing object is `Store(NotFound)`.
+pub fn read_object(
+    store: &dyn Store,
+    key: &str,
+    listed_size: Option<u64>,
+) -> crate::error::Result<Vec<u8>> {
+    use crate::error::Error;
+    let limit = size_limit(key);
+    let size = match listed_size {
+        Some(s) => s,
+        None => store.size(key).map_err(Error::Store)?,
+    };
+    if size > limit {
+        return Err(too_large(key, size, limit));
+    }
+    let bytes = store.get(key).map_err(Error::Store)?;
+    // It may have grown since it was measured.
+    if bytes.len() as u64 > limit {
+        return Err(too_large(key, bytes.len() as u64, limit));
+    }
+    Ok(bytes)
+}
+
+fn too_large(key: &str, size: u64, limit: u64) -> crate::error::Error {
+    crate::error::Error::damaged(
+        key,
+        format!("it is {size} bytes, more than the {limit} such an object can be"),
+    )
+}
+
+/// Temporary files (under `tmp/`) older than this are litter of writers
+/// that were killed: a live writer renames its file within seconds. The
+/// commands that write (backup, sync, prune) remove them; `check` counts
+/// them.
+pub const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// How messages name a chunk.
 pub fn chunk_name(id: &ChunkId) -> String {
     format!("chunk {}", id.to_hex())

@@ -11,7 +11,9 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::layout::{list_ids_sized, FORGOTTEN, INDEX, KEYS, PACKS, POINTS, REPLICA_KEY};
+use super::layout::{
+    list_ids_sized, read_object, FORGOTTEN, INDEX, KEYS, PACKS, POINTS, REPLICA_KEY,
+};
 use super::lock::{LockKind, LockOptions, RepoLock};
 use super::Repository;
 use crate::error::{Error, Result};
@@ -81,12 +83,12 @@ impl RepoLocation {
 
     /// The replica marker, if this repository was created by `sync`.
     pub fn read_marker(&self) -> Result<Option<ReplicaMarker>> {
-        match self.store.get(REPLICA_KEY) {
+        match read_object(self.store.as_ref(), REPLICA_KEY, None) {
             Ok(bytes) => ReplicaMarker::decode(&bytes)
                 .map(Some)
                 .map_err(|e| Error::format(REPLICA_KEY, e)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(Error::Store(e)) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }
@@ -111,7 +113,7 @@ pub(crate) fn check_compatible(
         ))
     } else if source.encryption != destination.encryption {
         Some(format!(
-            "its encryption is {:?}, not {:?}",
+            "its encryption is {}, not {}",
             destination.encryption, source.encryption
         ))
     } else {

@@ -27,10 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::layout::{lock_key, LOCKS};
+use super::layout::{lock_key, read_object, LOCKS};
 use super::{host_name, now_unix, user_name};
 use crate::error::{Error, Result};
-use crate::format::lock::{bounded, LockMode, LockRecord, LOCK_VERSION, MAX_LOCK_LEN};
+use crate::format::lock::{bounded, LockMode, LockRecord, LOCK_VERSION};
 use crate::store::{PutMode, Store, StoreError};
 
 /// Which lock a command takes.
@@ -252,16 +252,12 @@ pub fn list_locks(store: &dyn Store, opts: &LockOptions) -> Result<Vec<LockInfo>
         };
         // An oversized object is no lock this build wrote: unreadable,
         // and never read into memory.
-        let read = if obj.size > MAX_LOCK_LEN as u64 {
-            Ok(Vec::new())
-        } else {
-            store.get(&obj.key)
-        };
-        let record = match read {
+        let record = match read_object(store, &obj.key, Some(obj.size)) {
             Ok(bytes) => LockRecord::decode(&bytes).ok(),
             // Released between the listing and the read.
-            Err(e) if e.is_not_found() => continue,
-            Err(e) => return Err(e.into()),
+            Err(Error::Store(e)) if e.is_not_found() => continue,
+            Err(Error::Store(e)) => return Err(e.into()),
+            Err(_) => None,
         };
         let stale = match &record {
             Some(r) => staleness(id, r, obj.modified, &me, now, opts.stale_after),

@@ -14,6 +14,7 @@ pub mod layout;
 pub(crate) mod location;
 pub mod lock;
 mod objects;
+pub use objects::Damaged;
 pub(crate) mod reader;
 
 use std::path::Path;
@@ -261,17 +262,20 @@ impl Repository {
 
     /// Reads and parses the config object without any key.
     pub fn read_config(store: &dyn Store, location: &str) -> Result<RepoConfig> {
-        let bytes = match store.get(CONFIG_KEY) {
+        let bytes = match layout::read_object(store, CONFIG_KEY, None) {
             Ok(b) => b,
-            Err(e) if e.is_not_found() => return Err(Error::NotARepository(location.to_string())),
+            Err(Error::Store(e)) if e.is_not_found() => {
+                return Err(Error::NotARepository(location.to_string()))
+            }
             // The location is a file (say, a disk image given in the
             // repository's place), not a directory holding a repository.
-            Err(StoreError::Io { source, .. })
+            Err(Error::Store(StoreError::Io { source, .. }))
                 if source.kind() == std::io::ErrorKind::NotADirectory =>
             {
                 return Err(Error::NotARepository(location.to_string()))
             }
-            Err(e) => return Err(e.into()),
+            Err(Error::Store(e)) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         RepoConfig::decode(&bytes).map_err(|e| Error::format(CONFIG_KEY, e))
     }

@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 
 use super::layout::{
-    forget_key, index_key, list_ids, list_ids_sized, pack_key, point_key, FORGOTTEN, INDEX, PACKS,
-    POINTS, POLICY_KEY,
+    forget_key, index_key, list_ids, list_ids_sized, pack_key, point_key, read_object, FORGOTTEN,
+    INDEX, MAX_PACK_BYTES, PACKS, POINTS, POLICY_KEY,
 };
 use super::Repository;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCategory, Result};
 use crate::format::forget::ForgetRecord;
 use crate::format::index::{index_bodies, IndexBody, IndexRecord};
 use crate::format::point::PointBody;
@@ -18,11 +18,35 @@ use crate::index::{ChunkIndex, ChunkLocation};
 use crate::packer::FinishedPack;
 use crate::store::PutMode;
 
-/// Largest forget record: header, blob header with nonce, the plaintext's
-/// bounded fields, tag, and room to spare.
-const MAX_FORGET_RECORD_BYTES: u64 = 16 << 10;
-/// Largest policy object: its plaintext bound and the sealing around it.
-const MAX_POLICY_BYTES: u64 = (crate::format::policy::MAX_POLICY_LEN as u64) + 1024;
+/// Recovery points with their bodies.
+pub type Points = Vec<(PointId, PointBody)>;
+
+/// An object that could not be used, and why: what lenient readers skip
+/// and report.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Damaged {
+    /// The object's key, e.g. `index/ab12...`.
+    pub object: String,
+    pub reason: String,
+}
+
+impl Damaged {
+    fn of(object: String, e: &Error) -> Self {
+        Damaged {
+            object,
+            reason: e.reason(),
+        }
+    }
+}
+
+/// A missing object that something names (an index file names a pack, a
+/// listing named an index file) is damage, as `From<StoreError>` says.
+fn not_found_is_damage(e: Error) -> Error {
+    match e {
+        Error::Store(s) => s.into(),
+        other => other,
+    }
+}
 
 impl Repository {
     // ---- index -------------------------------------------------------------
@@ -35,9 +59,33 @@ impl Repository {
     /// Reads one index file.
     pub fn read_index_file(&self, id: &IndexId) -> Result<IndexBody> {
         let key = index_key(id);
-        let bytes = self.store.get(&key)?;
+        let bytes = read_object(self.store.as_ref(), &key, None).map_err(not_found_is_damage)?;
         let body = self.open_object(&key, ObjectKind::Index, &id.0, &bytes)?;
-        IndexBody::decode(&body).map_err(|e| Error::format(key, e))
+        let body = IndexBody::decode(&body).map_err(|e| Error::format(&key, e))?;
+        // Readers allocate what an entry says a chunk takes: an entry
+        // larger than any chunk of this repository is damage, refused here
+        // for every reader at once.
+        let max_plain = self.max_chunk_plain() as u64;
+        use crate::format::blob::{FIXED_HEADER_LEN, NONCE_LEN, TAG_LEN};
+        let max_sealed = max_plain + (FIXED_HEADER_LEN + NONCE_LEN + TAG_LEN) as u64;
+        for r in &body.records {
+            if r.raw_length as u64 > max_plain
+                || r.length as u64 > max_sealed
+                || r.offset as u64 + r.length as u64 > MAX_PACK_BYTES
+            {
+                return Err(Error::damaged(
+                    &key,
+                    format!(
+                        "its entry for chunk {} says {} sealed bytes at offset {} ({} plain), more than a chunk of this repository can be",
+                        r.id.short(),
+                        r.length,
+                        r.offset,
+                        r.raw_length
+                    ),
+                ));
+            }
+        }
+        Ok(body)
     }
 
     /// Writes an index file (after the packs it names are durable).
@@ -68,13 +116,30 @@ impl Repository {
 
     /// Loads every index file into memory.
     pub fn load_index(&self) -> Result<ChunkIndex> {
+        let (index, damaged) = self.load_index_lenient()?;
+        match damaged.into_iter().next() {
+            Some(d) => Err(Error::damaged(d.object, d.reason)),
+            None => Ok(index),
+        }
+    }
+
+    /// Loads every index file that opens; one that is damaged is left out
+    /// and returned, so that one bad file does not hide the chunks of all
+    /// the others. Fails only on errors that are not damage (I/O, refusal).
+    pub fn load_index_lenient(&self) -> Result<(ChunkIndex, Vec<Damaged>)> {
         let mut index = ChunkIndex::default();
+        let mut damaged = Vec::new();
         for id in self.list_index_files()? {
-            let body = self.read_index_file(&id)?;
-            index.add_body(&body);
+            match self.read_index_file(&id) {
+                Ok(body) => index.add_body(&body),
+                Err(e) if e.category() == ErrorCategory::Damaged => {
+                    damaged.push(Damaged::of(index_key(&id), &e))
+                }
+                Err(e) => return Err(e),
+            }
         }
         index.finish();
-        Ok(index)
+        Ok((index, damaged))
     }
 
     /// Ids of all packs present in the store.
@@ -101,7 +166,7 @@ impl Repository {
 
     /// Reads a whole pack (check --read-data, repair).
     pub(crate) fn read_pack(&self, id: &PackId) -> Result<Vec<u8>> {
-        Ok(self.store.get(&pack_key(id))?)
+        read_object(self.store.as_ref(), &pack_key(id), None).map_err(not_found_is_damage)
     }
 
     /// Reads and opens one chunk at a known location, verifying its id.
@@ -125,12 +190,9 @@ impl Repository {
     /// Reads one recovery point.
     pub fn read_point(&self, id: &PointId) -> Result<PointBody> {
         let key = point_key(id);
-        let bytes = self.store.get(&key).map_err(|e| {
-            if e.is_not_found() {
-                Error::UnknownPoint(id.to_hex())
-            } else {
-                e.into()
-            }
+        let bytes = read_object(self.store.as_ref(), &key, None).map_err(|e| match e {
+            Error::Store(e) if e.is_not_found() => Error::UnknownPoint(id.to_hex()),
+            other => not_found_is_damage(other),
         })?;
         let body = self.open_object(&key, ObjectKind::Point, &id.0, &bytes)?;
         PointBody::decode(&body).map_err(|e| Error::format(key, e))
@@ -155,27 +217,50 @@ impl Repository {
 
     /// All recovery points, forgotten ones included, oldest first.
     pub fn list_all_points(&self) -> Result<Vec<(PointId, PointBody)>> {
+        let (points, damaged) = self.list_all_points_lenient()?;
+        match damaged.into_iter().next() {
+            Some(d) => Err(Error::damaged(d.object, d.reason)),
+            None => Ok(points),
+        }
+    }
+
+    /// Every recovery point that opens, forgotten ones included, oldest
+    /// first; the objects under `points/` that do not open are returned
+    /// apart, so that one bad object does not hide the other points.
+    pub fn list_all_points_lenient(&self) -> Result<(Points, Vec<Damaged>)> {
         let mut points = Vec::new();
+        let mut damaged = Vec::new();
         for id in self.list_point_ids()? {
             match self.read_point(&id) {
                 Ok(p) => points.push((id, p)),
                 // Pruned between the listing and the read.
                 Err(Error::UnknownPoint(_)) => {}
+                Err(e) if e.category() == ErrorCategory::Damaged => {
+                    damaged.push(Damaged::of(point_key(&id), &e))
+                }
                 Err(e) => return Err(e),
             }
         }
         points.sort_by(|a, b| {
             (a.1.time_secs, a.1.time_nanos, a.0).cmp(&(b.1.time_secs, b.1.time_nanos, b.0))
         });
-        Ok(points)
+        Ok((points, damaged))
     }
 
-    /// The recovery points that are not forgotten, oldest first.
+    /// The recovery points that are not forgotten and open, oldest first;
+    /// see [`Repository::list_points_lenient`] to learn of those that do
+    /// not open.
     pub fn list_points(&self) -> Result<Vec<(PointId, PointBody)>> {
+        Ok(self.list_points_lenient()?.0)
+    }
+
+    /// The recovery points that are not forgotten, oldest first, and the
+    /// point objects that do not open.
+    pub fn list_points_lenient(&self) -> Result<(Points, Vec<Damaged>)> {
         let forgotten = self.forgotten_points()?;
-        let mut points = self.list_all_points()?;
+        let (mut points, damaged) = self.list_all_points_lenient()?;
         points.retain(|(id, _)| !forgotten.contains_key(id));
-        Ok(points)
+        Ok((points, damaged))
     }
 
     /// Resolves `latest` (the newest point that is not forgotten), a full
@@ -210,20 +295,6 @@ impl Repository {
         }
     }
 
-    /// Reads a small object whole, after checking its size, so that a
-    /// planted huge object is refused without being read into memory. A
-    /// missing object is `Error::Store(NotFound)`.
-    fn get_at_most(&self, key: &str, max: u64) -> Result<Vec<u8>> {
-        let size = self.store.size(key).map_err(Error::Store)?;
-        if size > max {
-            return Err(Error::damaged(
-                key,
-                format!("it is {size} bytes, more than the {max} such an object can be"),
-            ));
-        }
-        self.store.get(key).map_err(Error::Store)
-    }
-
     // ---- forget records ------------------------------------------------------
 
     /// Every forget record, each verified against its name and opened.
@@ -243,7 +314,7 @@ impl Repository {
     /// Reads one forget record.
     pub fn read_forget_record(&self, id: &ForgetId) -> Result<ForgetRecord> {
         let key = forget_key(id);
-        let bytes = self.get_at_most(&key, MAX_FORGET_RECORD_BYTES)?;
+        let bytes = read_object(self.store.as_ref(), &key, None)?;
         let body = self.open_object(&key, ObjectKind::Forget, &id.0, &bytes)?;
         ForgetRecord::decode(&body).map_err(|e| Error::format(&key, e))
     }
@@ -282,7 +353,7 @@ impl Repository {
 
     /// The stored retention policy, or `None` when none was set.
     pub fn read_policy(&self) -> Result<Option<StoredPolicy>> {
-        let bytes = match self.get_at_most(POLICY_KEY, MAX_POLICY_BYTES) {
+        let bytes = match read_object(self.store.as_ref(), POLICY_KEY, None) {
             Ok(b) => b,
             Err(Error::Store(e)) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),

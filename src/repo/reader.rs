@@ -38,7 +38,8 @@ impl ReplicaReader {
         if let Some(ix) = slot.as_ref() {
             return Ok(ix.clone());
         }
-        let ix = Arc::new(self.repo.load_index()?);
+        // A damaged index file of the replica hides only its own chunks.
+        let ix = Arc::new(self.repo.load_index_lenient()?.0);
         *slot = Some(ix.clone());
         Ok(ix)
     }
@@ -101,23 +102,21 @@ impl ReplicaReader {
     }
 }
 
-/// The repository's index. With a fallback replica, an index file that
-/// cannot be read is left out (its chunks then come from the replica).
-pub(crate) fn load_index_with_fallback(
-    repo: &Repository,
-    fallback: Option<&ReplicaReader>,
-) -> Result<ChunkIndex> {
-    if fallback.is_none() {
-        return repo.load_index();
+/// What a reader of chunks says when a chunk is in no index it could read
+/// while some index files were damaged: the likely cause, and the cure.
+pub(crate) fn blame_damaged_index(e: Error, damaged: &[super::Damaged]) -> Error {
+    match (e, damaged.first()) {
+        (Error::MissingChunk { chunk }, Some(first)) => Error::damaged(
+            format!("chunk {chunk}"),
+            format!(
+                "it is in no readable index file, and {} index file(s) are damaged ({}: {}); 'diskvault repair REPO --index' rebuilds the index from the packs",
+                damaged.len(),
+                first.object,
+                first.reason
+            ),
+        ),
+        (e, _) => e,
     }
-    let mut index = ChunkIndex::default();
-    for id in repo.list_index_files()? {
-        if let Ok(body) = repo.read_index_file(&id) {
-            index.add_body(&body);
-        }
-    }
-    index.finish();
-    Ok(index)
 }
 
 /// Where a restore reads chunks: the repository through its index, and a

@@ -152,6 +152,10 @@ impl Store for LocalStore {
             let rd = match fs::read_dir(&dir) {
                 Ok(rd) => rd,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                // The root itself is named by its path, not by "".
+                Err(e) if key.is_empty() => {
+                    return Err(StoreError::io(&self.root.display().to_string(), e))
+                }
                 Err(e) => return Err(StoreError::io(&key, e)),
             };
             for entry in rd {

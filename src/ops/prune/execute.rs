@@ -10,10 +10,8 @@ use crate::format::index::IndexRecord;
 use crate::format::{IndexId, PackId, PointId};
 use crate::index::ChunkIndex;
 use crate::packer::PackWriter;
+use crate::repo::layout::STALE_TEMPORARY;
 use crate::repo::{RepoLock, Repository};
-
-/// Temporary files older than this are litter of killed writers.
-const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 pub(super) fn execute(
     repo: &Repository,

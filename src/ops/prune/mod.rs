@@ -122,18 +122,14 @@ pub struct PruneReport {
     /// their name (damaged): kept as they are; `check` and `repair` say more.
     pub damaged_packs: Vec<String>,
     /// Marking and planning time (reading points, index and manifests).
-    #[serde(serialize_with = "millis")]
+    #[serde(serialize_with = "crate::ops::millis")]
     pub plan_duration: Duration,
-    #[serde(serialize_with = "millis")]
+    #[serde(serialize_with = "crate::ops::millis")]
     pub duration: Duration,
 }
 
 fn hex_ids<S: serde::Serializer>(ids: &[PointId], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(ids.iter().map(|i| i.to_hex()))
-}
-
-fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
 }
 
 /// Two prunes would each wait, at their exclusive phase, for the other's

@@ -1,5 +1,6 @@
 //! `restore`: rebuild disk images from a recovery point, verifying every
-//! chunk and the whole-image hash.
+//! chunk and the whole-image hash. What a restore may write is decided in
+//! `target.rs`, in one place.
 //!
 //! The manifest is walked in image order. Each batch of extents is fetched
 //! with few large reads (chunks stored next to each other in a pack are read
@@ -21,12 +22,15 @@
 //! read, or that fails verification is read from the replica instead
 //! (whose index is loaded only then), and the report counts those chunks.
 
-use std::fs::{self, File, OpenOptions};
-use std::io;
+mod target;
+
+use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, FileTypeExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -40,9 +44,13 @@ use crate::imagehash::{ImageHasher, Span};
 use crate::index::{ChunkIndex, ChunkLocation};
 use crate::manifest::{walk, ManifestEvent};
 use crate::progress::{Progress, Tracker};
-use crate::repo::reader::{load_index_with_fallback, ChunkReader, ReplicaReader};
+use crate::repo::reader::{blame_damaged_index, ChunkReader, ReplicaReader};
+use crate::repo::Damaged;
 use crate::repo::RepoLocation;
 use crate::repo::{pack_key, Repository};
+use target::{
+    open_for_restore, open_in_place, output_error, write_pieces, Output, OutputKind, Target,
+};
 
 /// Plaintext bytes fetched per parallel batch.
 const BATCH_BYTES: u64 = 16 << 20;
@@ -71,6 +79,9 @@ pub struct RestoreOptions {
     /// read chunks from when the repository lacks them or holds them
     /// damaged. It is opened with the repository's key.
     pub fallback: Option<RepoLocation>,
+    /// Set to stop the restore (from a signal handler, say): it fails with
+    /// [`Error::Interrupted`] and removes the new file it was writing.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// One restored disk.
@@ -98,6 +109,9 @@ pub struct RestoredDisk {
 pub struct RestoreReport {
     pub point: PointId,
     pub disks: Vec<RestoredDisk>,
+    /// Index files that could not be read: the restore went on without
+    /// them, and found every chunk it needed elsewhere.
+    pub damaged_index_files: Vec<Damaged>,
     pub duration: Duration,
 }
 
@@ -167,33 +181,36 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions) -> Result<RestoreReport
                 path.join(format!("{}.img", sanitize(&disk.name))).display()
             )));
         }
-        if path.exists() && !opts.force {
+    }
+    let mut outputs = Vec::new();
+    for (disk, path) in &targets {
+        let out = target::resolve(path)?;
+        if out.kind != OutputKind::New && !opts.force {
             return Err(Error::OutputExists(path.clone()));
         }
+        outputs.push((*disk, out));
     }
-    let pool = worker_pool(opts.threads)?;
-    let index = load_index_with_fallback(repo, fallback.as_ref())?;
+    let pool = crate::exec::worker_pool(opts.threads, "restore")?;
+    let (index, damaged) = repo.load_index_lenient()?;
     let reader = ChunkReader::new(repo, &index, fallback.as_ref());
     let mut tracker = Tracker::new(
         opts.progress.clone(),
         targets.iter().map(|(d, _)| d.size).sum(),
     );
+    let cancel = opts.cancel.as_deref();
     let mut disks = Vec::new();
-    for (disk, path) in targets {
-        disks.push(restore_disk(&reader, &pool, disk, &path, &mut tracker)?);
+    for (disk, out) in &outputs {
+        disks.push(
+            restore_disk(&reader, &pool, disk, out, &mut tracker, cancel)
+                .map_err(|e| blame_damaged_index(e, &damaged))?,
+        );
     }
     Ok(RestoreReport {
         point: point_id,
         disks,
+        damaged_index_files: damaged,
         duration: started.elapsed(),
     })
-}
-
-fn worker_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.unwrap_or(0))
-        .build()
-        .map_err(|e| Error::InvalidArgument(format!("cannot start worker threads: {e}")))
 }
 
 /// `restore --into`: update an existing copy of one disk in place.
@@ -215,22 +232,65 @@ fn restore_into(
             })
         }
     };
-    let meta = fs::metadata(&opts.output).map_err(|source| Error::Output {
-        path: opts.output.clone(),
-        source,
-    })?;
-    if !(meta.is_file() || meta.file_type().is_block_device()) {
+    let out = target::resolve(&opts.output)?;
+    if out.kind == OutputKind::New {
         return Err(Error::InvalidArgument(format!(
-            "{} is not a file or block device to restore into",
+            "{} does not exist; --into updates an existing copy of the disk: restore to a new file without --into",
             opts.output.display()
         )));
     }
-    let pool = worker_pool(opts.threads)?;
-    let index = load_index_with_fallback(repo, fallback)?;
+    let current_size = fs::metadata(&out.path)
+        .map_err(output_error(&out.given))?
+        .len();
+    if out.kind == OutputKind::File && current_size != disk.size && !opts.force {
+        return Err(Error::InvalidArgument(format!(
+            "{} is {current_size} bytes and disk '{}' is {}: it may be a copy of another disk; pass --force to update it anyway",
+            opts.output.display(),
+            disk.name,
+            disk.size
+        )));
+    }
+    let pool = crate::exec::worker_pool(opts.threads, "restore")?;
+    let (index, damaged) = repo.load_index_lenient()?;
     let reader = ChunkReader::new(repo, &index, fallback);
-    let target = open_existing_target(&opts.output, disk.size)?;
-    let mut tracker = Tracker::new(opts.progress.clone(), disk.size);
-    let (bytes_written, counts) = write_disk(&reader, &pool, disk, &target, &mut tracker)?;
+    let target = open_in_place(&out, disk.size)?;
+    let cancel = opts.cancel.as_deref();
+    let mut tracker = Tracker::new(opts.progress.clone(), 2 * disk.size);
+    // Before the first write, every chunk the update needs is read and
+    // verified, and so is the image it makes: a damaged vault leaves the
+    // copy as it was.
+    write_disk(
+        &reader,
+        &pool,
+        disk,
+        &target,
+        Pass::Verify,
+        &mut tracker,
+        cancel,
+    )
+    .map_err(|e| blame_damaged_index(e, &damaged))?;
+    let written = (|| {
+        if out.kind == OutputKind::File && current_size != disk.size {
+            target
+                .file
+                .set_len(disk.size)
+                .map_err(output_error(&out.given))?;
+        }
+        write_disk(
+            &reader,
+            &pool,
+            disk,
+            &target,
+            Pass::Write,
+            &mut tracker,
+            cancel,
+        )
+    })();
+    let (bytes_written, counts) = written.map_err(|e| Error::PartlyWritten {
+        path: opts.output.clone(),
+        point: point_id.short(),
+        cause: Box::new(e),
+    })?;
     Ok(RestoreReport {
         point: point_id,
         disks: vec![RestoredDisk {
@@ -243,6 +303,7 @@ fn restore_into(
             chunks_reused: counts.reused,
             chunks_from_replica: counts.from_replica,
         }],
+        damaged_index_files: damaged,
         duration: started.elapsed(),
     })
 }
@@ -282,140 +343,35 @@ fn sanitize(name: &str) -> String {
         .to_string()
 }
 
-/// Where a disk's bytes go.
-struct Target {
-    file: File,
-    /// Path written during the restore (differs from `path` for new files).
-    write_path: PathBuf,
-    path: PathBuf,
-    /// How zero runs are written.
-    zeros: ZeroPolicy,
-    /// Compare with the existing content before writing (restore --into).
-    compare_existing: bool,
-}
-
-/// What a zero run needs in the output.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ZeroPolicy {
-    /// A new sparse file: nothing, it is a hole already.
-    Skip,
-    /// An existing file: punch a hole (or write zeros where that fails).
-    Punch,
-    /// A block device: write zeros.
-    Write,
-}
-
-fn output_error(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
-    move |source| Error::Output {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn device_size(file: &File) -> io::Result<u64> {
-    use std::io::{Seek, SeekFrom};
-    let mut f = file;
-    f.seek(SeekFrom::End(0))
-}
-
-fn open_target(path: &Path, size: u64) -> Result<Target> {
-    let is_device = fs::metadata(path)
-        .map(|m| m.file_type().is_block_device())
-        .unwrap_or(false);
-    if is_device {
-        return open_existing_target(path, size);
-    }
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    let write_path = path.with_file_name(name);
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&write_path)
-        .map_err(output_error(path))?;
-    file.set_len(size).map_err(output_error(path))?;
-    Ok(Target {
-        file,
-        write_path,
-        path: path.to_path_buf(),
-        zeros: ZeroPolicy::Skip,
-        compare_existing: false,
-    })
-}
-
-/// Opens an existing file or device to be updated in place.
-fn open_existing_target(path: &Path, size: u64) -> Result<Target> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(output_error(path))?;
-    let is_device = file
-        .metadata()
-        .map_err(output_error(path))?
-        .file_type()
-        .is_block_device();
-    if is_device {
-        let dev_size = device_size(&file).map_err(output_error(path))?;
-        if dev_size < size {
-            return Err(Error::InvalidArgument(format!(
-                "{} holds {dev_size} bytes, the disk needs {size}",
-                path.display()
-            )));
-        }
-    } else {
-        file.set_len(size).map_err(output_error(path))?;
-    }
-    Ok(Target {
-        file,
-        write_path: path.to_path_buf(),
-        path: path.to_path_buf(),
-        zeros: if is_device {
-            ZeroPolicy::Write
-        } else {
-            ZeroPolicy::Punch
-        },
-        compare_existing: true,
-    })
-}
-
 fn restore_disk(
     reader: &ChunkReader<'_>,
     pool: &rayon::ThreadPool,
     disk: &DiskRecord,
-    path: &Path,
+    out: &Output,
     tracker: &mut Tracker,
+    cancel: Option<&AtomicBool>,
 ) -> Result<RestoredDisk> {
-    let mut target = open_target(path, disk.size)?;
-    // Writing a fresh copy: comparing with what was there is pointless.
-    target.compare_existing = false;
-    let result = write_disk(reader, pool, disk, &target, tracker);
-    let in_place = target.write_path == target.path;
-    match result {
-        Ok((written, counts)) => {
-            if !in_place {
-                fs::rename(&target.write_path, &target.path).map_err(|source| {
-                    let _ = fs::remove_file(&target.write_path);
-                    Error::Output {
-                        path: target.path.clone(),
-                        source,
-                    }
-                })?;
-            }
-            Ok(RestoredDisk {
-                name: disk.name.clone(),
-                path: target.path,
-                size: disk.size,
-                bytes_written: written,
-                chunks: counts.chunks,
-                chunks_fetched: counts.fetched,
-                chunks_reused: counts.reused,
-                chunks_from_replica: counts.from_replica,
-            })
+    let target = open_for_restore(out, disk.size)?;
+    let result = write_disk(reader, pool, disk, &target, Pass::Write, tracker, cancel);
+    let finished = result.and_then(|(written, counts)| {
+        if !target.in_place() {
+            fs::rename(&target.write_path, &target.path).map_err(output_error(&out.given))?;
         }
+        Ok((written, counts))
+    });
+    match finished {
+        Ok((written, counts)) => Ok(RestoredDisk {
+            name: disk.name.clone(),
+            path: out.given.clone(),
+            size: disk.size,
+            bytes_written: written,
+            chunks: counts.chunks,
+            chunks_fetched: counts.fetched,
+            chunks_reused: counts.reused,
+            chunks_from_replica: counts.from_replica,
+        }),
         Err(e) => {
-            if !in_place {
+            if !target.in_place() {
                 let _ = fs::remove_file(&target.write_path);
             }
             Err(e)
@@ -425,7 +381,7 @@ fn restore_disk(
 
 /// A batch item once resolved: bytes to write (or already in place), or a
 /// zero run.
-enum Piece {
+pub(super) enum Piece {
     Data {
         offset: u64,
         bytes: Vec<u8>,
@@ -448,21 +404,44 @@ struct Counts {
 /// Largest read that fetches neighbouring chunks of one pack together.
 const MAX_RUN_BYTES: u64 = 1 << 20;
 
+/// Whether a walk over a disk writes it, or only reads and verifies what
+/// it would write.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Verify,
+    Write,
+}
+
+/// Walks the disk's manifest, fetches (or, with `--into`, reuses) every
+/// chunk, verifies each and the whole image, and with [`Pass::Write`]
+/// writes them to `target`. Returns the bytes written and the counts.
 fn write_disk(
     reader: &ChunkReader<'_>,
     pool: &rayon::ThreadPool,
     disk: &DiskRecord,
     target: &Target,
+    pass: Pass,
     tracker: &mut Tracker,
+    cancel: Option<&AtomicBool>,
 ) -> Result<(u64, Counts)> {
     let (tx, rx) = sync_channel::<Vec<Piece>>(1);
     let out_path = target.write_path.clone();
     let zeros = target.zeros;
-    let file = target.file.try_clone().map_err(output_error(&out_path))?;
-    let writer = thread::Builder::new()
-        .name("diskvault-write".into())
-        .spawn(move || write_pieces(file, zeros, rx))
-        .map_err(output_error(&out_path))?;
+    let writer = match pass {
+        Pass::Write => {
+            let file = target.file.try_clone().map_err(output_error(&out_path))?;
+            Some(
+                thread::Builder::new()
+                    .name("diskvault-write".into())
+                    .spawn(move || write_pieces(file, zeros, rx))
+                    .map_err(output_error(&out_path))?,
+            )
+        }
+        Pass::Verify => {
+            drop(rx);
+            None
+        }
+    };
 
     let mut hasher = ImageHasher::new(disk.size);
     let mut counts = Counts::default();
@@ -471,6 +450,9 @@ fn write_disk(
     let mut batch_bytes = 0u64;
     let existing = target.compare_existing.then_some(&target.file);
     let mut run_batch = |batch: Vec<(u64, Extent)>, counts: &mut Counts| -> Result<()> {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(Error::Interrupted);
+        }
         let pieces = pool.install(|| -> Result<Vec<Piece>> {
             let pieces = fetch_batch(reader, &batch, existing)?;
             let spans: Vec<Span<'_>> = pieces
@@ -497,7 +479,10 @@ fn write_disk(
                 }
             }
         }
-        tx.send(pieces).map_err(|_| writer_gone())
+        match pass {
+            Pass::Write => tx.send(pieces).map_err(|_| writer_gone()),
+            Pass::Verify => Ok(()),
+        }
     };
     let mut load = |id: &ChunkId| reader.read(id);
     let walked = walk(&disk.manifest_root, disk.size, &mut load, &mut |ev| {
@@ -515,9 +500,12 @@ fn write_disk(
     });
     let last = walked.and_then(|_| run_batch(std::mem::take(&mut batch), &mut counts));
     drop(tx);
-    let written = writer
-        .join()
-        .map_err(|_| Error::InvalidArgument("writer thread panicked".into()))?;
+    let written = match writer {
+        Some(w) => w
+            .join()
+            .map_err(|_| Error::InvalidArgument("writer thread panicked".into()))?,
+        None => Ok(0),
+    };
     let bytes = match (last, written) {
         // A failed writer explains why sending to it failed: report it first.
         (_, Err(source)) => {
@@ -548,66 +536,6 @@ fn write_disk(
         });
     }
     Ok((bytes, counts))
-}
-
-/// The writer thread: positional writes in arrival order; returns the bytes
-/// written after making them durable.
-fn write_pieces(
-    file: File,
-    zeros: ZeroPolicy,
-    rx: std::sync::mpsc::Receiver<Vec<Piece>>,
-) -> io::Result<u64> {
-    let zero_buf = vec![0u8; 1 << 20];
-    let mut written = 0u64;
-    for batch in rx {
-        for piece in batch {
-            match piece {
-                Piece::Data {
-                    offset,
-                    bytes,
-                    write: true,
-                } => {
-                    file.write_all_at(&bytes, offset)?;
-                    written += bytes.len() as u64;
-                }
-                Piece::Data { write: false, .. } => {}
-                Piece::Zero { offset, len } => match zeros {
-                    ZeroPolicy::Skip => {}
-                    ZeroPolicy::Punch if punch_hole(&file, offset, len).is_ok() => {}
-                    ZeroPolicy::Punch | ZeroPolicy::Write => {
-                        let (mut off, mut left) = (offset, len);
-                        while left > 0 {
-                            let k = left.min(zero_buf.len() as u64) as usize;
-                            file.write_all_at(&zero_buf[..k], off)?;
-                            off += k as u64;
-                            left -= k as u64;
-                        }
-                    }
-                },
-            }
-        }
-    }
-    file.sync_all()?;
-    Ok(written)
-}
-
-/// Deallocates a range of a file, which then reads as zeros.
-fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: fallocate on a valid descriptor has no memory effects.
-    let rc = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// One read of neighbouring chunks in a pack: `(pack, start, length)` and
