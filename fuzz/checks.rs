@@ -16,7 +16,7 @@ use std::sync::LazyLock;
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use diskvault::crypto::{MasterKey, Sealer};
-use diskvault::format::blob::{BlobHeader, NONCE_LEN};
+use diskvault::format::blob::{BlobHeader, Cipher, Compression, NONCE_LEN};
 use diskvault::format::config::{CompressionSetting, RepoConfig};
 use diskvault::format::forget::ForgetRecord;
 use diskvault::format::index::IndexBody;
@@ -31,6 +31,7 @@ use diskvault::format::pack::{
 use diskvault::format::point::PointBody;
 use diskvault::format::point::MAX_STRING;
 use diskvault::format::policy::{StoredPolicy, MAX_GRACE_SECS};
+use diskvault::format::zstd_frame::{check_frame, ZSTD_MAGIC};
 use diskvault::format::{
     ChunkId, ObjectHeader, ObjectKind, FORMAT_MAJOR, MAX_BLOB_PLAINTEXT, OBJECT_HEADER_LEN,
 };
@@ -96,6 +97,16 @@ pub fn blob_header(data: &[u8]) -> bool {
     for max_plain in [0, 16 << 10, MAX_CHUNK_PLAIN, MAX_BLOB_PLAINTEXT] {
         if let Ok((header, payload)) = BlobHeader::decode(data, max_plain) {
             assert!(header.plain_len as usize <= max_plain);
+            // An unencrypted zstd body is the frame itself: its shape is
+            // checked before anything is decompressed.
+            if header.compression == Compression::Zstd && header.cipher == Cipher::None {
+                if let Ok(frame) = check_frame(payload, header.plain_len) {
+                    assert!(frame
+                        .content_size
+                        .is_none_or(|n| n == header.plain_len as u64));
+                    assert_eq!(payload[..4], ZSTD_MAGIC.to_le_bytes());
+                }
+            }
             let mut again = Vec::new();
             header.encode_into(&mut again);
             assert_eq!(again.len(), header.encoded_len());

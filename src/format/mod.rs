@@ -17,6 +17,7 @@ pub mod pack;
 pub mod point;
 pub mod policy;
 pub mod replica;
+pub mod zstd_frame;
 
 pub use id::{ChunkId, ForgetId, IndexId, KeyId, PackId, PointId};
 
