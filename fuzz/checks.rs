@@ -291,7 +291,12 @@ pub fn config(data: &[u8]) -> bool {
     };
     assert!(config.format.major <= FORMAT_MAJOR);
     assert!(config.chunker.validate().is_ok());
+    assert!((1..=FORMAT_MAJOR).contains(&config.format.major));
     assert_eq!(config.id.len(), 64);
+    assert!(config
+        .id
+        .bytes()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
     let bytes = config.encode();
     assert_eq!(RepoConfig::decode(&bytes), Ok(config));
     true
@@ -306,6 +311,15 @@ pub fn keyfile(data: &[u8]) -> bool {
     assert!(key.kdf.memory_kib <= MAX_KDF_MEMORY_KIB);
     assert!((1..=MAX_KDF_ITERATIONS).contains(&key.kdf.iterations));
     assert!((1..=MAX_KDF_PARALLELISM).contains(&key.kdf.parallelism));
+    assert!(key.kdf.memory_kib as u64 >= 8 * key.kdf.parallelism as u64);
+    for hex in [
+        &key.kdf.salt,
+        &key.nonce,
+        &key.wrapped_key,
+        &key.repository_id,
+    ] {
+        assert!(hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    }
     let bytes = key.encode();
     assert_eq!(KeyFile::decode(&bytes), Ok(key));
     true

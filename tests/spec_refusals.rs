@@ -3,10 +3,420 @@
 //! says what a reader must do with it; the valid encoding itself must be
 //! accepted, so every refusal is caused by the change alone.
 
-use diskvault::crypto::Sealer;
+use diskvault::crypto::{self, MasterKey, Sealer};
 use diskvault::format::blob::BlobHeader;
-use diskvault::format::config::CompressionSetting;
+use diskvault::format::config::{ChunkerParams, CompressionSetting, Encryption, RepoConfig};
+use diskvault::format::keyfile::KeyFile;
 use diskvault::format::zstd_frame::check_frame;
+use diskvault::format::FormatError;
+use diskvault::KdfCost;
+use serde_json::{json, Value};
+
+// ---- JSON: config and key files (§3.1, §4.1) --------------------------------
+
+fn valid_config() -> Value {
+    let config = RepoConfig::new(
+        "0123456789abcdef".repeat(4),
+        ChunkerParams::DEFAULT_FASTCDC,
+        CompressionSetting::DEFAULT,
+        Encryption::Aes256Gcm,
+        1_795_740_663,
+    );
+    serde_json::from_slice(&config.encode()).unwrap()
+}
+
+fn valid_key_file() -> Value {
+    let file = crypto::wrap_master_key(
+        &MasterKey::from_test_bytes(&[7; 64]),
+        b"passphrase",
+        &"0123456789abcdef".repeat(4),
+        KdfCost::insecure_fast(),
+        1_795_740_663,
+        "vm".into(),
+        "root".into(),
+    )
+    .unwrap();
+    serde_json::from_slice(&file.encode()).unwrap()
+}
+
+fn config_decodes(v: &Value) -> Result<(), FormatError> {
+    RepoConfig::decode(&serde_json::to_vec(v).unwrap()).map(drop)
+}
+
+fn key_file_decodes(v: &Value) -> Result<(), FormatError> {
+    KeyFile::decode(&serde_json::to_vec(v).unwrap()).map(drop)
+}
+
+/// Every member of `v`, as paths of keys (`["chunker", "size"]`).
+fn member_paths(v: &Value, prefix: &[String], out: &mut Vec<Vec<String>>) {
+    if let Value::Object(map) = v {
+        for (k, child) in map {
+            let mut path = prefix.to_vec();
+            path.push(k.clone());
+            out.push(path.clone());
+            member_paths(child, &path, out);
+        }
+    }
+}
+
+fn parent_of<'a>(v: &'a mut Value, path: &[String]) -> &'a mut serde_json::Map<String, Value> {
+    let mut at = v;
+    for k in &path[..path.len() - 1] {
+        at = at.get_mut(k).unwrap();
+    }
+    at.as_object_mut().unwrap()
+}
+
+fn with(v: &Value, path: &[&str], new: Value) -> Value {
+    let mut v = v.clone();
+    let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+    parent_of(&mut v, &path).insert(path.last().unwrap().clone(), new);
+    v
+}
+
+/// A value of every JSON type, to put where another type belongs.
+fn values_of_every_type() -> Vec<Value> {
+    vec![
+        Value::Null,
+        json!(true),
+        json!("16384"),
+        json!(16384),
+        json!(16384.5),
+        json!([16384]),
+        json!({}),
+    ]
+}
+
+fn same_json_type(a: &Value, b: &Value) -> bool {
+    std::mem::discriminant(a) == std::mem::discriminant(b)
+        && a.is_f64() == b.is_f64()
+        && !(a.is_object() && b.is_object())
+}
+
+/// Every member is required and has one JSON type: removing any member, or
+/// giving it a value of another type, makes the document unreadable.
+fn every_member_is_required_and_typed(
+    valid: &Value,
+    decodes: fn(&Value) -> Result<(), FormatError>,
+) {
+    assert_eq!(decodes(valid), Ok(()), "the valid document");
+    let mut paths = Vec::new();
+    member_paths(valid, &[], &mut paths);
+    assert!(paths.len() >= 9);
+    for path in &paths {
+        let mut missing = valid.clone();
+        parent_of(&mut missing, path).remove(path.last().unwrap());
+        assert!(decodes(&missing).is_err(), "accepted without {path:?}");
+
+        let original = {
+            let mut at = valid;
+            for k in path {
+                at = &at[k];
+            }
+            at.clone()
+        };
+        for other in values_of_every_type() {
+            if same_json_type(&original, &other) {
+                continue;
+            }
+            let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+            let changed = with(valid, &refs, other.clone());
+            assert!(
+                decodes(&changed).is_err(),
+                "accepted {path:?} = {other} (a {original} belongs there)"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_config_needs_every_member_with_its_json_type() {
+    every_member_is_required_and_typed(&valid_config(), config_decodes);
+    let fixed = with(
+        &valid_config(),
+        &["chunker"],
+        json!({"algorithm": "fixed", "size": 16384}),
+    );
+    every_member_is_required_and_typed(&fixed, config_decodes);
+}
+
+#[test]
+fn a_key_file_needs_every_member_with_its_json_type() {
+    every_member_is_required_and_typed(&valid_key_file(), key_file_decodes);
+}
+
+#[test]
+fn config_values_out_of_bounds_are_refused_and_those_within_accepted() {
+    let v = valid_config();
+    let fixed = |size: Value| {
+        with(
+            &v,
+            &["chunker"],
+            json!({"algorithm": "fixed", "size": size}),
+        )
+    };
+    let cdc = |a: u64, b: u64, c: u64| {
+        with(
+            &v,
+            &["chunker"],
+            json!({"algorithm": "fastcdc-v2020", "min_size": a, "avg_size": b, "max_size": c}),
+        )
+    };
+    let refused: Vec<(&str, Value)> = vec![
+        ("format major 0", with(&v, &["format", "major"], json!(0))),
+        ("negative minor", with(&v, &["format", "minor"], json!(-1))),
+        (
+            "minor beyond u32",
+            with(&v, &["format", "minor"], json!(1u64 << 32)),
+        ),
+        (
+            "id of 63 characters",
+            with(&v, &["id"], json!("a".repeat(63))),
+        ),
+        (
+            "id of 65 characters",
+            with(&v, &["id"], json!("a".repeat(65))),
+        ),
+        (
+            "id in upper case",
+            with(&v, &["id"], json!("ABCDEF01".repeat(8))),
+        ),
+        ("id not hex", with(&v, &["id"], json!("g".repeat(64)))),
+        (
+            "unknown chunker",
+            with(&v, &["chunker", "algorithm"], json!("rabin")),
+        ),
+        (
+            "chunker name in capitals",
+            with(&v, &["chunker", "algorithm"], json!("FIXED")),
+        ),
+        ("fixed below 512", fixed(json!(511))),
+        ("fixed above 8 MiB", fixed(json!((8 << 20) + 1))),
+        ("fixed negative", fixed(json!(-16384))),
+        ("fixed as a fraction", fixed(json!(16384.0))),
+        ("fixed as text", fixed(json!("16K"))),
+        ("fastcdc odd min", cdc(4097, 16384, 65536)),
+        ("fastcdc odd avg", cdc(4096, 16383, 65536)),
+        ("fastcdc odd max", cdc(4096, 16384, 65535)),
+        ("fastcdc min below 64", cdc(62, 16384, 65536)),
+        (
+            "fastcdc min above 1 MiB",
+            cdc((1 << 20) + 2, 2 << 20, 4 << 20),
+        ),
+        ("fastcdc avg below 256", cdc(64, 254, 1024)),
+        ("fastcdc avg above 4 MiB", cdc(4096, (4 << 20) + 2, 8 << 20)),
+        ("fastcdc max below 1024", cdc(64, 256, 1022)),
+        ("fastcdc max above 8 MiB", cdc(4096, 16384, (8 << 20) + 2)),
+        ("fastcdc min above avg", cdc(32768, 16384, 65536)),
+        ("fastcdc avg above max", cdc(4096, 131072, 65536)),
+        (
+            "compression zstd without a level",
+            with(&v, &["compression"], json!("zstd")),
+        ),
+        (
+            "compression with a plus sign",
+            with(&v, &["compression"], json!("zstd:+1")),
+        ),
+        (
+            "compression with a leading zero",
+            with(&v, &["compression"], json!("zstd:01")),
+        ),
+        (
+            "compression with a space",
+            with(&v, &["compression"], json!("zstd: 1")),
+        ),
+        (
+            "compression level 23",
+            with(&v, &["compression"], json!("zstd:23")),
+        ),
+        (
+            "compression level -8",
+            with(&v, &["compression"], json!("zstd:-8")),
+        ),
+        (
+            "compression in capitals",
+            with(&v, &["compression"], json!("NONE")),
+        ),
+        (
+            "unknown compression",
+            with(&v, &["compression"], json!("lz4")),
+        ),
+        (
+            "unknown encryption",
+            with(&v, &["encryption"], json!("aes-128-gcm")),
+        ),
+        (
+            "encryption in capitals",
+            with(&v, &["encryption"], json!("AES-256-GCM")),
+        ),
+        (
+            "created beyond i64",
+            with(&v, &["created"], json!(u64::MAX)),
+        ),
+    ];
+    for (what, doc) in &refused {
+        assert!(config_decodes(doc).is_err(), "accepted: {what}");
+    }
+    let accepted: Vec<(&str, Value)> = vec![
+        ("a newer minor", with(&v, &["format", "minor"], json!(7))),
+        (
+            "fixed of 1000 bytes: no power of two needed",
+            fixed(json!(1000)),
+        ),
+        ("fixed of an odd size", fixed(json!(4097))),
+        ("fixed at 512", fixed(json!(512))),
+        ("fixed at 8 MiB", fixed(json!(8 << 20))),
+        ("fastcdc at its lowest", cdc(64, 256, 1024)),
+        ("fastcdc at its highest", cdc(1 << 20, 4 << 20, 8 << 20)),
+        ("fastcdc with equal sizes", cdc(65536, 65536, 65536)),
+        ("no compression", with(&v, &["compression"], json!("none"))),
+        (
+            "negative level",
+            with(&v, &["compression"], json!("zstd:-7")),
+        ),
+        ("level 22", with(&v, &["compression"], json!("zstd:22"))),
+        ("unencrypted", with(&v, &["encryption"], json!("none"))),
+        ("created before 1970", with(&v, &["created"], json!(-1))),
+        (
+            "unknown top-level member",
+            with(&v, &["comment"], json!({"any": [1, 2]})),
+        ),
+        (
+            "unknown member of format",
+            with(&v, &["format", "patch"], json!(3)),
+        ),
+        (
+            "unknown member of chunker",
+            with(&v, &["chunker", "seed"], json!(0)),
+        ),
+    ];
+    for (what, doc) in &accepted {
+        assert_eq!(config_decodes(doc), Ok(()), "refused: {what}");
+    }
+}
+
+#[test]
+fn key_file_values_out_of_bounds_are_refused_and_those_within_accepted() {
+    let v = valid_key_file();
+    let kdf = |m: u64, t: u64, p: u64| {
+        let v = with(&v, &["kdf", "memory_kib"], json!(m));
+        let v = with(&v, &["kdf", "iterations"], json!(t));
+        with(&v, &["kdf", "parallelism"], json!(p))
+    };
+    let mut refused: Vec<(String, Value)> = vec![
+        (
+            "argon2i".into(),
+            with(&v, &["kdf", "algorithm"], json!("argon2i")),
+        ),
+        (
+            "Argon2id".into(),
+            with(&v, &["kdf", "algorithm"], json!("Argon2id")),
+        ),
+        ("memory above 4 GiB".into(), kdf((4 << 20) + 1, 3, 1)),
+        ("memory 0".into(), kdf(0, 3, 1)),
+        ("memory below 8 KiB per lane".into(), kdf(31, 3, 4)),
+        ("0 passes".into(), kdf(65536, 0, 1)),
+        ("65 passes".into(), kdf(65536, 65, 1)),
+        ("0 lanes".into(), kdf(65536, 3, 0)),
+        ("65 lanes".into(), kdf(65536, 3, 65)),
+        (
+            "memory as a fraction".into(),
+            with(&v, &["kdf", "memory_kib"], json!(65536.0)),
+        ),
+        (
+            "created beyond i64".into(),
+            with(&v, &["created"], json!(u64::MAX)),
+        ),
+    ];
+    for (field, bytes) in [
+        (&["kdf", "salt"][..], 32),
+        (&["nonce"][..], 12),
+        (&["wrapped_key"][..], 80),
+        (&["repository_id"][..], 32),
+    ] {
+        let good = "ab".repeat(bytes);
+        assert_eq!(key_file_decodes(&with(&v, field, json!(good))), Ok(()));
+        for (how, bad) in [
+            ("upper case", "AB".repeat(bytes)),
+            ("one character short", good[1..].to_string()),
+            ("one byte long", format!("{good}ab")),
+            ("not hex", format!("{}zz", &good[2..])),
+            ("spaces", format!(" {} ", &good[2..])),
+        ] {
+            refused.push((format!("{field:?} {how}"), with(&v, field, json!(bad))));
+        }
+    }
+    for (what, doc) in &refused {
+        assert!(key_file_decodes(doc).is_err(), "accepted: {what}");
+    }
+    let accepted: Vec<(&str, Value)> = vec![
+        ("the least Argon2 allows", kdf(8, 1, 1)),
+        ("8 KiB per lane", kdf(512, 1, 64)),
+        ("the most a reader allows", kdf(4 << 20, 64, 64)),
+        ("an empty host", with(&v, &["host"], json!(""))),
+        (
+            "a user name in any script",
+            with(&v, &["username"], json!("Zoë 李")),
+        ),
+        (
+            "unknown top-level member",
+            with(&v, &["label"], json!("laptop")),
+        ),
+        (
+            "unknown member of kdf",
+            with(&v, &["kdf", "secret"], json!(null)),
+        ),
+    ];
+    for (what, doc) in &accepted {
+        assert_eq!(key_file_decodes(doc), Ok(()), "refused: {what}");
+    }
+}
+
+/// Rules about the document's text that a JSON value cannot show.
+#[test]
+fn json_documents_are_one_object_without_duplicates_or_a_byte_order_mark() {
+    let config = String::from_utf8(serde_json::to_vec(&valid_config()).unwrap()).unwrap();
+    let key = String::from_utf8(serde_json::to_vec(&valid_key_file()).unwrap()).unwrap();
+    let decode_config = |s: &str| RepoConfig::decode(s.as_bytes()).map(drop);
+    let decode_key = |s: &str| KeyFile::decode(s.as_bytes()).map(drop);
+    type Decode<'a> = &'a dyn Fn(&str) -> Result<(), FormatError>;
+    let docs: [(&str, &str, Decode); 2] = [
+        ("config", &config, &decode_config),
+        ("key file", &key, &decode_key),
+    ];
+    for (what, text, decode) in docs {
+        assert_eq!(decode(text), Ok(()), "{what}");
+        assert_eq!(
+            decode(&format!("\n  {text}\n\n")),
+            Ok(()),
+            "{what} in whitespace"
+        );
+        let inner = &text[1..];
+        let refused = [
+            ("a byte-order mark", format!("\u{feff}{text}")),
+            ("a second object", format!("{text}{text}")),
+            ("trailing text", format!("{text} x")),
+            ("an array", format!("[{text}]")),
+            ("a duplicate created", format!("{{\"created\":1,{inner}")),
+            ("a trailing comma", text.replacen('}', ",}", 1)),
+            ("a comment", format!("/* */{text}")),
+        ];
+        for (how, doc) in refused {
+            assert!(decode(&doc).is_err(), "{what} with {how} accepted");
+        }
+    }
+    // Duplicates inside nested objects too.
+    let dup = config.replacen("\"minor\"", "\"major\":1,\"minor\"", 1);
+    assert!(
+        decode_config(&dup).is_err(),
+        "duplicate format.major accepted"
+    );
+    let dup = key.replacen("\"iterations\"", "\"memory_kib\":8,\"iterations\"", 1);
+    assert!(
+        decode_key(&dup).is_err(),
+        "duplicate kdf.memory_kib accepted"
+    );
+}
 
 // ---- zstd bodies (§2.3) -------------------------------------------------------
 
