@@ -24,7 +24,7 @@ use diskvault::format::keyfile::{
     KeyFile, MAX_KDF_ITERATIONS, MAX_KDF_MEMORY_KIB, MAX_KDF_PARALLELISM,
 };
 use diskvault::format::lock::{LockRecord, MAX_LOCK_STRING};
-use diskvault::format::manifest::{ManifestNode, NodeEntries, MAX_LEVEL};
+use diskvault::format::manifest::{ManifestNode, NodeEntries, MAX_LEVEL, MAX_NODE_LEN};
 use diskvault::format::pack::{
     decode_footer, decode_table, encode_footer, encode_table, PACK_FOOTER_LEN,
 };
@@ -253,12 +253,16 @@ pub fn manifest(data: &[u8]) -> bool {
     let Ok(node) = ManifestNode::decode(data) else {
         return false;
     };
+    assert!(data.len() <= MAX_NODE_LEN);
     match &node.entries {
         NodeEntries::Leaf(extents) => {
             assert_eq!(node.level, 0);
             assert!(extents.iter().all(|e| !e.is_empty()));
         }
-        NodeEntries::Interior(_) => assert!((1..=MAX_LEVEL).contains(&node.level)),
+        NodeEntries::Interior(children) => {
+            assert!((1..=MAX_LEVEL).contains(&node.level));
+            assert!(!children.is_empty());
+        }
     }
     // Decode promised the sums fit in u64; covered() would overflow (and
     // panic under overflow checks) if they did not.

@@ -7,8 +7,11 @@ use diskvault::crypto::{self, MasterKey, Sealer};
 use diskvault::format::blob::BlobHeader;
 use diskvault::format::config::{ChunkerParams, CompressionSetting, Encryption, RepoConfig};
 use diskvault::format::keyfile::KeyFile;
+use diskvault::format::manifest::{
+    ChildRef, Extent, ManifestNode, NodeEntries, MAX_NODE_ENTRIES, MAX_NODE_LEN,
+};
 use diskvault::format::zstd_frame::check_frame;
-use diskvault::format::FormatError;
+use diskvault::format::{ChunkId, FormatError};
 use diskvault::KdfCost;
 use serde_json::{json, Value};
 
@@ -645,4 +648,152 @@ fn diskvault_writes_frames_with_their_content_size_and_no_checksum() {
         assert_eq!(frame.content_size, Some(plaintext.len() as u64));
         assert!(!frame.has_checksum, "level {level}");
     }
+}
+
+// ---- manifest nodes (§9.2) ----------------------------------------------------
+
+fn leaf(extents: Vec<Extent>) -> ManifestNode {
+    ManifestNode {
+        level: 0,
+        start: 0,
+        entries: NodeEntries::Leaf(extents),
+    }
+}
+
+fn data_extents(n: usize) -> Vec<Extent> {
+    (0..n)
+        .map(|i| Extent::Data {
+            id: ChunkId([i as u8; 32]),
+            length: 16384,
+        })
+        .collect()
+}
+
+#[test]
+fn a_manifest_node_is_at_most_one_mebibyte_whatever_its_entry_count() {
+    // 16 + 28 339 × 37 bytes fits; one more data extent does not, with an
+    // entry count far below 65 536.
+    let fits = leaf(data_extents(28_339)).encode();
+    assert!(fits.len() <= MAX_NODE_LEN);
+    assert!(ManifestNode::decode(&fits).is_ok());
+    let over = leaf(data_extents(28_340)).encode();
+    assert!(over.len() > MAX_NODE_LEN);
+    assert!(matches!(
+        ManifestNode::decode(&over),
+        Err(FormatError::TooLarge { .. })
+    ));
+
+    let children = |n: usize| ManifestNode {
+        level: 1,
+        start: 0,
+        entries: NodeEntries::Interior(
+            (0..n)
+                .map(|i| ChildRef {
+                    id: ChunkId([i as u8; 32]),
+                    covered: 4 << 20,
+                })
+                .collect(),
+        ),
+    };
+    assert!(ManifestNode::decode(&children(26_214).encode()).is_ok());
+    assert!(ManifestNode::decode(&children(26_215).encode()).is_err());
+
+    // Zero runs take 9 bytes: here the entry count binds first.
+    let zeros = |n: usize| leaf(vec![Extent::Zero { length: 1 }; n]).encode();
+    assert!(zeros(MAX_NODE_ENTRIES).len() <= MAX_NODE_LEN);
+    assert!(ManifestNode::decode(&zeros(MAX_NODE_ENTRIES)).is_ok());
+    assert!(matches!(
+        ManifestNode::decode(&zeros(MAX_NODE_ENTRIES + 1)),
+        Err(FormatError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn manifest_nodes_refuse_every_byte_outside_the_spec() {
+    let valid = leaf(vec![
+        Extent::Data {
+            id: ChunkId([1; 32]),
+            length: 4096,
+        },
+        Extent::Zero { length: 8192 },
+    ])
+    .encode();
+    assert!(ManifestNode::decode(&valid).is_ok());
+    let interior = ManifestNode {
+        level: 1,
+        start: 0,
+        entries: NodeEntries::Interior(vec![ChildRef {
+            id: ChunkId([2; 32]),
+            covered: 4096,
+        }]),
+    }
+    .encode();
+    assert!(ManifestNode::decode(&interior).is_ok());
+    let changed = |from: &[u8], at: usize, value: u8| {
+        let mut b = from.to_vec();
+        b[at] = value;
+        b
+    };
+    // Leaf entries start at 16: tag, then a u32 length for data.
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        ("reserved byte 2".into(), changed(&valid, 2, 1)),
+        ("reserved byte 3".into(), changed(&valid, 3, 0xff)),
+        ("a leaf at level 1".into(), changed(&valid, 1, 1)),
+        (
+            "an interior node at level 0".into(),
+            changed(&interior, 1, 0),
+        ),
+        (
+            "an interior node at level 17".into(),
+            changed(&interior, 1, 17),
+        ),
+        ("an empty data extent".into(), {
+            let mut b = valid.clone();
+            b[17..21].copy_from_slice(&0u32.to_le_bytes());
+            b
+        }),
+        ("an empty zero run".into(), {
+            let mut b = valid.clone();
+            let at = 16 + 37 + 1;
+            b[at..at + 8].copy_from_slice(&0u64.to_le_bytes());
+            b
+        }),
+        (
+            "an interior node without children".into(),
+            [&[2u8, 1, 0, 0][..], &[0; 8], &0u32.to_le_bytes()].concat(),
+        ),
+        ("one trailing byte".into(), [&valid[..], &[0]].concat()),
+        (
+            "a trailing zero run not counted".into(),
+            [&valid[..], &[2], &1u64.to_le_bytes()].concat(),
+        ),
+        (
+            "one trailing byte on an interior node".into(),
+            [&interior[..], &[0]].concat(),
+        ),
+        (
+            "a missing last byte".into(),
+            valid[..valid.len() - 1].to_vec(),
+        ),
+        ("coverage beyond 2^64".into(), {
+            let mut b = valid.clone();
+            b[4..12].copy_from_slice(&u64::MAX.to_le_bytes());
+            b
+        }),
+    ];
+    for kind in [0u8, 3, 255] {
+        cases.push((format!("node kind {kind}"), changed(&valid, 0, kind)));
+    }
+    for tag in [0u8, 3, 4, 0x81, 255] {
+        cases.push((format!("entry tag {tag}"), changed(&valid, 16, tag)));
+        cases.push((
+            format!("second entry tag {tag}"),
+            changed(&valid, 16 + 37, tag),
+        ));
+    }
+    for (what, bytes) in cases {
+        assert!(ManifestNode::decode(&bytes).is_err(), "accepted {what}");
+    }
+    // An empty disk's manifest: an empty leaf.
+    assert!(ManifestNode::decode(&leaf(vec![]).encode()).is_ok());
 }
