@@ -10,6 +10,7 @@ use diskvault::format::keyfile::KeyFile;
 use diskvault::format::manifest::{
     ChildRef, Extent, ManifestNode, NodeEntries, MAX_NODE_ENTRIES, MAX_NODE_LEN,
 };
+use diskvault::format::point::{check_disk_name, DiskRecord, DiskStats, PointBody};
 use diskvault::format::zstd_frame::check_frame;
 use diskvault::format::{ChunkId, FormatError};
 use diskvault::KdfCost;
@@ -796,4 +797,109 @@ fn manifest_nodes_refuse_every_byte_outside_the_spec() {
     }
     // An empty disk's manifest: an empty leaf.
     assert!(ManifestNode::decode(&leaf(vec![]).encode()).is_ok());
+}
+
+// ---- recovery points (§10) ----------------------------------------------------
+
+fn point_with(names: &[&str]) -> PointBody {
+    PointBody {
+        time_secs: 1_795_740_663,
+        time_nanos: 5,
+        duration_millis: 10,
+        host: "vm".into(),
+        source: "/dev/sda".into(),
+        tags: vec![],
+        disks: names
+            .iter()
+            .map(|name| DiskRecord {
+                name: name.to_string(),
+                size: 0,
+                manifest_root: ChunkId([0; 32]),
+                image_hash: [0; 32],
+                stats: DiskStats::default(),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn disk_names_that_are_not_plain_names_are_refused_by_writers_and_readers() {
+    let long = "n".repeat(1025);
+    let refused: Vec<(&str, Vec<&str>)> = vec![
+        ("an empty name", vec![""]),
+        ("a dot", vec!["."]),
+        ("two dots", vec![".."]),
+        ("a slash", vec!["a/b"]),
+        ("a lone slash", vec!["/"]),
+        ("a leading slash", vec!["/dev/sda"]),
+        ("a trailing slash", vec!["sda/"]),
+        ("a parent path", vec!["../etc"]),
+        ("NUL", vec!["sd\0a"]),
+        ("a newline", vec!["sda\n"]),
+        ("a tab", vec!["\tsda"]),
+        ("a carriage return", vec!["sda\rsdb"]),
+        ("an escape sequence", vec!["\u{1b}[2Jsda"]),
+        ("DEL", vec!["sda\u{7f}"]),
+        ("a C1 control (NEL)", vec!["sda\u{85}"]),
+        ("a C1 control (U+009F)", vec!["\u{9f}"]),
+        ("1025 bytes", vec![&long]),
+        ("the same name twice", vec!["sda", "sda"]),
+        ("the same name twice, apart", vec!["sda", "sdb", "sda"]),
+        ("a bad name after good ones", vec!["sda", "sdb", "x/y"]),
+    ];
+    for (what, names) in &refused {
+        let point = point_with(names);
+        assert!(point.validate().is_err(), "the writer accepts {what}");
+        assert!(
+            PointBody::decode(&point.encode()).is_err(),
+            "a reader accepts {what}"
+        );
+    }
+    let max = "n".repeat(1024);
+    let accepted: Vec<(&str, Vec<&str>)> = vec![
+        ("one plain name", vec!["sda"]),
+        ("several names", vec!["root", "data", "swap"]),
+        ("three dots", vec!["..."]),
+        ("a leading dot", vec![".hidden"]),
+        ("dots inside", vec!["disk.img"]),
+        ("a space", vec!["my disk"]),
+        ("a backslash", vec!["a\\b"]),
+        ("a colon", vec!["c:"]),
+        ("letters of any script", vec!["ディスク", "ünïcode"]),
+        ("a no-break space (not a control)", vec!["a\u{a0}b"]),
+        (
+            "a zero-width joiner (format, not control)",
+            vec!["a\u{200d}b"],
+        ),
+        ("names differing in case", vec!["SDA", "sda"]),
+        ("1024 bytes", vec![&max]),
+        ("no disk at all", vec![]),
+    ];
+    for (what, names) in &accepted {
+        let point = point_with(names);
+        assert_eq!(point.validate(), Ok(()), "the writer refuses {what}");
+        assert_eq!(
+            PointBody::decode(&point.encode()),
+            Ok(point.clone()),
+            "a reader refuses {what}"
+        );
+        for name in names {
+            assert_eq!(check_disk_name(name), Ok(()), "{what}");
+        }
+    }
+}
+
+#[test]
+fn points_refuse_bytes_after_the_last_disk_and_nanoseconds_out_of_range() {
+    let point = point_with(&["sda"]);
+    let bytes = point.encode();
+    assert!(PointBody::decode(&bytes).is_ok());
+    assert!(PointBody::decode(&[&bytes[..], &[0]].concat()).is_err());
+    let mut nanos = bytes.clone();
+    nanos[8..12].copy_from_slice(&1_000_000_000u32.to_le_bytes());
+    assert!(PointBody::decode(&nanos).is_err());
+    let mut not_utf8 = bytes;
+    let host_at = 8 + 4 + 8 + 2;
+    not_utf8[host_at] = 0xff;
+    assert!(PointBody::decode(&not_utf8).is_err());
 }

@@ -7,10 +7,14 @@
 
 mod common;
 
-use common::{Xorshift, MIB};
+use std::path::Path;
+
+use common::{Xorshift, KIB, MIB};
 use diskvault::format::manifest::{ChildRef, Extent, ManifestNode, NodeEntries};
 use diskvault::format::ChunkId;
 use diskvault::manifest::ManifestBuilder;
+use diskvault::source::ImageSource;
+use diskvault::{DiskRecord, Repository};
 
 // ---- the manifest writer (§9.4) --------------------------------------------
 
@@ -214,4 +218,122 @@ fn diskvault_builds_manifests_as_the_spec_pseudo_code_does() {
     // 70 000 leaves of zeros: interior nodes of two levels above the leaves.
     let nodes = same_manifest("a 273 GiB disk of zeros", &[Push::Zero(70_000 * SPAN)]);
     assert_eq!(nodes, 70_000 + 274 + 2 + 1);
+}
+
+// ---- the figures of a disk record (§10.1) -------------------------------------
+
+const CHUNK: u64 = 16 * KIB;
+
+fn chunk_of(seed: u64) -> Vec<u8> {
+    Xorshift::new(seed).bytes(CHUNK as usize)
+}
+
+/// Disk A, 256 KiB: a hole, four random chunks, two chunks of written
+/// zeros, the two shared chunks S1 S2, a hole.
+/// Disk B, 128 KiB: S1 S2, one unique chunk U, S1 again, a hole.
+fn write_disks(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let a = dir.join("a.img");
+    let b = dir.join("b.img");
+    let mut pieces: Vec<(u64, Vec<u8>)> = (0..4)
+        .map(|i| ((4 + i) * CHUNK, chunk_of(10 + i)))
+        .collect();
+    pieces.push((8 * CHUNK, vec![0; 2 * CHUNK as usize]));
+    pieces.push((10 * CHUNK, chunk_of(1)));
+    pieces.push((11 * CHUNK, chunk_of(2)));
+    common::write_sparse_image(&a, 16 * CHUNK, &pieces);
+    common::write_sparse_image(
+        &b,
+        8 * CHUNK,
+        &[
+            (0, chunk_of(1)),
+            (CHUNK, chunk_of(2)),
+            (2 * CHUNK, chunk_of(3)),
+            (3 * CHUNK, chunk_of(1)),
+        ],
+    );
+    (a, b)
+}
+
+fn region_bytes(path: &Path) -> u64 {
+    let src = ImageSource::open(path).unwrap();
+    src.data_regions().unwrap().iter().map(|(s, e)| e - s).sum()
+}
+
+/// Sealed length and plaintext length of each chunk, as the index has them.
+fn added(repo: &Repository, ids: &[ChunkId]) -> (u64, u64, u64) {
+    let index = repo.load_index().unwrap();
+    let mut plain = 0;
+    let mut sealed = 0;
+    for id in ids {
+        let loc = index.get(id).expect("an added chunk is indexed");
+        plain += loc.raw_length as u64;
+        sealed += loc.length as u64;
+    }
+    (ids.len() as u64, plain, sealed)
+}
+
+fn figures(d: &DiskRecord) -> (u64, u64, u64) {
+    (d.stats.new_chunks, d.stats.new_bytes, d.stats.stored_bytes)
+}
+
+#[test]
+fn a_disk_record_counts_what_the_spec_says_and_shared_chunks_go_to_the_first_disk() {
+    let dir = common::scratch_dir();
+    let (a, b) = write_disks(dir.path());
+    let repo = common::init_repo(&dir.path().join("vault"));
+    let report = common::backup_disks(&repo, &[("a", &a), ("b", &b)]);
+    let (da, db) = (&report.body.disks[0], &report.body.disks[1]);
+    let sealer = repo.sealer();
+    let id = |seed| sealer.chunk_id(&chunk_of(seed));
+
+    // Read: the data regions, written zeros included, holes not.
+    assert_eq!(da.stats.bytes_read, region_bytes(&a));
+    assert_eq!(db.stats.bytes_read, region_bytes(&b));
+    // Zero runs: holes and all-zero chunks = size minus the data extents.
+    assert_eq!(da.stats.zero_bytes, da.size - 6 * CHUNK);
+    assert_eq!(db.stats.zero_bytes, db.size - 4 * CHUNK);
+    // Chunks: data extents, a repeated chunk at each place.
+    assert_eq!((da.stats.chunks, db.stats.chunks), (6, 4));
+
+    // Added: a's four chunks, S1, S2 and its manifest leaf (its root); b's
+    // U and its root only, although it holds S1 twice and S2 once.
+    let a_added = [
+        id(10),
+        id(11),
+        id(12),
+        id(13),
+        id(1),
+        id(2),
+        da.manifest_root,
+    ];
+    let b_added = [id(3), db.manifest_root];
+    assert_eq!(figures(da), added(&repo, &a_added));
+    assert_eq!(figures(db), added(&repo, &b_added));
+    // Summed over the disks: everything the backup added, once.
+    assert_eq!(
+        repo.load_index().unwrap().len(),
+        a_added.len() + b_added.len()
+    );
+
+    // In the other order, b comes first and gets the shared chunks.
+    let repo = common::init_repo(&dir.path().join("vault2"));
+    let report = common::backup_disks(&repo, &[("b", &b), ("a", &a)]);
+    let (db, da) = (&report.body.disks[0], &report.body.disks[1]);
+    let sealer = repo.sealer();
+    let id = |seed| sealer.chunk_id(&chunk_of(seed));
+    assert_eq!(
+        figures(db),
+        added(&repo, &[id(1), id(2), id(3), db.manifest_root])
+    );
+    assert_eq!(
+        figures(da),
+        added(&repo, &[id(10), id(11), id(12), id(13), da.manifest_root])
+    );
+
+    // A second backup of the same disks adds nothing.
+    let again = common::backup_disks(&repo, &[("b", &b), ("a", &a)]);
+    for d in &again.body.disks {
+        assert_eq!(figures(d), (0, 0, 0), "disk {}", d.name);
+        assert!(d.stats.chunks > 0);
+    }
 }
