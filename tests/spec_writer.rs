@@ -10,11 +10,205 @@ mod common;
 use std::path::Path;
 
 use common::{Xorshift, KIB, MIB};
+use diskvault::chunker::Chunker;
 use diskvault::format::manifest::{ChildRef, Extent, ManifestNode, NodeEntries};
 use diskvault::format::ChunkId;
 use diskvault::manifest::ManifestBuilder;
 use diskvault::source::ImageSource;
-use diskvault::{DiskRecord, Repository};
+use diskvault::{ChunkerParams, DiskRecord, Repository};
+
+// ---- FastCDC (§3.2, Appendix A) -------------------------------------------
+
+/// The masks and gear table as spec/FORMAT.md's Appendix A prints them.
+struct SpecTables {
+    masks: [u64; 26],
+    gear: [u64; 256],
+}
+
+fn spec_tables() -> SpecTables {
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spec/FORMAT.md"))
+        .expect("read spec/FORMAT.md");
+    let appendix = &spec[spec.find("## Appendix A").expect("Appendix A")..];
+    let mut masks = [0u64; 26];
+    let mut found = 0;
+    for line in appendix.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() == 5 {
+            if let (Ok(k), Some(hex)) = (
+                cells[1].parse::<usize>(),
+                cells[2]
+                    .strip_prefix("`0x")
+                    .and_then(|h| h.strip_suffix('`')),
+            ) {
+                masks[k] = u64::from_str_radix(hex, 16).expect("mask in hex");
+                assert_eq!(
+                    masks[k].count_ones().to_string(),
+                    cells[3],
+                    "set bits of MASKS[{k}]"
+                );
+                found += 1;
+            }
+        }
+    }
+    assert_eq!(found, 17, "masks 7 to 23");
+    let gear_text = &appendix[appendix.find("### A.2").expect("A.2")..];
+    let block = &gear_text[gear_text.find("```text").expect("gear block") + 7..];
+    let block = &block[..block.find("```").expect("end of gear block")];
+    let values: Vec<u64> = block
+        .split_whitespace()
+        .map(|h| u64::from_str_radix(h, 16).expect("gear value in hex"))
+        .collect();
+    assert_eq!(values.len(), 256);
+    let mut gear = [0u64; 256];
+    gear.copy_from_slice(&values);
+    SpecTables { masks, gear }
+}
+
+/// Step 1: k is the integer nearest to log2(avg): 2^(2k-1) < avg² < 2^(2k+1).
+fn spec_masks(t: &SpecTables, avg: u64) -> (u64, u64) {
+    let square = (avg as u128) * (avg as u128);
+    let k = (1..64).find(|&k| square < 1u128 << (2 * k + 1)).unwrap();
+    (t.masks[k + 1], t.masks[k - 1])
+}
+
+/// Step 2, as written in the spec.
+fn spec_cut(t: &SpecTables, w: &[u8], a: usize, b: usize, masks: (u64, u64)) -> usize {
+    let n = w.len();
+    if n <= a {
+        return n;
+    }
+    let center = b.min(n);
+    let end = n - n % 2;
+    let mut h: u64 = 0;
+    for (p, &byte) in w.iter().enumerate().take(end).skip(a) {
+        h = (h << 1).wrapping_add(t.gear[byte as usize]);
+        let mask = if p < center { masks.0 } else { masks.1 };
+        if h & mask == 0 {
+            return p;
+        }
+    }
+    n
+}
+
+/// Step 3: the chunk lengths of one data region.
+fn spec_region(t: &SpecTables, region: &[u8], a: usize, b: usize, c: usize) -> Vec<usize> {
+    let masks = spec_masks(t, b as u64);
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < region.len() {
+        let n = c.min(region.len() - pos);
+        let len = spec_cut(t, &region[pos..pos + n], a, b, masks);
+        out.push(len);
+        pos += len;
+    }
+    out
+}
+
+fn diskvault_region(params: ChunkerParams, region: &[u8], offset: u64) -> Vec<usize> {
+    let mut out = Vec::new();
+    let consumed = Chunker::new(params).cut(region, offset, true, &mut out);
+    assert_eq!(consumed, region.len());
+    out
+}
+
+/// Regions of several kinds: random, repetitive text, zeros, short, odd.
+fn sample_regions() -> Vec<(&'static str, Vec<u8>)> {
+    let mut rng = Xorshift::new(2020);
+    let mut text = Vec::new();
+    while text.len() < 700 * KIB as usize {
+        let word = rng.below(5000);
+        text.extend_from_slice(format!("block {word} of a disk image; ").as_bytes());
+    }
+    vec![
+        ("random", rng.bytes(3 * MIB as usize + 7)),
+        ("text", text),
+        ("zeros", vec![0; 300 * KIB as usize]),
+        ("short", rng.bytes(100)),
+        ("one byte", vec![9]),
+        ("odd length", rng.bytes(5 * KIB as usize + 1)),
+    ]
+}
+
+#[test]
+fn fastcdc_chunks_are_the_ones_the_spec_pseudo_code_cuts() {
+    let tables = spec_tables();
+    let params: [(u32, u32, u32); 7] = [
+        (4 << 10, 16 << 10, 64 << 10),
+        (64, 256, 1024),
+        (8 << 10, 32 << 10, 128 << 10),
+        // Averages that are not powers of two: k rounds to the nearest.
+        (2048, 12288, 40000),
+        (512, 1500, 8192),
+        (1000, 1100, 4000),
+        // Equal sizes: every chunk but a region's last is max_size long.
+        (65536, 65536, 65536),
+    ];
+    let regions = sample_regions();
+    for (a, b, c) in params {
+        let chunker = ChunkerParams::FastCdc2020 {
+            min_size: a,
+            avg_size: b,
+            max_size: c,
+        };
+        chunker.validate().expect("valid parameters");
+        for (what, region) in &regions {
+            let expected = spec_region(&tables, region, a as usize, b as usize, c as usize);
+            assert_eq!(expected.iter().sum::<usize>(), region.len());
+            // The image offset does not matter to FastCDC: regions restart.
+            assert_eq!(
+                diskvault_region(chunker, region, 12345),
+                expected,
+                "{what} region with fastcdc {a}/{b}/{c}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_spec_mask_rule_picks_the_crates_masks_for_every_allowed_average() {
+    let tables = spec_tables();
+    for avg in (256..=(4u64 << 20)).step_by(2) {
+        let crate_masks =
+            fastcdc::v2020::select_masks(avg as usize, fastcdc::v2020::Normalization::Level1);
+        assert_eq!(spec_masks(&tables, avg), crate_masks, "avg_size {avg}");
+    }
+}
+
+// ---- fixed chunks (§3.2) and CHUNKING.md ------------------------------------
+
+#[test]
+fn fixed_chunks_need_not_be_a_power_of_two() {
+    let data = Xorshift::new(1).bytes(5000);
+    let params = ChunkerParams::Fixed { size: 1000 };
+    params.validate().expect("1000 is a valid fixed size");
+    // Boundaries at absolute multiples of 1000: a region starting at 2500
+    // first gives a 500-byte chunk.
+    assert_eq!(
+        diskvault_region(params, &data, 2500),
+        vec![500, 1000, 1000, 1000, 1000, 500]
+    );
+}
+
+/// CHUNKING.md: filling holes keeps fixed boundaries, not every chunk.
+#[test]
+fn filling_holes_keeps_fixed_boundaries_but_changes_the_chunks_at_region_edges() {
+    let chunk = 16 * KIB as usize;
+    let data = Xorshift::new(7).bytes(36 * KIB as usize);
+    let params = ChunkerParams::DEFAULT;
+    // Sparse: one data region [4 KiB, 40 KiB) between holes.
+    let sparse = diskvault_region(params, &data, 4 * KIB);
+    assert_eq!(sparse, vec![12 * KIB as usize, chunk, 8 * KIB as usize]);
+    // The same image with its holes filled with zeros: one region [0, 48 KiB).
+    let mut filled = vec![0u8; 48 * KIB as usize];
+    filled[4 * KIB as usize..40 * KIB as usize].copy_from_slice(&data);
+    assert_eq!(diskvault_region(params, &filled, 0), vec![chunk; 3]);
+    // The boundary at 16 KiB and 32 KiB is in both; the chunk between them is
+    // the same bytes, the two edge chunks are not.
+    let sparse_middle = &data[12 * KIB as usize..28 * KIB as usize];
+    assert_eq!(&filled[chunk..2 * chunk], sparse_middle);
+    assert_ne!(&filled[..chunk], &data[..12 * KIB as usize]);
+    assert_ne!(&filled[2 * chunk..], &data[28 * KIB as usize..]);
+}
 
 // ---- the manifest writer (§9.4) --------------------------------------------
 
