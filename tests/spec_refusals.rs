@@ -12,7 +12,7 @@ use diskvault::format::manifest::{
 };
 use diskvault::format::point::{check_disk_name, DiskRecord, DiskStats, PointBody};
 use diskvault::format::zstd_frame::check_frame;
-use diskvault::format::{ChunkId, FormatError};
+use diskvault::format::{ChunkId, FormatError, ObjectHeader, ObjectKind};
 use diskvault::KdfCost;
 use serde_json::{json, Value};
 
@@ -419,6 +419,74 @@ fn json_documents_are_one_object_without_duplicates_or_a_byte_order_mark() {
     assert!(
         decode_key(&dup).is_err(),
         "duplicate kdf.memory_kib accepted"
+    );
+}
+
+// ---- object headers and sealed blobs (§2) ----------------------------------
+
+#[test]
+fn object_headers_refuse_every_byte_outside_the_spec() {
+    let valid = ObjectHeader::current(ObjectKind::Index).encode();
+    assert!(ObjectHeader::decode(&valid, ObjectKind::Index).is_ok());
+    let mut cases: Vec<(String, [u8; 8])> = Vec::new();
+    for (at, value) in [(6, 1), (7, 1), (6, 0x80), (7, 0xff)] {
+        let mut h = valid;
+        h[at] = value;
+        cases.push((format!("reserved byte {at} = {value:#x}"), h));
+    }
+    for (at, value) in [(0, b'd'), (3, b'X')] {
+        let mut h = valid;
+        h[at] = value;
+        cases.push((format!("magic byte {at}"), h));
+    }
+    for kind in [0u8, 1, 3, 6, 255] {
+        let mut h = valid;
+        h[4] = kind;
+        cases.push((format!("kind {kind} for an index"), h));
+    }
+    for version in [0u8, 2, 255] {
+        let mut h = valid;
+        h[5] = version;
+        cases.push((format!("version {version}"), h));
+    }
+    for (what, h) in cases {
+        assert!(
+            ObjectHeader::decode(&h, ObjectKind::Index).is_err(),
+            "accepted {what}"
+        );
+    }
+}
+
+#[test]
+fn sealed_blob_headers_refuse_every_byte_outside_the_spec() {
+    let sealer = Sealer::plain();
+    let valid = sealer.seal(b"some plaintext", b"ctx", CompressionSetting::None);
+    assert!(BlobHeader::decode(&valid, 1 << 20).is_ok());
+    let changed = |at: usize, value: u8| {
+        let mut b = valid.clone();
+        b[at] = value;
+        b
+    };
+    let cases = vec![
+        ("reserved byte 2", changed(2, 1)),
+        ("reserved byte 3", changed(3, 0x40)),
+        ("compression 2", changed(0, 2)),
+        ("cipher 2", changed(1, 2)),
+        ("stored length one short", valid[..valid.len() - 1].to_vec()),
+        ("stored length one long", [&valid[..], b"x"].concat()),
+        ("header only", valid[..7].to_vec()),
+        // cipher 1 needs a nonce and a 16-byte tag after the header.
+        ("cipher 1 and no room for nonce and tag", changed(1, 1)),
+    ];
+    for (what, bytes) in cases {
+        assert!(
+            BlobHeader::decode(&bytes, 1 << 20).is_err(),
+            "accepted {what}"
+        );
+    }
+    assert!(
+        BlobHeader::decode(&valid, 13).is_err(),
+        "a plaintext over the reader's bound is refused before anything is allocated"
     );
 }
 
