@@ -16,7 +16,7 @@ use std::sync::LazyLock;
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use diskvault::crypto::{MasterKey, Sealer};
-use diskvault::format::blob::{BlobHeader, NONCE_LEN};
+use diskvault::format::blob::{BlobHeader, Cipher, Compression, NONCE_LEN};
 use diskvault::format::config::{CompressionSetting, RepoConfig};
 use diskvault::format::forget::ForgetRecord;
 use diskvault::format::index::IndexBody;
@@ -24,13 +24,14 @@ use diskvault::format::keyfile::{
     KeyFile, MAX_KDF_ITERATIONS, MAX_KDF_MEMORY_KIB, MAX_KDF_PARALLELISM,
 };
 use diskvault::format::lock::{LockRecord, MAX_LOCK_STRING};
-use diskvault::format::manifest::{ManifestNode, NodeEntries, MAX_LEVEL};
+use diskvault::format::manifest::{ManifestNode, NodeEntries, MAX_LEVEL, MAX_NODE_LEN};
 use diskvault::format::pack::{
     decode_footer, decode_table, encode_footer, encode_table, PACK_FOOTER_LEN,
 };
 use diskvault::format::point::PointBody;
 use diskvault::format::point::MAX_STRING;
 use diskvault::format::policy::{StoredPolicy, MAX_GRACE_SECS};
+use diskvault::format::zstd_frame::{check_frame, ZSTD_MAGIC};
 use diskvault::format::{
     ChunkId, ObjectHeader, ObjectKind, FORMAT_MAJOR, MAX_BLOB_PLAINTEXT, OBJECT_HEADER_LEN,
 };
@@ -96,6 +97,16 @@ pub fn blob_header(data: &[u8]) -> bool {
     for max_plain in [0, 16 << 10, MAX_CHUNK_PLAIN, MAX_BLOB_PLAINTEXT] {
         if let Ok((header, payload)) = BlobHeader::decode(data, max_plain) {
             assert!(header.plain_len as usize <= max_plain);
+            // An unencrypted zstd body is the frame itself: its shape is
+            // checked before anything is decompressed.
+            if header.compression == Compression::Zstd && header.cipher == Cipher::None {
+                if let Ok(frame) = check_frame(payload, header.plain_len) {
+                    assert!(frame
+                        .content_size
+                        .is_none_or(|n| n == header.plain_len as u64));
+                    assert_eq!(payload[..4], ZSTD_MAGIC.to_le_bytes());
+                }
+            }
             let mut again = Vec::new();
             header.encode_into(&mut again);
             assert_eq!(again.len(), header.encoded_len());
@@ -242,12 +253,16 @@ pub fn manifest(data: &[u8]) -> bool {
     let Ok(node) = ManifestNode::decode(data) else {
         return false;
     };
+    assert!(data.len() <= MAX_NODE_LEN);
     match &node.entries {
         NodeEntries::Leaf(extents) => {
             assert_eq!(node.level, 0);
             assert!(extents.iter().all(|e| !e.is_empty()));
         }
-        NodeEntries::Interior(_) => assert!((1..=MAX_LEVEL).contains(&node.level)),
+        NodeEntries::Interior(children) => {
+            assert!((1..=MAX_LEVEL).contains(&node.level));
+            assert!(!children.is_empty());
+        }
     }
     // Decode promised the sums fit in u64; covered() would overflow (and
     // panic under overflow checks) if they did not.
@@ -280,7 +295,12 @@ pub fn config(data: &[u8]) -> bool {
     };
     assert!(config.format.major <= FORMAT_MAJOR);
     assert!(config.chunker.validate().is_ok());
+    assert!((1..=FORMAT_MAJOR).contains(&config.format.major));
     assert_eq!(config.id.len(), 64);
+    assert!(config
+        .id
+        .bytes()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
     let bytes = config.encode();
     assert_eq!(RepoConfig::decode(&bytes), Ok(config));
     true
@@ -295,6 +315,15 @@ pub fn keyfile(data: &[u8]) -> bool {
     assert!(key.kdf.memory_kib <= MAX_KDF_MEMORY_KIB);
     assert!((1..=MAX_KDF_ITERATIONS).contains(&key.kdf.iterations));
     assert!((1..=MAX_KDF_PARALLELISM).contains(&key.kdf.parallelism));
+    assert!(key.kdf.memory_kib as u64 >= 8 * key.kdf.parallelism as u64);
+    for hex in [
+        &key.kdf.salt,
+        &key.nonce,
+        &key.wrapped_key,
+        &key.repository_id,
+    ] {
+        assert!(hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    }
     let bytes = key.encode();
     assert_eq!(KeyFile::decode(&bytes), Ok(key));
     true

@@ -10,6 +10,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::format::blob::{BlobHeader, Cipher, Compression, NONCE_LEN, TAG_LEN};
 use crate::format::config::CompressionSetting;
 use crate::format::keyfile::{KdfParams, KeyFile};
+use crate::format::zstd_frame::check_frame;
 use crate::format::{ChunkId, FormatError};
 
 /// Why a blob could not be opened.
@@ -237,7 +238,15 @@ fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
     })
 }
 
-fn decompress(data: &[u8], plain_len: usize) -> Result<Vec<u8>, OpenError> {
+/// Decompresses a blob body that must be exactly one Zstandard frame of
+/// `plain_len` bytes (spec/FORMAT.md §2.3). The frame's shape is checked
+/// first ([`check_frame`]): libzstd alone would also accept several
+/// frames, skippable frames and legacy formats. libzstd then refuses a
+/// frame that would exceed `plain_len` and verifies a content checksum
+/// when there is one; a shorter result is refused below.
+fn decompress(data: &[u8], plain_len: u32) -> Result<Vec<u8>, OpenError> {
+    check_frame(data, plain_len)?;
+    let plain_len = plain_len as usize;
     DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
         if d.is_none() {
@@ -370,7 +379,7 @@ impl Sealer {
         }
         match header.compression {
             Compression::Stored => Ok(body),
-            Compression::Zstd => decompress(&body, header.plain_len as usize),
+            Compression::Zstd => decompress(&body, header.plain_len),
         }
     }
 

@@ -15,7 +15,9 @@ pub const MAX_CHUNK_SIZE: u32 = 8 << 20;
 /// Format version, major and minor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FormatVersion {
+    /// Incompatible changes: readers refuse a major newer than theirs.
     pub major: u32,
+    /// Additions an older reader of the same major may ignore.
     pub minor: u32,
 }
 
@@ -32,7 +34,9 @@ pub enum ChunkerParams {
         avg_size: u32,
         max_size: u32,
     },
-    /// Fixed-size chunks aligned to multiples of `size` in the image.
+    /// Fixed-size chunks aligned to multiples of `size` in the image. Any
+    /// size in 512..=8 MiB: boundaries are computed by division, so it need
+    /// not be a power of two.
     Fixed { size: u32 },
 }
 
@@ -213,9 +217,19 @@ impl Serialize for CompressionSetting {
 }
 
 impl<'de> Deserialize<'de> for CompressionSetting {
+    /// Reads the spelling the config stores: `none` or `zstd:L` exactly as
+    /// [`fmt::Display`] writes it. The shorthands the command line accepts
+    /// (`zstd`, `zstd:+3`, `zstd:03`) are refused here, so that one setting
+    /// has one spelling in the format (spec/FORMAT.md §3).
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        let setting: CompressionSetting = s.parse().map_err(serde::de::Error::custom)?;
+        if setting.to_string() != s {
+            return Err(serde::de::Error::custom(format!(
+                "compression '{s}' is not in its stored form '{setting}'"
+            )));
+        }
+        Ok(setting)
     }
 }
 
@@ -244,7 +258,7 @@ impl fmt::Display for Encryption {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoConfig {
     pub format: FormatVersion,
-    /// 64 hex characters, random at init.
+    /// 64 lower-case hex characters, random at init.
     pub id: String,
     pub chunker: ChunkerParams,
     /// Default compression for new chunks.
@@ -311,15 +325,26 @@ impl RepoConfig {
                 supported: FORMAT_MAJOR,
             });
         }
+        if v.format.major == 0 {
+            return Err(FormatError::Invalid {
+                what,
+                reason: "format major version 0".into(),
+            });
+        }
+        // Unknown members are ignored at every level: minor versions add
+        // fields an older reader may ignore (spec/FORMAT.md §3.1).
         let c: RepoConfig = serde_json::from_slice(bytes).map_err(invalid)?;
         c.chunker
             .validate()
             .map_err(|reason| FormatError::Invalid { what, reason })?;
-        let mut id = [0u8; 32];
-        hex::decode_to_slice(&c.id, &mut id).map_err(|_| FormatError::Invalid {
-            what,
-            reason: "id is not 64 hex characters".into(),
-        })?;
+        // Key files name the repository by this string and use it as
+        // associated data as written: one id, one spelling.
+        if !super::is_lower_hex(&c.id, 32) {
+            return Err(FormatError::Invalid {
+                what,
+                reason: "id is not 64 lower-case hex characters".into(),
+            });
+        }
         Ok(c)
     }
 }

@@ -4,14 +4,17 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::FormatError;
+use super::{is_lower_hex, FormatError};
 
 /// Largest key file accepted.
 pub const MAX_KEYFILE_LEN: usize = 16 << 10;
 /// Bounds on Argon2id parameters read from a key file, so that a hostile key
-/// file cannot make `open` allocate or spin without limit.
+/// file cannot make `open` allocate or spin without limit: memory in KiB
+/// (4 GiB; at least 8 KiB per lane, as Argon2 requires).
 pub const MAX_KDF_MEMORY_KIB: u32 = 4 << 20;
+/// Most Argon2id passes a key file may ask for.
 pub const MAX_KDF_ITERATIONS: u32 = 64;
+/// Most Argon2id lanes a key file may ask for.
 pub const MAX_KDF_PARALLELISM: u32 = 64;
 
 /// Argon2id parameters and salt.
@@ -19,16 +22,20 @@ pub const MAX_KDF_PARALLELISM: u32 = 64;
 pub struct KdfParams {
     /// Always `argon2id`.
     pub algorithm: String,
+    /// Argon2 memory cost in KiB (`m`).
     pub memory_kib: u32,
+    /// Argon2 passes (`t`).
     pub iterations: u32,
+    /// Argon2 lanes (`p`).
     pub parallelism: u32,
-    /// Hex, 32 bytes.
+    /// Lower-case hex, 32 bytes.
     pub salt: String,
 }
 
 /// A key file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyFile {
+    /// How the wrapping key is derived from the passphrase.
     pub kdf: KdfParams,
     /// Hex, 12-byte AES-GCM nonce used to wrap the master key.
     pub nonce: String,
@@ -38,19 +45,22 @@ pub struct KeyFile {
     pub repository_id: String,
     /// Unix seconds when the key was added.
     pub created: i64,
-    /// Host and user that added the key, for `key list`.
+    /// Host that added the key, for `key list`.
     pub host: String,
+    /// User that added the key, for `key list`.
     pub username: String,
 }
 
 impl KeyFile {
+    /// Pretty JSON with a trailing newline.
     pub fn encode(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("key file serializes");
         v.push(b'\n');
         v
     }
 
-    /// Parses and bounds-checks a key file.
+    /// Parses and bounds-checks a key file. Every field is required; unknown
+    /// members are ignored, as in `config` (spec/FORMAT.md §4.1).
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let what = "key file";
         if bytes.len() > MAX_KEYFILE_LEN {
@@ -71,21 +81,26 @@ impl KeyFile {
         if k.kdf.algorithm != "argon2id" {
             return Err(bad("unknown key derivation algorithm"));
         }
+        // Argon2 itself needs at least 8 KiB per lane (RFC 9106 §3.1); a key
+        // file asking for less could never be opened, and would only be
+        // reported as a wrong passphrase.
         if k.kdf.memory_kib > MAX_KDF_MEMORY_KIB
             || k.kdf.iterations == 0
             || k.kdf.iterations > MAX_KDF_ITERATIONS
             || k.kdf.parallelism == 0
             || k.kdf.parallelism > MAX_KDF_PARALLELISM
+            || (k.kdf.memory_kib as u64) < 8 * k.kdf.parallelism as u64
         {
             return Err(bad("Argon2id parameters are out of bounds"));
         }
-        let hex_len = |s: &str, n: usize| s.len() == 2 * n && hex::decode(s).is_ok();
-        if !hex_len(&k.kdf.salt, 32)
-            || !hex_len(&k.nonce, 12)
-            || !hex_len(&k.wrapped_key, 80)
-            || !hex_len(&k.repository_id, 32)
+        // `repository_id` is compared with the config's id as a string and
+        // is the associated data as written, so hex has one spelling.
+        if !is_lower_hex(&k.kdf.salt, 32)
+            || !is_lower_hex(&k.nonce, 12)
+            || !is_lower_hex(&k.wrapped_key, 80)
+            || !is_lower_hex(&k.repository_id, 32)
         {
-            return Err(bad("a hex field has the wrong length"));
+            return Err(bad("a hex field is not lower-case hex of the right length"));
         }
         Ok(k)
     }

@@ -21,6 +21,10 @@ use super::{ChunkId, FormatError};
 
 /// Most entries in one node.
 pub const MAX_NODE_ENTRIES: usize = 1 << 16;
+/// Largest encoded node, header included. Binds before the entry count for
+/// interior nodes and data extents: a reader bounds a manifest chunk's
+/// plaintext by this whatever the chunker's maximum (spec/FORMAT.md §9.2).
+pub const MAX_NODE_LEN: usize = 1 << 20;
 /// Deepest tree accepted (fanout of at least 2 makes this far beyond any disk).
 pub const MAX_LEVEL: u8 = 16;
 
@@ -79,6 +83,8 @@ impl ManifestNode {
         }
     }
 
+    /// The node's bytes (spec/FORMAT.md §9.2). Callers keep within
+    /// [`MAX_NODE_LEN`] and [`MAX_NODE_ENTRIES`].
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::new();
         let (kind, n) = match &self.entries {
@@ -116,7 +122,18 @@ impl ManifestNode {
         v
     }
 
+    /// Decodes a node, refusing anything spec/FORMAT.md §9.2 forbids: more
+    /// than [`MAX_NODE_LEN`] bytes, an unknown kind or entry tag, non-zero
+    /// reserved bytes, an empty extent, an interior node without children
+    /// or with a level out of range, and trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        if bytes.len() > MAX_NODE_LEN {
+            return Err(FormatError::TooLarge {
+                what: "manifest node",
+                value: bytes.len() as u64,
+                max: MAX_NODE_LEN as u64,
+            });
+        }
         let mut r = ByteReader::new(bytes, "manifest node");
         let kind = r.u8()?;
         let level = r.u8()?;
@@ -155,6 +172,11 @@ impl ManifestNode {
                     return Err(r.invalid("interior node level out of range"));
                 }
                 let n = r.count_u32(MAX_NODE_ENTRIES, 40)?;
+                // Only an empty disk covers nothing, and its manifest is an
+                // empty leaf: a childless interior node is never written.
+                if n == 0 {
+                    return Err(r.invalid("interior node without children"));
+                }
                 let mut children = Vec::with_capacity(n);
                 for _ in 0..n {
                     children.push(ChildRef {

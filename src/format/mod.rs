@@ -17,6 +17,7 @@ pub mod pack;
 pub mod point;
 pub mod policy;
 pub mod replica;
+pub mod zstd_frame;
 
 pub use id::{ChunkId, ForgetId, IndexId, KeyId, PackId, PointId};
 
@@ -31,6 +32,14 @@ pub const FORMAT_MINOR: u32 = 1;
 /// Largest plaintext any sealed blob may declare (chunks, manifest nodes,
 /// index bodies, point bodies). Keeps a hostile length from allocating more.
 pub const MAX_BLOB_PLAINTEXT: usize = 64 << 20;
+
+/// True when `s` is exactly `bytes` bytes written as lower-case hex (2 ×
+/// `bytes` characters of `0-9a-f`). Ids are compared as strings and used as
+/// associated data as written, so one value must have one spelling:
+/// upper-case hex is refused rather than treated as the same id.
+pub(crate) fn is_lower_hex(s: &str, bytes: usize) -> bool {
+    s.len() == 2 * bytes && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
 
 /// A decoding failure: the bytes are not a valid encoding.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

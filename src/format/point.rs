@@ -9,20 +9,31 @@ pub const MAX_STRING: usize = 1024;
 pub const MAX_TAGS: usize = 256;
 pub const MAX_DISKS: usize = 256;
 
-/// Counters measured while backing up one disk.
+/// Counters measured while backing up one disk (spec/FORMAT.md §10.1).
+///
+/// A chunk that several disks of one point contain is new for the first of
+/// them in the point's disk order (disks are backed up one after another),
+/// and known for the others; so summing the `new_*` figures over the disks
+/// gives what the backup added.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DiskStats {
-    /// Bytes actually read from the source (holes are not read).
+    /// Bytes read from the source: the length of its data regions (holes
+    /// are not read), all-zero chunks included.
     pub bytes_read: u64,
-    /// Bytes of the image that are zero runs (holes and all-zero chunks).
+    /// Bytes of the image that are zero runs (holes and all-zero chunks):
+    /// the disk size minus the lengths of its data extents.
     pub zero_bytes: u64,
-    /// Data chunks referenced by the manifest.
+    /// Data extents in the manifest, a chunk repeated in the disk counting
+    /// at each place.
     pub chunks: u64,
-    /// Chunks (data and manifest) this backup added to the repository.
+    /// Chunks (data and manifest nodes) this backup sealed into new packs
+    /// for this disk: not in the index when the backup started, and not
+    /// already added by this backup for an earlier disk.
     pub new_chunks: u64,
     /// Plaintext bytes of those new chunks.
     pub new_bytes: u64,
-    /// Sealed bytes of those new chunks, as written into packs.
+    /// Sealed bytes of those new chunks (whole sealed blobs, as written into
+    /// packs; pack headers, tables and index files not included).
     pub stored_bytes: u64,
 }
 
@@ -51,6 +62,49 @@ pub struct PointBody {
     pub disks: Vec<DiskRecord>,
 }
 
+/// Checks a disk name against the rules of spec/FORMAT.md §10: 1 to
+/// [`MAX_STRING`] bytes, not `.` or `..`, without `/` and without control
+/// characters (Unicode category Cc: U+0000 to U+001F and U+007F to U+009F,
+/// NUL included). Names become file names when a point is restored into a
+/// directory and are printed in reports, so a name that is a path, or that
+/// could move a terminal's cursor, is refused rather than escaped.
+pub fn check_disk_name(name: &str) -> Result<(), FormatError> {
+    check_len("disk name", name)?;
+    let bad = |reason: &str| FormatError::Invalid {
+        what: "disk name",
+        reason: format!("{name:?} {reason}"),
+    };
+    if name.is_empty() {
+        return Err(bad("is empty"));
+    }
+    if name == "." || name == ".." {
+        return Err(bad("is a directory name"));
+    }
+    if name.contains('/') {
+        return Err(bad("contains '/'"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(bad("contains a control character"));
+    }
+    Ok(())
+}
+
+/// Checks every disk name of a point, and that no two are equal (a disk is
+/// named on the command line by its name).
+fn check_disk_names(disks: &[DiskRecord]) -> Result<(), FormatError> {
+    let mut seen = std::collections::HashSet::with_capacity(disks.len());
+    for d in disks {
+        check_disk_name(&d.name)?;
+        if !seen.insert(d.name.as_str()) {
+            return Err(FormatError::Invalid {
+                what: "recovery point",
+                reason: format!("two disks are named {:?}", d.name),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn check_len(what: &'static str, s: &str) -> Result<(), FormatError> {
     if s.len() > MAX_STRING {
         return Err(FormatError::TooLarge {
@@ -63,8 +117,9 @@ fn check_len(what: &'static str, s: &str) -> Result<(), FormatError> {
 }
 
 impl PointBody {
-    /// Checks the bounds a reader will enforce, so we never write a point we
-    /// could not read back.
+    /// Checks the bounds and rules a reader will enforce (string lengths,
+    /// list sizes, disk names), so we never write a point we could not read
+    /// back.
     pub fn validate(&self) -> Result<(), FormatError> {
         check_len("host name", &self.host)?;
         check_len("source", &self.source)?;
@@ -78,12 +133,11 @@ impl PointBody {
         for t in &self.tags {
             check_len("tag", t)?;
         }
-        for d in &self.disks {
-            check_len("disk name", &d.name)?;
-        }
-        Ok(())
+        check_disk_names(&self.disks)
     }
 
+    /// The point's plaintext (spec/FORMAT.md §10). Call
+    /// [`PointBody::validate`] first.
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::new();
         v.put_i64(self.time_secs);
@@ -116,6 +170,9 @@ impl PointBody {
         v
     }
 
+    /// Decodes a point's plaintext, refusing what spec/FORMAT.md §10
+    /// forbids: strings and lists over their bounds, nanoseconds out of
+    /// range, invalid or duplicate disk names, trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut r = ByteReader::new(bytes, "recovery point");
         let time_secs = r.i64()?;
@@ -155,6 +212,7 @@ impl PointBody {
             });
         }
         r.finish()?;
+        check_disk_names(&disks)?;
         Ok(PointBody {
             time_secs,
             time_nanos,
