@@ -20,7 +20,7 @@ pub const MAX_LEAF_EXTENTS: usize = 16 << 10;
 /// Children per interior node.
 pub const FANOUT: usize = 256;
 /// Largest encoded node this build writes, and that readers accept.
-pub const MAX_NODE_BYTES: usize = 1 << 20;
+pub const MAX_NODE_BYTES: usize = crate::format::manifest::MAX_NODE_LEN;
 const _: () = assert!(16 + MAX_LEAF_EXTENTS * 37 <= MAX_NODE_BYTES);
 const _: () = assert!(16 + FANOUT * 40 <= MAX_NODE_BYTES);
 

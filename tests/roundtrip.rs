@@ -446,21 +446,24 @@ fn disk_names_that_map_to_one_file_are_not_merged() {
     write_random_image(&a, 64 * KIB, 17);
     write_random_image(&b, 64 * KIB, 18);
     let repo = init_repo(&dir.path().join("vault"));
-    // '/' cannot be in a file name, so "vm1/root" is restored as vm1_root.img.
-    backup_disks(&repo, &[("vm1/root", &a), ("vm1_root", &b)]);
+    // A restored file's name does not start with a dot, so ".root" is
+    // restored as root.img, like "root".
+    backup_disks(&repo, &[(".root", &a), ("root", &b)]);
 
     let out = dir.path().join("out");
     let err = restore(&repo, &restore_opts("latest", &out)).unwrap_err();
 
     let msg = err.to_string();
     assert!(
-        msg.contains("vm1/root") && msg.contains("vm1_root") && msg.contains("--disk"),
+        msg.contains("'.root'") && msg.contains("'root'") && msg.contains("--disk"),
         "{msg}"
     );
     assert!(files_under(&out).is_empty(), "{:?}", files_under(&out));
     // Each disk is still there, one at a time.
-    for (name, original) in [("vm1/root", &a), ("vm1_root", &b)] {
-        let file = dir.path().join(format!("{}.img", name.replace('/', "-")));
+    for (name, original) in [(".root", &a), ("root", &b)] {
+        let file = dir
+            .path()
+            .join(format!("{}.img", name.replace('.', "dot-")));
         restore(
             &repo,
             &RestoreOptions {

@@ -578,6 +578,7 @@ pub fn check(rep: &CheckReport, read_data: bool, json: bool) {
             "bytes_read": rep.bytes_read,
             "unindexed_packs": rep.unindexed_packs,
             "stale_temporaries": rep.stale_temporaries,
+            "strays": rep.strays,
             "problems": rep.problems.iter().map(|p| json!({
                 "object": p.object,
                 "reason": p.reason,
@@ -608,6 +609,9 @@ pub fn check(rep: &CheckReport, read_data: bool, json: bool) {
             "note: {} packs are not indexed yet (left by an interrupted backup); the next backup reuses them",
             rep.unindexed_packs
         );
+    }
+    for stray in &rep.strays {
+        out!("note: {stray} is not where an object lives (ignored by every command); remove it if nothing else put it there");
     }
     if rep.stale_temporaries > 0 {
         out!(

@@ -125,6 +125,15 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
                 d.path.display()
             )));
         }
+        // Checked before anything is stored (the point would refuse it at
+        // the end, after every pack was written).
+        crate::format::point::check_disk_name(&d.name).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "the disk from {} cannot be named '{}': {e}; name it with --disk (a plain name such as root or data)",
+                d.path.display(),
+                d.name
+            ))
+        })?;
         if !names.insert(d.name.as_str()) {
             return Err(Error::InvalidArgument(format!(
                 "two disks are named '{}' (disk names default to the image's file name); give each image its own name with --disk, in order",

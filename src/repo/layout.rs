@@ -125,9 +125,29 @@ pub fn chunk_name(id: &ChunkId) -> String {
     format!("chunk {}", id.to_hex())
 }
 
+/// True when `key`, listed under `prefix`, is where an object of that
+/// kind lives: a name of 64 lower-case hex characters, directly under the
+/// prefix, or for a pack under the folder of its first two characters
+/// (spec/FORMAT.md §1). Anything else is a stray that readers ignore.
+pub fn is_object_key(prefix: &str, key: &str) -> bool {
+    let Some(rest) = key.strip_prefix(prefix) else {
+        return false;
+    };
+    let name = match (prefix == PACKS, rest.split_once('/')) {
+        (true, Some((folder, name)))
+            if name.len() == 64 && name.starts_with(folder) && folder.len() == 2 =>
+        {
+            name
+        }
+        (false, None) => rest,
+        _ => return false,
+    };
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// The ids named by the keys under `prefix`, with each object's size,
-/// ignoring names that are not ids (stray files are reported by `check`,
-/// not fatal here).
+/// ignoring keys that are not where such an object lives (see
+/// [`is_object_key`]; `check` reports them as strays).
 pub fn list_ids_sized<T: std::str::FromStr>(
     store: &dyn Store,
     prefix: &str,
@@ -135,11 +155,27 @@ pub fn list_ids_sized<T: std::str::FromStr>(
     Ok(store
         .list(prefix)?
         .into_iter()
+        .filter(|o| is_object_key(prefix, &o.key))
         .filter_map(|o| {
             let name = o.key.rsplit('/').next()?;
             name.parse::<T>().ok().map(|id| (id, o.size))
         })
         .collect())
+}
+
+/// Keys under the prefixes of content-named objects that are not where
+/// such an object lives: strays, which readers ignore and `check` lists.
+pub fn stray_keys(store: &dyn Store) -> Result<Vec<String>, crate::store::StoreError> {
+    let mut out = Vec::new();
+    for prefix in [PACKS, INDEX, POINTS, KEYS, FORGOTTEN] {
+        for o in store.list(prefix)? {
+            if !is_object_key(prefix, &o.key) {
+                out.push(o.key);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// The ids named by the keys under `prefix` (see [`list_ids_sized`]).
