@@ -47,6 +47,8 @@ pub enum Error {
     NewerFormat { found: u32, supported: u32 },
     #[error("{object} is damaged: {reason}; run 'diskvault check' to see what is affected")]
     Damaged { object: String, reason: String },
+    #[error("{object} is damaged: it is encrypted but the repository is not, or the reverse; its config may have been changed or the object planted: examine the repository (spec/SECURITY.md §6) before writing to it")]
+    CipherMismatch { object: String },
     #[error(
         "chunk {chunk} is not in the index (the repository is missing data); run 'diskvault check'"
     )]
@@ -115,6 +117,7 @@ impl Error {
         match self {
             Error::WrongPassphrase | Error::PassphraseRequired => ErrorCategory::Passphrase,
             Error::Damaged { .. }
+            | Error::CipherMismatch { .. }
             | Error::MissingChunk { .. }
             | Error::VerificationFailed { .. } => ErrorCategory::Damaged,
             Error::NotARepository(_)
@@ -144,6 +147,7 @@ impl Error {
         match self {
             Error::Damaged { reason, .. } => reason.clone(),
             Error::MissingChunk { .. } => "it is in no index".into(),
+            Error::CipherMismatch { .. } => OpenError::CipherMismatch.to_string(),
             other => other.to_string(),
         }
     }
@@ -169,6 +173,9 @@ impl Error {
     pub(crate) fn open(object: impl Into<String>, e: OpenError) -> Self {
         match e {
             OpenError::Format(f) => Error::format(object, f),
+            OpenError::CipherMismatch => Error::CipherMismatch {
+                object: object.into(),
+            },
             other => Error::damaged(object, other),
         }
     }

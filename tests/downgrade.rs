@@ -52,3 +52,30 @@ fn a_passphrase_given_for_an_unencrypted_repository_is_refused() {
         .run(&["points".as_ref(), vault.as_os_str()])
         .expect_ok("points without a passphrase");
 }
+
+/// The third defence, for a user who gives no passphrase: the writer also
+/// removed the key files and the index, so a backup would find the
+/// encrypted packs as orphans. One sealed otherwise than the vault stops
+/// the backup instead of being skipped, and nothing is stored in plaintext.
+#[test]
+fn an_encrypted_orphan_pack_in_a_vault_said_to_be_unencrypted_stops_the_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = dir.path().join("vault");
+    let repo = init_repo(&vault);
+    let image = dir.path().join("disk.img");
+    write_random_image(&image, MIB, 2);
+    backup_one(&repo, "disk", &image);
+    downgrade(&vault);
+    for gone in ["keys", "index", "points"] {
+        std::fs::remove_dir_all(vault.join(gone)).unwrap();
+    }
+    let packs_before = objects(&vault, "packs");
+
+    let run =
+        Cli::without_password().run(&["backup".as_ref(), vault.as_os_str(), image.as_os_str()]);
+    run.expect_code(4, "backup beside an encrypted orphan pack")
+        .expect_mentions("packs/", "names the pack")
+        .expect_mentions("encrypted but the repository is not", "says why");
+    assert_eq!(objects(&vault, "packs"), packs_before, "nothing new stored");
+    assert!(objects(&vault, "points").is_empty());
+}

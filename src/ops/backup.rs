@@ -255,9 +255,13 @@ fn recover_orphan_packs(
             continue;
         }
         // A damaged orphan is not fatal: it is simply not reused, and
-        // `check` reports it.
-        let Ok(entries) = read_pack_table_sized(repo, &pack, size) else {
-            continue;
+        // `check` reports it. But one sealed otherwise than the vault is
+        // evidence of tampering (a config switched to `none`, or a pack
+        // planted): writing on would store plaintext, so stop.
+        let entries = match read_pack_table_sized(repo, &pack, size) {
+            Ok(e) => e,
+            Err(e @ Error::CipherMismatch { .. }) => return Err(e),
+            Err(_) => continue,
         };
         for e in &entries {
             index.add(e.id, pack, e.offset, e.length, e.raw_length);
