@@ -27,6 +27,9 @@ pub enum ErrorCategory {
     Locked,
     /// Stopped by a signal or by the caller.
     Interrupted,
+    /// Object storage cannot be used: the endpoint does not answer, the
+    /// credentials are refused, or the container or bucket is missing.
+    Storage,
 }
 
 /// Everything that can go wrong in diskvault.
@@ -136,6 +139,7 @@ impl Error {
             | Error::InvalidArgument(_)
             | Error::KeyManagement(_) => ErrorCategory::Refused,
             Error::Store(StoreError::NotFound { .. }) => ErrorCategory::Damaged,
+            Error::Store(StoreError::Backend { .. }) => ErrorCategory::Storage,
             _ => ErrorCategory::Other,
         }
     }

@@ -52,6 +52,7 @@ pub mod exit {
     pub const UNSUPPORTED: i32 = 6;
     pub const REFUSED: i32 = 7;
     pub const LOCKED: i32 = 8;
+    pub const STORAGE: i32 = 9;
 }
 
 /// Parses arguments, runs the command and returns the exit code.
@@ -148,6 +149,7 @@ fn exit_code(e: &anyhow::Error) -> i32 {
         Some(ErrorCategory::Unsupported) => exit::UNSUPPORTED,
         Some(ErrorCategory::Refused) => exit::REFUSED,
         Some(ErrorCategory::Locked) => exit::LOCKED,
+        Some(ErrorCategory::Storage) => exit::STORAGE,
         Some(ErrorCategory::Interrupted) => signals::interrupted_status(),
         _ => exit::ERROR,
     }

@@ -27,10 +27,12 @@
 
 mod local;
 mod memory;
+pub mod object;
 pub mod testing;
 
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use object::{BackendFailure, ObjectBackend, ObjectUrl};
 pub use testing::faulty::{Fault, FaultyStore, OpCounts, OpKind, WriteEvent};
 
 use std::io;
@@ -85,6 +87,41 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    #[error("{key}: {failure} ({detail}); {}", failure_hint(*failure))]
+    Backend {
+        key: String,
+        failure: BackendFailure,
+        detail: String,
+    },
+}
+
+/// What to do about a failure to talk to an object store.
+fn failure_hint(f: BackendFailure) -> &'static str {
+    match f {
+        BackendFailure::Unreachable => "check the endpoint (AWS_ENDPOINT_URL, AZURITE_BLOB_STORAGE_URL) and that the service is running",
+        BackendFailure::Credentials => "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY",
+        BackendFailure::MissingContainer => "create it first (diskvault does not create containers or buckets)",
+        BackendFailure::Configuration => "check the URL and the storage environment variables",
+    }
+}
+
+/// Requests a remote store made, and the bytes it moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestCounts {
+    pub get: u64,
+    pub put: u64,
+    pub list: u64,
+    pub delete: u64,
+    pub head: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+impl RequestCounts {
+    /// Requests of every kind.
+    pub fn total(&self) -> u64 {
+        self.get + self.put + self.list + self.delete + self.head
+    }
 }
 
 impl StoreError {
@@ -146,7 +183,8 @@ impl StoreError {
             | StoreError::NoSpace { key }
             | StoreError::Denied { key, .. }
             | StoreError::Transient { key, .. }
-            | StoreError::Io { key, .. } => key,
+            | StoreError::Io { key, .. }
+            | StoreError::Backend { key, .. } => key,
         }
     }
 }
@@ -186,5 +224,10 @@ pub trait Store: Send + Sync {
     fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<usize, StoreError> {
         let _ = age;
         Ok(0)
+    }
+    /// The requests this store made so far, for stores that make requests
+    /// (object storage); decorators pass their inner store's on.
+    fn requests(&self) -> Option<RequestCounts> {
+        None
     }
 }

@@ -5,6 +5,8 @@
 //! Every test crate compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod emulators;
+
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};

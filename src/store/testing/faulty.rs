@@ -429,6 +429,10 @@ impl Store for FaultyStore {
         self.inner.remove_stale_temporaries(age)
     }
 
+    fn requests(&self) -> Option<crate::store::RequestCounts> {
+        self.inner.requests()
+    }
+
     fn ensure_durable(&self, key: &str) -> Result<(), StoreError> {
         match self.begin(OpKind::Barrier, key) {
             Action::Pass => self.record(
