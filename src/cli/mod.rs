@@ -76,6 +76,9 @@ pub fn run() -> i32 {
             exit_code(&e)
         }
     };
+    for (name, r) in remote_requests() {
+        note!("{}", output::requests_line(&name, &r));
+    }
     finish_output(code)
 }
 
@@ -258,6 +261,35 @@ fn lock_options(lock: &LockArgs) -> LockOptions {
     }
 }
 
+/// Remote repositories this command uses, for the request report.
+static REMOTES: Mutex<Vec<RepoLocation>> = Mutex::new(Vec::new());
+
+/// The repository a command-line argument names: a path, or an
+/// `az://`/`s3://` URL.
+fn location(arg: &Path) -> anyhow::Result<RepoLocation> {
+    let loc = match arg.to_str() {
+        Some(text) => RepoLocation::parse(text)?,
+        None => RepoLocation::local(arg),
+    };
+    if loc.local_path().is_none() {
+        REMOTES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(loc.clone());
+    }
+    Ok(loc)
+}
+
+/// The requests each remote repository of this command made so far.
+pub(crate) fn remote_requests() -> Vec<(String, diskvault::store::RequestCounts)> {
+    REMOTES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(|l| l.store().requests().map(|r| (l.name().to_string(), r)))
+        .collect()
+}
+
 fn open(repo: &Path, pass: &PassArgs, lock: &LockArgs) -> anyhow::Result<Repository> {
     let mut r = open_unlocked(repo, pass)?;
     r.set_lock_options(lock_options(lock));
@@ -265,11 +297,9 @@ fn open(repo: &Path, pass: &PassArgs, lock: &LockArgs) -> anyhow::Result<Reposit
 }
 
 fn open_unlocked(repo: &Path, pass: &PassArgs) -> anyhow::Result<Repository> {
+    let loc = location(repo)?;
     // Only ask for a passphrase when the repository needs one.
-    let config = Repository::read_config(
-        &diskvault::store::LocalStore::new(repo),
-        &repo.display().to_string(),
-    )?;
+    let config = loc.read_config()?;
     let p = match config.encryption {
         // A passphrase given for an unencrypted repository is passed on, so
         // that the library can refuse it: the config may have been
@@ -282,11 +312,11 @@ fn open_unlocked(repo: &Path, pass: &PassArgs) -> anyhow::Result<Repository> {
         Encryption::None => None,
         Encryption::Aes256Gcm => passphrase(pass, false)?,
     };
-    let opened = Repository::open(repo, p.as_deref().map(|v| v.as_slice()))?;
+    let opened = loc.open(p.as_deref().map(|v| v.as_slice()))?;
     if config.encryption == Encryption::None {
         note!(
             "note: {} is not encrypted: anyone who can read it can read the disks it holds",
-            repo.display()
+            loc.name()
         );
     }
     Ok(opened)
@@ -326,7 +356,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 compression,
                 kdf: KdfCost::default(),
             };
-            let r = Repository::init(&repo, p.as_deref().map(|v| v.as_slice()), &opts)?;
+            let r = location(&repo)?.init(p.as_deref().map(|v| v.as_slice()), &opts)?;
             output::init(&r);
             Ok(exit::OK)
         }
@@ -443,7 +473,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     threads,
                     into_existing,
                     progress: bar.progress(),
-                    fallback: fallback.as_deref().map(RepoLocation::local),
+                    fallback: fallback.as_deref().map(location).transpose()?,
                     cancel: Some(signals::cancel_on_signals()),
                 },
             );
@@ -477,15 +507,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 delete,
                 lock: Some(lock_options(&lock)),
             };
-            let destination = RepoLocation::local(&dst);
+            let destination = location(&dst)?;
             // The replica marker records where the source is: make that
             // path mean something from anywhere.
-            let src = std::path::absolute(&src).unwrap_or(src);
+            let is_url = src
+                .to_str()
+                .is_some_and(|t| diskvault::store::ObjectUrl::parse(t).is_some());
+            let src = if is_url {
+                src
+            } else {
+                std::path::absolute(&src).unwrap_or(src)
+            };
             let report = if needs_key {
                 let r = open(&src, &pass, &lock)?;
                 diskvault::sync_with_key(&r, &destination, &opts)
             } else {
-                diskvault::sync(&RepoLocation::local(&src), &destination, &opts)
+                diskvault::sync(&location(&src)?, &destination, &opts)
             };
             bar.finish();
             output::sync(&report?, json);
@@ -498,7 +535,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             pass,
         } => {
             let r = open(&repo, &pass, &lock)?;
-            let status = diskvault::replica_status(&r, &RepoLocation::local(&replica))?;
+            let status = diskvault::replica_status(&r, &location(&replica)?)?;
             output::status(&status, json);
             Ok(exit::OK)
         }
@@ -520,11 +557,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     exit::DAMAGED
                 });
             };
-            let report = diskvault::repair(
-                &r,
-                &RepoLocation::local(&from),
-                &diskvault::RepairOptions { threads },
-            )?;
+            let report =
+                diskvault::repair(&r, &location(&from)?, &diskvault::RepairOptions { threads })?;
             output::repair(&report, &repo, &from, json);
             Ok(if report.is_complete() {
                 exit::OK
@@ -619,7 +653,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }
         Command::Unlock { repo, all, json } => {
-            let location = RepoLocation::local(&repo);
+            let location = location(&repo)?;
             // Refuse a path that is no repository before touching it.
             location.read_config()?;
             let opts = lock_options(&lock);

@@ -116,7 +116,7 @@ pub fn backup(rep: &BackupReport, encrypted: bool, json: bool) {
             "recovered_packs": rep.recovered_packs,
             "duration_seconds": secs,
         });
-        out!("{v}");
+        emit_json(v);
         return;
     }
     out!("recovery point {}", rep.point);
@@ -342,7 +342,7 @@ pub fn sync(rep: &SyncReport, json: bool) {
             "bytes_per_second": rep.bytes_per_second(),
             "nothing_copied": rep.copied_nothing(),
         });
-        out!("{v}");
+        emit_json(v);
         return;
     }
     if rep.created {
@@ -438,7 +438,7 @@ pub fn status(st: &ReplicaStatus, json: bool) {
             "replica_newest": newest_json(&st.replica_newest),
             "up_to_date": st.is_current(),
         });
-        out!("{v}");
+        emit_json(v);
         return;
     }
     if !st.replica_exists {
@@ -510,7 +510,7 @@ pub fn repair(rep: &RepairReport, repo: &Path, replica: &Path, json: bool) {
             "duration_seconds": rep.duration.as_secs_f64(),
             "unrepaired": rep.unrepaired.iter().map(|(o, r)| json!({"object": o, "reason": r})).collect::<Vec<_>>(),
         });
-        out!("{v}");
+        emit_json(v);
         return;
     }
     out!(
@@ -585,7 +585,7 @@ pub fn check(rep: &CheckReport, read_data: bool, json: bool) {
                 "affected_points": p.affected_points.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });
-        out!("{v}");
+        emit_json(v);
         return;
     }
     out!(
@@ -641,7 +641,7 @@ pub fn check(rep: &CheckReport, read_data: bool, json: bool) {
 
 pub fn stats(s: &RepoStats, json: bool) {
     if json {
-        out!("{}", serde_json::to_string(s).unwrap_or_default());
+        print_json(s);
         return;
     }
     out!("recovery points        {} ({} disks)", s.points, s.disks);
@@ -711,10 +711,44 @@ pub fn duration(secs: u64) -> String {
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
-    out!(
-        "{}",
-        serde_json::to_string(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-    );
+    match serde_json::to_value(v) {
+        Ok(value) => emit_json(value),
+        Err(e) => out!("{{\"error\":\"{e}\"}}"),
+    }
+}
+
+/// Prints a JSON document; an object gains `requests`, what each remote
+/// repository the command used cost (when there is one).
+fn emit_json(mut value: serde_json::Value) {
+    let remotes = super::remote_requests();
+    if let (serde_json::Value::Object(map), false) = (&mut value, remotes.is_empty()) {
+        let list: Vec<serde_json::Value> = remotes
+            .iter()
+            .map(|(name, r)| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                if let serde_json::Value::Object(m) = &mut v {
+                    m.insert("repository".into(), json!(name));
+                }
+                v
+            })
+            .collect();
+        map.insert("requests".into(), serde_json::Value::Array(list));
+    }
+    out!("{value}");
+}
+
+/// One line on what a remote repository cost: requests and bytes.
+pub fn requests_line(name: &str, r: &diskvault::store::RequestCounts) -> String {
+    format!(
+        "requests to {name}: {} GET, {} PUT, {} LIST, {} DELETE, {} HEAD; {} sent, {} received",
+        r.get,
+        r.put,
+        r.list,
+        r.delete,
+        r.head,
+        size(r.bytes_sent),
+        size(r.bytes_received)
+    )
 }
 
 pub fn forget(rep: &ForgetReport, json: bool) {

@@ -120,6 +120,15 @@ fn too_large(key: &str, size: u64, limit: u64) -> crate::error::Error {
 /// them.
 pub const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// True for the objects a remote store's local cache keeps: small,
+/// immutable, content-named, and read whole by every command (index
+/// files, points, key files, forget records).
+pub fn is_cacheable(key: &str) -> bool {
+    [INDEX, POINTS, KEYS, FORGOTTEN]
+        .iter()
+        .any(|p| is_object_key(p, key))
+}
+
 /// How messages name a chunk.
 pub fn chunk_name(id: &ChunkId) -> String {
     format!("chunk {}", id.to_hex())

@@ -28,6 +28,8 @@ use crate::store::{LocalStore, Store};
 pub struct RepoLocation {
     store: Arc<dyn Store>,
     name: String,
+    /// The directory, for a repository on the local file system.
+    local: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for RepoLocation {
@@ -39,7 +41,10 @@ impl fmt::Debug for RepoLocation {
 impl RepoLocation {
     /// A repository in a local directory (which need not exist yet).
     pub fn local(path: &Path) -> Self {
-        RepoLocation::new(Arc::new(LocalStore::new(path)), path.display().to_string())
+        RepoLocation {
+            local: Some(path.to_path_buf()),
+            ..RepoLocation::new(Arc::new(LocalStore::new(path)), path.display().to_string())
+        }
     }
 
     /// A repository held by `store`; `name` names it in messages.
@@ -47,7 +52,69 @@ impl RepoLocation {
         RepoLocation {
             store,
             name: name.into(),
+            local: None,
         }
+    }
+
+    /// The repository `text` names: `az://CONTAINER/PREFIX` (Azure Blob
+    /// Storage), `s3://BUCKET/PREFIX` (S3 and compatible stores), or else a
+    /// local path. Credentials and endpoints come from the environment
+    /// (see [`crate::store::object`]); a remote store is reached once here,
+    /// so a wrong credential, a missing container or an unreachable endpoint
+    /// fails now, saying which. Remote stores retry transient failures and
+    /// keep a cache of index files and points (see
+    /// [`crate::store::CachedStore`]).
+    pub fn parse(text: &str) -> Result<RepoLocation> {
+        Self::parse_with(text, &[])
+    }
+
+    /// [`RepoLocation::parse`] with storage settings given in the form of
+    /// environment variables (`AWS_ENDPOINT_URL`, ...), over the
+    /// environment's own.
+    pub fn parse_with(text: &str, settings: &[(String, String)]) -> Result<RepoLocation> {
+        use crate::store::{CachedStore, ObjectBackend, ObjectUrl, RetryStore};
+        let url = match ObjectUrl::parse(text) {
+            None => return Ok(RepoLocation::local(Path::new(text))),
+            Some(Err(msg)) => return Err(Error::InvalidArgument(msg)),
+            Some(Ok(url)) => url,
+        };
+        let backend: Arc<dyn Store> =
+            Arc::new(ObjectBackend::open_with(&url, settings).map_err(Error::Store)?);
+        let retrying: Arc<dyn Store> = Arc::new(RetryStore::new(backend));
+        let name = url.to_string();
+        let store: Arc<dyn Store> = match CachedStore::default_dir(&name) {
+            Some(dir) => Arc::new(CachedStore::new(retrying, dir, super::layout::is_cacheable)),
+            None => retrying,
+        };
+        Ok(RepoLocation::new(store, name))
+    }
+
+    /// The directory of a repository on the local file system.
+    pub fn local_path(&self) -> Option<&Path> {
+        self.local.as_deref()
+    }
+
+    /// Opens the repository here (see [`Repository::open_in`]).
+    pub fn open(&self, passphrase: Option<&[u8]>) -> Result<Repository> {
+        match &self.local {
+            Some(path) => Repository::open(path, passphrase),
+            None => Repository::open_in(self.store.clone(), self.name.clone(), passphrase),
+        }
+    }
+
+    /// Creates a repository here: in a new or empty directory, or under a
+    /// prefix that holds nothing but what an interrupted `init` leaves.
+    pub fn init(&self, passphrase: Option<&[u8]>, opts: &super::InitOptions) -> Result<Repository> {
+        if let Some(path) = &self.local {
+            return Repository::init(path, passphrase, opts);
+        }
+        let taken = self.store.list("")?.iter().any(|o| {
+            !(o.key.starts_with(super::layout::KEYS) || o.key.starts_with(super::layout::TMP))
+        });
+        if taken {
+            return Err(Error::AlreadyExists(self.name.clone()));
+        }
+        Repository::init_in(self.store.clone(), self.name.clone(), passphrase, opts)
     }
 
     /// Where an open repository is.

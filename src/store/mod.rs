@@ -25,14 +25,18 @@
 //!   [`StoreError::Transient`]; refusal by permissions or a read-only medium
 //!   is [`StoreError::Denied`]; everything else is permanent.
 
+mod cache;
 mod local;
 mod memory;
 pub mod object;
+mod retry;
 pub mod testing;
 
+pub use cache::CachedStore;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use object::{BackendFailure, ObjectBackend, ObjectUrl};
+pub use retry::RetryStore;
 pub use testing::faulty::{Fault, FaultyStore, OpCounts, OpKind, WriteEvent};
 
 use std::io;
