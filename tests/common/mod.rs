@@ -312,6 +312,7 @@ impl Run {
 pub struct Cli {
     password: Option<String>,
     new_password: Option<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Cli {
@@ -324,6 +325,7 @@ impl Cli {
         Cli {
             password: Some(password.to_string()),
             new_password: None,
+            env: Vec::new(),
         }
     }
 
@@ -332,7 +334,15 @@ impl Cli {
         Cli {
             password: None,
             new_password: None,
+            env: Vec::new(),
         }
+    }
+
+    /// Also sets these environment variables (storage settings, say).
+    pub fn with_env(&self, env: &[(String, String)]) -> Cli {
+        let mut c = self.clone();
+        c.env.extend(env.iter().cloned());
+        c
     }
 
     /// Also sets `DISKVAULT_NEW_PASSWORD` (for `key add` / `key passwd`).
@@ -355,6 +365,7 @@ impl Cli {
         if let Some(p) = &self.new_password {
             cmd.env("DISKVAULT_NEW_PASSWORD", p);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let shown: Vec<String> = args
             .iter()
             .map(|a| a.as_ref().to_string_lossy().into_owned())

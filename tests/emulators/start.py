@@ -12,7 +12,8 @@ prints the environment that points the tests at them.
   `diskvault-test` is created with a plain request (moto does not check
   signatures).
 
-DIR holds the emulators' data and logs. Each emulator that cannot be found
+DIR holds the emulators' data, logs, and `pids` (their process ids, for
+`kill $(cat DIR/pids)`). Each emulator that cannot be found
 is skipped with a line on stderr; the tests then skip its backend.
 """
 
@@ -32,6 +33,12 @@ ACCOUNT = "devstoreaccount1"
 # Azurite's published development key (not a secret).
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 CONTAINER = "diskvault-test"
+
+
+def remember(data, proc):
+    """Records the emulator's process id in DIR/pids, for whoever stops them."""
+    with open(os.path.join(data, "pids"), "a") as f:
+        f.write(f"{proc.pid}\n")
 
 
 def free_port():
@@ -91,11 +98,12 @@ def start_azurite(data):
     port = free_port()
     os.makedirs(os.path.join(data, "azurite"), exist_ok=True)
     log = open(os.path.join(data, "azurite.log"), "w")
-    subprocess.Popen(
+    proc = subprocess.Popen(
         [exe, "--blobHost", "127.0.0.1", "--blobPort", str(port),
          "--location", os.path.join(data, "azurite"), "--disableTelemetry", "--silent"],
         stdout=log, stderr=log, start_new_session=True,
     )
+    remember(data, proc)
     if not wait_for(port):
         print("emulators: Azurite did not start; see azurite.log", file=sys.stderr)
         return None
@@ -105,14 +113,16 @@ def start_azurite(data):
 
 
 def start_moto(data):
-    exe = shutil.which("moto_server")
-    if not exe:
-        print("emulators: moto_server not found (pip install 'moto[server]'); S3 tests will skip", file=sys.stderr)
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        print("emulators: moto not found (pip install 'moto[server]'); S3 tests will skip", file=sys.stderr)
         return None
     port = free_port()
     log = open(os.path.join(data, "moto.log"), "w")
-    subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log,
-                     start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=log, start_new_session=True)
+    remember(data, proc)
     if not wait_for(port):
         print("emulators: moto did not start; see moto.log", file=sys.stderr)
         return None
