@@ -265,8 +265,8 @@ fn a_backup_survives_the_service_restarting_under_it() {
     let dir = scratch_dir();
     let data = dir.path().join("azurite");
     let port = free_port();
-    let start = || -> Child {
-        Command::new(&exe)
+    let start = || -> Stopped {
+        let child = Command::new(&exe)
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
             .arg("--location")
             .arg(&data)
@@ -274,7 +274,8 @@ fn a_backup_survives_the_service_restarting_under_it() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap()
+            .unwrap();
+        Stopped(child)
     };
     let mut azurite = start();
     wait_for_port(port);
@@ -308,10 +309,10 @@ fn a_backup_survives_the_service_restarting_under_it() {
     // when it shuts down; SIGKILL would lose what it had not saved yet,
     // which is a lost service, not a restarted one).
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(azurite.id() as i32, libc::SIGTERM) };
-    azurite.wait().unwrap();
+    unsafe { libc::kill(azurite.0.id() as i32, libc::SIGTERM) };
+    azurite.0.wait().unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    let mut azurite = start();
+    let _azurite = start();
     wait_for_port(port);
     let out = backup.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -330,8 +331,17 @@ fn a_backup_survives_the_service_restarting_under_it() {
         .expect_ok("restore");
     assert_same_bytes(&restored, &image);
     c.run(&["check", &vault]).expect_ok("check");
-    azurite.kill().unwrap();
-    azurite.wait().unwrap();
+}
+
+/// A child process killed when it goes out of scope, so that a failed
+/// assertion never leaves an emulator running behind the test.
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn which(name: &str) -> Option<PathBuf> {

@@ -142,12 +142,14 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     }
     // Chunks that cannot be read, with the reason.
     let mut bad_chunks: HashMap<ChunkId, String> = HashMap::new();
-    let results: Vec<PackCheck> = pool.install(|| {
+    // Reading whole packs waits for storage: on the request pool; each
+    // pack's chunks are then opened on the CPU pool.
+    let results: Vec<PackCheck> = crate::exec::request_pool().install(|| {
         index
             .packs()
             .par_iter()
             .enumerate()
-            .map(|(n, pack)| check_pack(repo, pack, &by_pack[n], &present, opts.read_data))
+            .map(|(n, pack)| check_pack(repo, &pool, pack, &by_pack[n], &present, opts.read_data))
             .collect()
     });
     for (pack_problem, chunk_problems, bytes, verified) in results {
@@ -349,6 +351,7 @@ type PackCheck = (Option<(String, String)>, Vec<(ChunkId, String)>, u64, usize);
 
 fn check_pack(
     repo: &Repository,
+    cpu: &rayon::ThreadPool,
     pack: &PackId,
     chunks: &[(ChunkId, ChunkLocation)],
     present: &HashMap<PackId, u64>,
@@ -417,17 +420,27 @@ fn check_pack(
     }
     let mut bad = Vec::new();
     let mut verified = 0;
-    for (id, loc) in chunks {
-        let start = loc.offset as usize;
-        let end = start + loc.length as usize;
-        let Some(sealed) = bytes.get(start..end) else {
-            bad.push((*id, format!("beyond the end of {key}")));
-            continue;
-        };
-        match repo.sealer().open_chunk(sealed, id, repo.max_chunk_plain()) {
-            Ok(plain) if plain.len() == loc.raw_length as usize => verified += 1,
-            Ok(_) => bad.push((*id, format!("length differs from the index ({key})"))),
-            Err(e) => bad.push((*id, format!("{e} ({key})"))),
+    let outcomes: Vec<Option<(ChunkId, String)>> = cpu.install(|| {
+        chunks
+            .par_iter()
+            .map(|(id, loc)| {
+                let start = loc.offset as usize;
+                let end = start + loc.length as usize;
+                let Some(sealed) = bytes.get(start..end) else {
+                    return Some((*id, format!("beyond the end of {key}")));
+                };
+                match repo.sealer().open_chunk(sealed, id, repo.max_chunk_plain()) {
+                    Ok(plain) if plain.len() == loc.raw_length as usize => None,
+                    Ok(_) => Some((*id, format!("length differs from the index ({key})"))),
+                    Err(e) => Some((*id, format!("{e} ({key})"))),
+                }
+            })
+            .collect()
+    });
+    for outcome in outcomes {
+        match outcome {
+            None => verified += 1,
+            Some(problem) => bad.push(problem),
         }
     }
     (pack_problem, bad, bytes.len() as u64, verified)

@@ -608,10 +608,22 @@ fn fetch_batch(
         }
     }
 
-    // Read the runs and open their chunks in parallel.
+    // Read the runs with many requests in flight, then open their chunks
+    // on the CPU pool.
+    let fetched: Vec<std::result::Result<Vec<u8>, crate::store::StoreError>> =
+        crate::exec::request_pool().install(|| {
+            runs.par_iter()
+                .map(|run| {
+                    let key = pack_key(&index.pack_id(run.pack));
+                    repo.store()
+                        .get_range(&key, run.start, (run.end - run.start) as usize)
+                })
+                .collect()
+        });
     let opened: Vec<Vec<(usize, Result<Vec<u8>>)>> = runs
         .par_iter()
-        .map(|run| open_run(repo, index, batch, run))
+        .zip(fetched)
+        .map(|(run, bytes)| open_run(repo, index, batch, run, bytes))
         .collect();
 
     let mut slots: Vec<Option<Vec<u8>>> = reused;
@@ -680,13 +692,11 @@ fn open_run(
     index: &ChunkIndex,
     batch: &[(u64, Extent)],
     run: &Run,
+    fetched: std::result::Result<Vec<u8>, crate::store::StoreError>,
 ) -> Vec<(usize, Result<Vec<u8>>)> {
     let pack = index.pack_id(run.pack);
     let key = pack_key(&pack);
-    let bytes = match repo
-        .store()
-        .get_range(&key, run.start, (run.end - run.start) as usize)
-    {
+    let bytes = match fetched {
         Ok(b) => b,
         Err(e) => {
             // The first member carries the store's error; the others say
