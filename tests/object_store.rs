@@ -113,3 +113,40 @@ fn request_counts_are_kept() {
         assert_eq!((c.bytes_sent, c.bytes_received), (5, 5));
     }
 }
+
+/// Objects past the multipart threshold go up in parts: they read back
+/// byte for byte (also by range, across part boundaries), replace an older
+/// object whole, and cost one request per part. A create-only put of the
+/// same size stays one conditional request, refused when the key is taken.
+#[test]
+fn large_objects_go_up_in_parts_and_read_back_whole() {
+    use diskvault::store::object::{MULTIPART_THRESHOLD, PART_SIZE};
+    use diskvault::store::PutMode;
+    for emu in emulators() {
+        let store = open(&emu, &emu.fresh_url("parts"), &[]).unwrap();
+        // Just past the threshold and not a whole number of parts.
+        let len = MULTIPART_THRESHOLD + PART_SIZE / 3;
+        let first: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let second: Vec<u8> = (0..len).map(|i| (i * 13 % 241) as u8).collect();
+        store.put("packs/big", &first, PutMode::Overwrite).unwrap();
+        store.put("packs/big", &second, PutMode::Overwrite).unwrap();
+        let c = store.requests().unwrap();
+        let parts = len.div_ceil(PART_SIZE) as u64;
+        assert!(c.put >= 2 * (parts + 1), "{} puts for {parts} parts", c.put);
+        assert_eq!(c.bytes_sent, 2 * len as u64);
+        assert!(store.get("packs/big").unwrap() == second, "{}", emu.scheme);
+        let across = PART_SIZE as u64 - 10;
+        assert_eq!(
+            store.get_range("packs/big", across, 20).unwrap(),
+            &second[across as usize..across as usize + 20]
+        );
+        assert_eq!(store.size("packs/big").unwrap(), len as u64);
+
+        let before = store.requests().unwrap().put;
+        store.put("config", &first, PutMode::Create).unwrap();
+        assert_eq!(store.requests().unwrap().put, before + 1, "{}", emu.scheme);
+        let err = store.put("config", &second, PutMode::Create).unwrap_err();
+        assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
+        assert!(store.get("config").unwrap() == first);
+    }
+}

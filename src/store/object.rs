@@ -108,6 +108,18 @@ pub struct ObjectBackend {
     counters: Counters,
 }
 
+/// Objects this large are uploaded in parts. Above the default pack size
+/// (16 MiB), so that a backup's packs each cost one request; large index
+/// files and packs of a larger target go in parts, several at once.
+pub const MULTIPART_THRESHOLD: usize = 32 << 20;
+
+/// The size of each part of a multipart upload (S3 needs 5 MiB or more
+/// for every part but the last).
+pub const PART_SIZE: usize = 8 << 20;
+
+/// Parts of one object in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
 /// How long the service's client keeps retrying a failing request
 /// (connection refused, 5xx, timeouts) before the error reaches us.
 const RETRY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -247,6 +259,44 @@ impl ObjectBackend {
         s.strip_prefix(&self.url.prefix)?
             .strip_prefix('/')
             .map(str::to_string)
+    }
+
+    /// Uploads a large object in parts, [`PARTS_IN_FLIGHT`] at once. The
+    /// object appears whole when the upload completes, never before, so a
+    /// put in parts is as atomic as a single one.
+    ///
+    /// Only for [`PutMode::Overwrite`]: a multipart upload cannot be made
+    /// conditional through every service, and a create-only put is never a
+    /// check-then-write, so those always go as one conditional request
+    /// (services take single puts of several GiB). The objects written
+    /// create-only (config, locks, key files) are small anyway; the large
+    /// ones (packs, index files) are content-named and overwritable.
+    fn put_in_parts(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
+        let path = self.path(key);
+        let parts = data.len().div_ceil(PART_SIZE) as u64;
+        // Starting the upload is a request on S3; finishing it is one on
+        // both services.
+        let requests = parts + 1 + u64::from(self.url.service == Service::S3);
+        self.counters.put.fetch_add(requests, Ordering::Relaxed);
+        let result = self.run(async {
+            let upload = self.inner.put_multipart(&path).await?;
+            let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            for part in data.chunks(PART_SIZE) {
+                if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                    // The parts already sent would be kept (and billed)
+                    // until the service expires them: abandon them now.
+                    let _ = writer.abort().await;
+                    return Err(e);
+                }
+                writer.write(part);
+            }
+            writer.finish().await
+        });
+        result.map_err(|e| classify(key, e, false))?;
+        self.counters
+            .sent
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     fn run<F: Future>(&self, f: F) -> F::Output {
@@ -441,6 +491,9 @@ impl Store for ObjectBackend {
     }
 
     fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<(), StoreError> {
+        if data.len() >= MULTIPART_THRESHOLD && mode == PutMode::Overwrite {
+            return self.put_in_parts(key, data);
+        }
         self.count(&self.counters.put);
         let path = self.path(key);
         let opts = PutOptions {
