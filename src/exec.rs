@@ -31,7 +31,10 @@ pub fn requests_in_flight() -> usize {
 
 /// The pool whose threads wait for storage: ranged reads of a restore,
 /// whole packs of `check --read-data`. Separate from the CPU pools, so
-/// that waiting for the network never keeps a core idle.
+/// that waiting for the network never keeps a core idle. Work on it only
+/// waits for storage: nothing running on it may wait for other work on it
+/// (that could hold every thread waiting), and pack uploads are spawned on
+/// it from outside.
 pub(crate) fn request_pool() -> &'static rayon::ThreadPool {
     REQUEST_POOL.get_or_init(|| {
         rayon::ThreadPoolBuilder::new()

@@ -2,12 +2,15 @@
 //! indexing them in the order crash safety needs ([`PackWriter`], the one
 //! writer of backup, repair and prune), and reading a pack's table back.
 
+use std::sync::mpsc::{channel, Receiver, Sender};
+
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
 use crate::format::index::IndexRecord;
 use crate::format::pack::{self, PackEntry, PACK_FOOTER_LEN, PACK_TABLE_AAD};
 use crate::format::{ChunkId, ObjectHeader, ObjectKind, PackId, MAX_BLOB_PLAINTEXT};
 use crate::repo::{pack_key, Repository};
+use crate::store::PutMode;
 
 /// Default pack size: large enough to keep object counts low on object
 /// storage, small enough to keep memory bounded while one is assembled.
@@ -95,7 +98,21 @@ pub struct PackWriter<'a> {
     builder: PackBuilder,
     pending: Vec<(PackId, IndexRecord)>,
     written: PacksWritten,
+    /// Uploads running on the request pool, and where they report.
+    uploads: Uploads,
 }
+
+/// Packs being stored on the request pool, at most
+/// [`crate::exec::requests_in_flight`] at once: on an object store each
+/// put waits for the network, and one at a time would leave the link idle.
+struct Uploads {
+    in_flight: usize,
+    done_tx: Sender<Uploaded>,
+    done_rx: Receiver<Uploaded>,
+}
+
+/// A pack whose put returned: its entries, or why it failed.
+type Uploaded = (PackId, Vec<PackEntry>, u64, Result<()>);
 
 /// What a [`PackWriter`] wrote.
 #[derive(Debug, Clone, Default)]
@@ -117,6 +134,14 @@ impl<'a> PackWriter<'a> {
             builder: PackBuilder::new(DEFAULT_PACK_TARGET),
             pending: Vec::new(),
             written: PacksWritten::default(),
+            uploads: {
+                let (done_tx, done_rx) = channel();
+                Uploads {
+                    in_flight: 0,
+                    done_tx,
+                    done_rx,
+                }
+            },
         }
     }
 
@@ -131,21 +156,62 @@ impl<'a> PackWriter<'a> {
         Ok(())
     }
 
-    /// Stores a finished pack and queues its chunks for the next index file.
+    /// Stores a finished pack and queues its chunks for the next index
+    /// file once the put has returned. The put runs on the request pool
+    /// while the caller goes on; this waits only when as many puts as
+    /// [`crate::exec::requests_in_flight`] are already running.
     pub fn store(&mut self, pack: FinishedPack) -> Result<()> {
-        self.repo.put_pack(&pack)?;
+        while self.uploads.in_flight >= crate::exec::requests_in_flight() {
+            self.collect_one()?;
+        }
+        let store = std::sync::Arc::clone(self.repo.store());
+        let done = self.uploads.done_tx.clone();
+        self.uploads.in_flight += 1;
+        crate::exec::request_pool().spawn(move || {
+            let result = store
+                .put(&pack_key(&pack.id), &pack.bytes, PutMode::Overwrite)
+                .map_err(Error::from);
+            let len = pack.bytes.len() as u64;
+            drop(pack.bytes);
+            // The writer waits for every upload it started (also when
+            // dropped), so it is still listening.
+            let _ = done.send((pack.id, pack.entries, len, result));
+        });
+        Ok(())
+    }
+
+    /// Waits for one running upload and queues its chunks for indexing.
+    fn collect_one(&mut self) -> Result<()> {
+        let (id, entries, len, result) = self
+            .uploads
+            .done_rx
+            .recv()
+            .map_err(|_| Error::InvalidArgument("pack upload thread stopped".into()))?;
+        self.uploads.in_flight -= 1;
+        result?;
         self.written.packs += 1;
-        self.written.bytes += pack.bytes.len() as u64;
-        self.written.chunks += pack.entries.len() as u64;
-        self.pending.extend(
-            pack.entries
-                .iter()
-                .map(|e| (pack.id, IndexRecord::from_entry(e))),
-        );
+        self.written.bytes += len;
+        self.written.chunks += entries.len() as u64;
+        self.pending
+            .extend(entries.iter().map(|e| (id, IndexRecord::from_entry(e))));
         if self.pending.len() >= INDEX_FLUSH_ENTRIES {
-            self.flush()?;
+            self.flush_stored()?;
         }
         Ok(())
+    }
+
+    /// Waits for every running upload; the first failure is returned after
+    /// all have finished, so nothing is left writing behind the caller.
+    fn collect_all(&mut self) -> Result<()> {
+        let mut first = Ok(());
+        while self.uploads.in_flight > 0 {
+            if let Err(e) = self.collect_one() {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
     }
 
     /// Queues the chunks of a pack already stored (by a writer that died
@@ -158,8 +224,16 @@ impl<'a> PackWriter<'a> {
         Ok(())
     }
 
-    /// Makes the stored packs durable, then writes index files for them.
+    /// Waits for the running uploads, makes the stored packs durable, then
+    /// writes index files for them.
     pub fn flush(&mut self) -> Result<()> {
+        self.collect_all()?;
+        self.flush_stored()
+    }
+
+    /// Makes the packs whose puts returned durable, then writes index
+    /// files for them.
+    fn flush_stored(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -178,7 +252,20 @@ impl<'a> PackWriter<'a> {
         }
         self.flush()?;
         self.repo.store().barrier()?;
-        Ok(self.written)
+        Ok(std::mem::take(&mut self.written))
+    }
+}
+
+impl Drop for PackWriter<'_> {
+    /// A writer given up on (an error elsewhere) still waits for its
+    /// uploads: none may land after the command has let go of its lock.
+    fn drop(&mut self) {
+        while self.uploads.in_flight > 0 {
+            if self.uploads.done_rx.recv().is_err() {
+                break;
+            }
+            self.uploads.in_flight -= 1;
+        }
     }
 }
 

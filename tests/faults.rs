@@ -785,3 +785,42 @@ fn init_survives_every_fault() {
         }
     }
 }
+
+/// Packs go up several at once (on an object store each put waits for the
+/// network), never more than the request limit, and the write order still
+/// holds: an index file only after every pack it names returned and a
+/// barrier made them durable.
+#[test]
+fn backup_stores_packs_several_at_once_in_order() {
+    let dir = scratch_dir();
+    let vault = dir.path().join("vault");
+    let image = dir.path().join("vda.img");
+    write_random_image(&image, 80 * MIB, 77);
+    init_repo_with(&vault, &fast_init());
+    let before = keys_in(&vault);
+    // Every put waits as a network round trip would.
+    let slow = Arc::new(
+        FaultyStore::new(Arc::new(LocalStore::new(&vault))).with_fault(Fault::Slow(
+            OpKind::Put,
+            std::time::Duration::from_millis(40),
+        )),
+    );
+    backup(
+        &open_over(&slow, &vault, PASSPHRASE).unwrap(),
+        &backup_opts(&image),
+    )
+    .unwrap();
+    let counts = slow.counts();
+    let packs = counts.keys_written_under("packs/").len();
+    assert!(packs >= 4, "{packs} packs");
+    assert!(
+        counts.puts_in_flight_peak >= 2,
+        "packs were stored one at a time ({} at most)",
+        counts.puts_in_flight_peak
+    );
+    assert!(counts.puts_in_flight_peak <= diskvault::exec::requests_in_flight());
+    assert_write_order(&vault, &before, &BTreeSet::new(), &counts.writes);
+    let restored = dir.path().join("restored.img");
+    restore_to(&open_repo(&vault), "latest", &restored);
+    assert_eq!(b3(&restored), b3(&image));
+}

@@ -346,13 +346,13 @@ fn endless_and_oversized_inputs_keep_memory_bounded() {
             BOUND,
         );
     }
-    bounded(
-        &["check", &vault, "--threads", "100000"],
-        None,
-        EXIT_USAGE,
-        "1 to 256",
-        BOUND,
-    );
+    for args in [
+        ["check", &vault, "--threads", "100000"],
+        ["check", &vault, "--connections", "100000"],
+        ["--connections", "0", "check", &vault],
+    ] {
+        bounded(&args, None, EXIT_USAGE, "1 to 256", BOUND);
+    }
 
     // Each kind of object, replaced by 8 GiB: each command names it and
     // stays bounded.

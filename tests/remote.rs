@@ -105,11 +105,18 @@ fn the_life_of_a_vault_is_the_same_on_every_backend() {
         assert_eq!(ids.len(), 2);
         for (id, image) in ids.iter().zip([&v1, &v2]) {
             let out = dir.path().join(format!("{}-{}.img", b.name, &id[..8]));
-            c.run(&["restore", &vault, id, out.to_str().unwrap()])
-                .expect_ok(&case("restore"));
+            c.run(&[
+                "restore",
+                &vault,
+                id,
+                out.to_str().unwrap(),
+                "--connections",
+                "3",
+            ])
+            .expect_ok(&case("restore"));
             assert_same_bytes(&out, image);
         }
-        c.run(&["check", &vault, "--read-data"])
+        c.run(&["--connections", "16", "check", &vault, "--read-data"])
             .expect_ok(&case("check --read-data"));
 
         // Two writers at once: both land, nothing is lost.

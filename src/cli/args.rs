@@ -16,6 +16,12 @@ pub struct Cli {
     pub command: Command,
     #[command(flatten)]
     pub lock: LockArgs,
+    /// Storage requests in flight at once: ranged reads of a restore, pack
+    /// uploads of a backup, packs read by check --read-data (default: 8).
+    /// More hides an object store's latency; each pack upload in flight
+    /// holds its pack (16 MiB) in memory.
+    #[arg(long, value_name = "N", value_parser = parse_threads, global = true)]
+    pub connections: Option<usize>,
 }
 
 /// How the passphrase is supplied (besides `DISKVAULT_PASSWORD` and the prompt).
@@ -76,14 +82,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
-/// A number of worker threads: 1 to `diskvault::exec::MAX_THREADS`.
+/// A number of worker threads or requests: 1 to
+/// `diskvault::exec::MAX_THREADS`.
 fn parse_threads(text: &str) -> Result<usize, String> {
     let max = diskvault::exec::MAX_THREADS;
     match text.parse::<usize>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "'{text}' is not a number of threads from 1 to {max}"
-        )),
+        _ => Err(format!("'{text}' is not a whole number from 1 to {max}")),
     }
 }
 
@@ -244,7 +249,7 @@ pub enum Command {
         /// Open and verify every chunk of every copied pack (needs the passphrase).
         #[arg(long)]
         verify: bool,
-        /// Objects copied at once (default: 4).
+        /// Objects copied at once (default: --connections, 8).
         #[arg(long, value_name = "N", value_parser = parse_threads)]
         threads: Option<usize>,
         /// Make DST's live points exactly SRC's live (selected) points:

@@ -69,6 +69,10 @@ pub fn run() -> i32 {
             return code;
         }
     };
+    if let Some(n) = cli.connections {
+        // Checked by the parser: within 1..=MAX_THREADS.
+        let _ = diskvault::exec::set_requests_in_flight(n);
+    }
     let code = match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -54,10 +54,6 @@ use crate::repo::{
 };
 use crate::store::PutMode;
 
-/// Packs copied at once when [`SyncOptions::threads`] is `None`: copying
-/// is mostly waiting on storage, so more than the cores.
-const DEFAULT_COPY_THREADS: usize = 4;
-
 /// What to send.
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
@@ -69,7 +65,8 @@ pub struct SyncOptions {
     /// Read every copied pack back from the destination and open and
     /// verify each of its chunks (needs the key).
     pub verify: bool,
-    /// Objects copied at once; 4 when `None`.
+    /// Objects copied at once; [`crate::exec::requests_in_flight`] when
+    /// `None`.
     pub threads: Option<usize>,
     /// Told the bytes copied so far and the bytes to copy.
     pub progress: Option<Progress>,
@@ -324,7 +321,12 @@ fn run(
         dst,
         key,
         verify_in: if opts.verify { dst_repo.as_ref() } else { None },
-        threads: opts.threads.unwrap_or(DEFAULT_COPY_THREADS).max(1),
+        // Copying is mostly waiting on storage: by default as many copies
+        // as requests may be in flight.
+        threads: opts
+            .threads
+            .unwrap_or_else(crate::exec::requests_in_flight)
+            .max(1),
     };
     let packs: Vec<Item> = plan.packs.iter().map(Item::pack).collect();
     let index_files: Vec<Item> = plan.index_files.iter().map(Item::index).collect();

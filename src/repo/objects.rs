@@ -15,7 +15,6 @@ use crate::format::point::PointBody;
 use crate::format::policy::StoredPolicy;
 use crate::format::{ChunkId, ForgetId, IndexId, ObjectKind, PackId, PointId};
 use crate::index::{ChunkIndex, ChunkLocation};
-use crate::packer::FinishedPack;
 use crate::store::PutMode;
 
 /// Recovery points with their bodies.
@@ -150,13 +149,6 @@ impl Repository {
     /// Every pack present in the store, with its size in bytes.
     pub fn list_packs_sized(&self) -> Result<Vec<(PackId, u64)>> {
         Ok(list_ids_sized(self.store.as_ref(), PACKS)?)
-    }
-
-    /// Stores a finished pack (not yet durable: see [`Store::barrier`]).
-    pub(crate) fn put_pack(&self, pack: &FinishedPack) -> Result<()> {
-        Ok(self
-            .store
-            .put(&pack_key(&pack.id), &pack.bytes, PutMode::Overwrite)?)
     }
 
     /// Deletes a pack (prune and repair, once no index names it).

@@ -142,6 +142,8 @@ pub struct OpCounts {
     pub puts_by_key: BTreeMap<String, u32>,
     /// Every successful change, in order, for write-order assertions.
     pub writes: Vec<WriteEvent>,
+    /// The most puts that were running at once.
+    pub puts_in_flight_peak: usize,
 }
 
 impl OpCounts {
@@ -191,6 +193,8 @@ struct State {
     counts: OpCounts,
     /// Faults that fired: the kind and the key of the operation.
     injected: Vec<(OpKind, String)>,
+    /// Puts running now.
+    puts_in_flight: usize,
 }
 
 /// A [`Store`] that counts every operation and injects the configured
@@ -292,6 +296,26 @@ impl FaultyStore {
         }
     }
 
+    /// A put, counted and faulted.
+    fn put_counted(&self, key: &str, data: &[u8], mode: PutMode) -> Result<(), StoreError> {
+        match self.begin(OpKind::Put, key) {
+            Action::Pass => {
+                self.inner.put(key, data, mode)?;
+                self.record_put(key, data.len());
+                Ok(())
+            }
+            Action::Inject(Fault::NoSpace(_)) => Err(Self::no_space(key)),
+            Action::Inject(Fault::ReadOnly) => Err(Self::read_only(key)),
+            Action::Inject(Fault::FailAfterPut(_)) => {
+                self.inner.put(key, data, mode)?;
+                self.record_put(key, data.len());
+                Err(Self::failure(key, "acknowledging a write"))
+            }
+            Action::Inject(Fault::Transient(..)) => Err(Self::transient(key)),
+            Action::Inject(_) => Err(Self::failure(key, "write")),
+        }
+    }
+
     fn record_read(&self, bytes: &[u8]) {
         self.lock().counts.bytes_read += bytes.len() as u64;
     }
@@ -383,22 +407,15 @@ impl Store for FaultyStore {
     }
 
     fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<(), StoreError> {
-        match self.begin(OpKind::Put, key) {
-            Action::Pass => {
-                self.inner.put(key, data, mode)?;
-                self.record_put(key, data.len());
-                Ok(())
-            }
-            Action::Inject(Fault::NoSpace(_)) => Err(Self::no_space(key)),
-            Action::Inject(Fault::ReadOnly) => Err(Self::read_only(key)),
-            Action::Inject(Fault::FailAfterPut(_)) => {
-                self.inner.put(key, data, mode)?;
-                self.record_put(key, data.len());
-                Err(Self::failure(key, "acknowledging a write"))
-            }
-            Action::Inject(Fault::Transient(..)) => Err(Self::transient(key)),
-            Action::Inject(_) => Err(Self::failure(key, "write")),
+        {
+            let mut state = self.lock();
+            state.puts_in_flight += 1;
+            state.counts.puts_in_flight_peak =
+                state.counts.puts_in_flight_peak.max(state.puts_in_flight);
         }
+        let result = self.put_counted(key, data, mode);
+        self.lock().puts_in_flight -= 1;
+        result
     }
 
     fn exists(&self, key: &str) -> Result<bool, StoreError> {
