@@ -404,6 +404,16 @@ struct Counts {
 /// Largest read that fetches neighbouring chunks of one pack together.
 const MAX_RUN_BYTES: u64 = 1 << 20;
 
+/// Bytes not needed that one read may span to join two runs of a pack.
+/// A restore of a later point finds the chunks it superseded scattered
+/// between the ones it needs (one 4 KiB page changed in a 16 KiB chunk
+/// leaves a gap of one sealed chunk): reading across such a gap costs less
+/// than a request does on any object store (at 100 MB/s, 256 KiB is
+/// 2.6 ms; a request's first byte takes 10 ms or more), and little on a
+/// local disk. Measured on the 2 GiB image's next-day restore from
+/// Azurite: 4791 GETs joining only adjacent chunks (README, Performance).
+const MAX_GAP_BYTES: u64 = 256 << 10;
+
 /// Whether a walk over a disk writes it, or only reads and verifies what
 /// it would write.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -595,8 +605,14 @@ fn fetch_batch(
     for (i, loc) in wanted {
         let (start, end) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
         match runs.last_mut() {
-            Some(r) if r.pack == loc.pack && r.end == start && end - r.start <= MAX_RUN_BYTES => {
-                r.end = end;
+            // Sorted by offset: `start >= r.start`; a chunk occurring twice
+            // in the batch overlaps its run.
+            Some(r)
+                if r.pack == loc.pack
+                    && start <= r.end + MAX_GAP_BYTES
+                    && end.max(r.end) - r.start <= MAX_RUN_BYTES =>
+            {
+                r.end = r.end.max(end);
                 r.members.push((i, loc));
             }
             _ => runs.push(Run {
