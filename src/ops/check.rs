@@ -92,6 +92,10 @@ impl Findings {
 
 /// Checks the repository.
 pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
+    // Judge what the store holds: a remote vault's local cache of index
+    // files, points and manifest nodes is passed by.
+    let direct = repo.without_cache();
+    let repo = direct.as_ref().unwrap_or(repo);
     let pool = crate::exec::worker_pool(opts.threads, "check")?;
     let _lock = repo.lock_for_reading("check")?;
     let mut report = CheckReport::default();

@@ -218,7 +218,7 @@ pub fn repair(
             let mut load = |id: &ChunkId| -> Result<Vec<u8>> {
                 for ix in [&good, &in_damaged] {
                     if let Some(loc) = ix.get(id) {
-                        if let Ok(b) = repo.read_chunk(id, &loc, &ix.pack_id(loc.pack)) {
+                        if let Ok(b) = repo.read_node(id, &loc, &ix.pack_id(loc.pack)) {
                             return Ok(b);
                         }
                     }

@@ -366,6 +366,21 @@ impl Repository {
         RepoLock::acquire_for_reading(&self.store, &self.location, command, &self.lock_options)
     }
 
+    /// This repository read past any local cache of its store: what
+    /// `check` reads, so that it judges the objects the store holds, not
+    /// copies of them. `None` when the store keeps no cache.
+    pub(crate) fn without_cache(&self) -> Option<Repository> {
+        Some(Repository {
+            store: self.store.without_cache()?,
+            location: self.location.clone(),
+            config: self.config.clone(),
+            sealer: self.sealer.clone(),
+            master_key: self.master_key.clone(),
+            key_id: self.key_id,
+            lock_options: self.lock_options.clone(),
+        })
+    }
+
     /// The sealer for this repository's blobs.
     pub fn sealer(&self) -> &Arc<Sealer> {
         &self.sealer

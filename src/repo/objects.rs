@@ -163,13 +163,43 @@ impl Repository {
 
     /// Reads and opens one chunk at a known location, verifying its id.
     pub fn read_chunk(&self, id: &ChunkId, loc: &ChunkLocation, pack: &PackId) -> Result<Vec<u8>> {
+        Ok(self.read_sealed_chunk(id, loc, pack)?.1)
+    }
+
+    /// Reads and opens a manifest node: [`Repository::read_chunk`], through
+    /// the store's cache of sealed blobs when it has one (remote vaults).
+    /// A cached copy is opened and verified like one read from the pack;
+    /// one that does not open is dropped and the node read from the pack.
+    pub fn read_node(&self, id: &ChunkId, loc: &ChunkLocation, pack: &PackId) -> Result<Vec<u8>> {
+        let name = id.to_hex();
+        if let Some(sealed) = self.store.cached_blob(&name) {
+            if let Ok(plain) = self.sealer.open_chunk(&sealed, id, self.max_chunk_plain()) {
+                return Ok(plain);
+            }
+            self.store.forget_blob(&name);
+        }
+        let (sealed, plain) = self.read_sealed_chunk(id, loc, pack)?;
+        self.store.keep_blob(&name, &sealed);
+        Ok(plain)
+    }
+
+    /// A chunk's sealed bytes, read from its pack, and their opened plain
+    /// text.
+    fn read_sealed_chunk(
+        &self,
+        id: &ChunkId,
+        loc: &ChunkLocation,
+        pack: &PackId,
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
         let key = pack_key(pack);
         let sealed = self
             .store
             .get_range(&key, loc.offset as u64, loc.length as usize)?;
-        self.sealer
+        let plain = self
+            .sealer
             .open_chunk(&sealed, id, self.max_chunk_plain())
-            .map_err(|e| Error::damaged(format!("chunk {} in {}", id.short(), key), e))
+            .map_err(|e| Error::damaged(format!("chunk {} in {}", id.short(), key), e))?;
+        Ok((sealed, plain))
     }
 
     // ---- points ------------------------------------------------------------

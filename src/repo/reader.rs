@@ -171,5 +171,5 @@ pub(crate) fn read_indexed_chunk(
     let loc = index
         .get(id)
         .ok_or_else(|| Error::MissingChunk { chunk: id.to_hex() })?;
-    repo.read_chunk(id, &loc, &index.pack_id(loc.pack))
+    repo.read_node(id, &loc, &index.pack_id(loc.pack))
 }

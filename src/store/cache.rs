@@ -1,12 +1,17 @@
 //! A local cache of small immutable objects of a remote store, so that
 //! listing points or starting a backup does not download every index file
-//! and point again.
+//! and point again; and of sealed manifest nodes (read by range from
+//! packs), so that prune and check, which walk every point's manifest, do
+//! not fetch the nodes points share again and again.
 //!
 //! Only content-named objects are cached (their key ends in the BLAKE3 of
 //! their bytes, 64 hex characters) and only those the caller's predicate
 //! accepts. Every read from the cache hashes the bytes against the name:
-//! a damaged entry is detected, removed and fetched again. The cache is an
-//! optimisation only: deleting it changes no result.
+//! a damaged entry is detected, removed and fetched again. Sealed blobs
+//! stay sealed on disk (nothing of the vault's plaintext is cached) and the
+//! repository verifies each as it verifies a chunk read from a pack
+//! ([`Store::cached_blob`]). The cache is an optimisation only: deleting
+//! it changes no result.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -64,6 +69,13 @@ impl CachedStore {
             return None;
         }
         Some((self.dir.join(key), Self::content_hash(key)?))
+    }
+
+    /// Where a sealed blob is kept: `blobs/` and its name's first two
+    /// characters, as packs are spread.
+    fn blob_file(&self, name: &str) -> Option<PathBuf> {
+        let ok = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        ok.then(|| self.dir.join("blobs").join(&name[..2]).join(name))
     }
 
     /// A cached copy that still hashes to its name; a damaged one is
@@ -175,6 +187,26 @@ impl Store for CachedStore {
 
     fn requests(&self) -> Option<RequestCounts> {
         self.inner.requests()
+    }
+
+    fn cached_blob(&self, name: &str) -> Option<Vec<u8>> {
+        fs::read(self.blob_file(name)?).ok()
+    }
+
+    fn keep_blob(&self, name: &str, sealed: &[u8]) {
+        if let Some(path) = self.blob_file(name) {
+            Self::keep(&path, sealed);
+        }
+    }
+
+    fn forget_blob(&self, name: &str) {
+        if let Some(path) = self.blob_file(name) {
+            let _ = fs::remove_file(path);
+        }
+    }
+
+    fn without_cache(&self) -> Option<Arc<dyn Store>> {
+        Some(self.inner.clone())
     }
 }
 

@@ -234,4 +234,26 @@ pub trait Store: Send + Sync {
     fn requests(&self) -> Option<RequestCounts> {
         None
     }
+    /// A local copy of the sealed blob `name` (a chunk id in hex) kept by
+    /// a cache in front of a remote store, or `None`. Only the caller can
+    /// verify a sealed blob (it needs the key): it must open it as it opens
+    /// one read from a pack, and call [`Store::forget_blob`] when that
+    /// fails. Stores without a cache keep nothing.
+    fn cached_blob(&self, name: &str) -> Option<Vec<u8>> {
+        let _ = name;
+        None
+    }
+    /// Offers a sealed blob, read from a pack and verified, to the cache.
+    fn keep_blob(&self, name: &str, sealed: &[u8]) {
+        let _ = (name, sealed);
+    }
+    /// Drops a cached blob that did not verify.
+    fn forget_blob(&self, name: &str) {
+        let _ = name;
+    }
+    /// The store behind a local cache, for a reader that must see what the
+    /// store holds (`check`); `None` when this store keeps no cache.
+    fn without_cache(&self) -> Option<std::sync::Arc<dyn Store>> {
+        None
+    }
 }

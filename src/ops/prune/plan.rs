@@ -259,7 +259,7 @@ impl Plan {
             let mut load = |chunk: &ChunkId| -> Result<Vec<u8>> {
                 if let Some(loc) = newer.and_then(|n| n.get(chunk)) {
                     let pack = newer.map(|n| n.pack_id(loc.pack)).unwrap_or_default();
-                    return repo.read_chunk(chunk, &loc, &pack);
+                    return repo.read_node(chunk, &loc, &pack);
                 }
                 let range = table.range(chunk);
                 let mut last = None;
@@ -270,7 +270,7 @@ impl Plan {
                         length: e.length,
                         raw_length: e.raw_length,
                     };
-                    match repo.read_chunk(chunk, &loc, &table.packs[e.pack as usize]) {
+                    match repo.read_node(chunk, &loc, &table.packs[e.pack as usize]) {
                         Ok(b) => return Ok(b),
                         Err(err) => last = Some(err),
                     }

@@ -144,6 +144,8 @@ pub struct OpCounts {
     pub writes: Vec<WriteEvent>,
     /// The most puts that were running at once.
     pub puts_in_flight_peak: usize,
+    /// How many reads of each key returned bytes.
+    pub reads_by_key: BTreeMap<String, u32>,
 }
 
 impl OpCounts {
@@ -185,6 +187,15 @@ impl OpCounts {
             .filter(|k| k.starts_with(prefix))
             .map(String::as_str)
             .collect()
+    }
+
+    /// Reads that returned bytes, of keys under `prefix`.
+    pub fn reads_under(&self, prefix: &str) -> u32 {
+        self.reads_by_key
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
     }
 }
 
@@ -316,8 +327,14 @@ impl FaultyStore {
         }
     }
 
-    fn record_read(&self, bytes: &[u8]) {
-        self.lock().counts.bytes_read += bytes.len() as u64;
+    fn record_read(&self, key: &str, bytes: &[u8]) {
+        let mut state = self.lock();
+        state.counts.bytes_read += bytes.len() as u64;
+        *state
+            .counts
+            .reads_by_key
+            .entry(key.to_string())
+            .or_insert(0) += 1;
     }
 
     fn record_put(&self, key: &str, len: usize) {
@@ -367,14 +384,14 @@ impl FaultyStore {
             Action::Inject(Fault::ShortRead(_)) => {
                 let mut bytes = read()?;
                 bytes.truncate(bytes.len() / 2);
-                self.record_read(&bytes);
+                self.record_read(key, &bytes);
                 Ok(bytes)
             }
             Action::Inject(Fault::Transient(..)) => Err(Self::transient(key)),
             Action::Inject(_) => Err(Self::failure(key, "read")),
             Action::Pass => {
                 let bytes = read()?;
-                self.record_read(&bytes);
+                self.record_read(key, &bytes);
                 Ok(bytes)
             }
         }
