@@ -252,7 +252,31 @@ fn storage_failures_have_their_own_exit_code_and_say_which() {
         .with_env(&nowhere)
         .run(&["points", &az.fresh_url("x")])
         .expect_code(9, "an unreachable endpoint")
-        .expect_mentions("cannot be reached", "says which");
+        .expect_mentions("cannot be reached", "says which")
+        .expect_mentions("AZURE_STORAGE_ENDPOINT", "names what to check");
+    Cli::new()
+        .with_env(&wrong_key)
+        .run(&["points", &az.fresh_url("x")])
+        .expect_mentions("AZURE_STORAGE_ACCOUNT_KEY", "names what to check");
+
+    // S3 (moto checks no signature, so a wrong key cannot be shown there).
+    let Some(s3) = emulators().into_iter().find(|e| e.scheme == "s3") else {
+        eprintln!("skipping the S3 half: needs moto");
+        return;
+    };
+    Cli::new()
+        .with_env(&s3.env())
+        .run(&["points", "s3://no-such-bucket/vault"])
+        .expect_code(9, "a missing bucket")
+        .expect_mentions("container or bucket does not exist", "says which");
+    let mut nowhere = s3.env();
+    nowhere.push(("AWS_ENDPOINT_URL".into(), "http://127.0.0.1:9".into()));
+    Cli::new()
+        .with_env(&nowhere)
+        .run(&["points", &s3.fresh_url("x")])
+        .expect_code(9, "an unreachable endpoint")
+        .expect_mentions("cannot be reached", "says which")
+        .expect_mentions("AWS_ENDPOINT_URL", "names what to check");
 }
 
 /// An Azurite of this test's own (its data on disk), stopped and started

@@ -91,7 +91,7 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    #[error("{key}: {failure} ({detail}); {}", failure_hint(*failure))]
+    #[error("{key}: {failure} ({}); {}", brief(detail), failure_hint(key, *failure))]
     Backend {
         key: String,
         failure: BackendFailure,
@@ -99,14 +99,35 @@ pub enum StoreError {
     },
 }
 
-/// What to do about a failure to talk to an object store.
-fn failure_hint(f: BackendFailure) -> &'static str {
-    match f {
-        BackendFailure::Unreachable => "check the endpoint (AWS_ENDPOINT_URL, AZURITE_BLOB_STORAGE_URL) and that the service is running",
-        BackendFailure::Credentials => "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY",
-        BackendFailure::MissingContainer => "create it first (diskvault does not create containers or buckets)",
-        BackendFailure::Configuration => "check the URL and the storage environment variables",
+/// What to do about a failure to talk to an object store at `url`.
+fn failure_hint(url: &str, f: BackendFailure) -> &'static str {
+    let azure = url.starts_with("az://");
+    match (f, azure) {
+        (BackendFailure::Unreachable, true) => {
+            "check AZURE_STORAGE_ENDPOINT (or AZURITE_BLOB_STORAGE_URL) and that the service is running"
+        }
+        (BackendFailure::Unreachable, false) => {
+            "check AWS_ENDPOINT_URL and AWS_REGION, and that the service is running"
+        }
+        (BackendFailure::Credentials, true) => {
+            "check AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_KEY)"
+        }
+        (BackendFailure::Credentials, false) => {
+            "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)"
+        }
+        (BackendFailure::MissingContainer, _) => {
+            "create it first (diskvault does not create containers or buckets)"
+        }
+        (BackendFailure::Configuration, _) => {
+            "check the URL and the storage environment variables (README, Object storage)"
+        }
     }
+}
+
+/// A service's error, without the XML body some services append.
+fn brief(detail: &str) -> &str {
+    let cut = detail.find("<?xml").unwrap_or(detail.len());
+    detail[..cut].trim_end_matches([' ', ':'])
 }
 
 /// Requests a remote store made, and the bytes it moved.
