@@ -19,6 +19,7 @@ use diskvault::crypto::{MasterKey, Sealer};
 use diskvault::format::blob::{BlobHeader, Cipher, Compression, NONCE_LEN};
 use diskvault::format::config::{CompressionSetting, RepoConfig};
 use diskvault::format::forget::ForgetRecord;
+use diskvault::format::group;
 use diskvault::format::index::IndexBody;
 use diskvault::format::keyfile::{
     KeyFile, MAX_KDF_ITERATIONS, MAX_KDF_MEMORY_KIB, MAX_KDF_PARALLELISM,
@@ -41,7 +42,7 @@ use diskvault::packer::parse_pack_table;
 pub type Check = fn(&[u8]) -> bool;
 
 /// Every check, by the name of its fuzz target.
-pub const TARGETS: [(&str, Check); 12] = [
+pub const TARGETS: [(&str, Check); 13] = [
     ("object_header", object_header),
     ("blob_header", blob_header),
     ("chunk", chunk),
@@ -54,6 +55,7 @@ pub const TARGETS: [(&str, Check); 12] = [
     ("forget_record", forget_record),
     ("lock", lock),
     ("policy", policy),
+    ("group", group),
 ];
 
 /// The fixed key of the chunk check: data key 0x11.., id key 0x22...
@@ -200,16 +202,19 @@ pub fn chunk(data: &[u8]) -> bool {
 ///    table's plaintext reaches `decode_table`.
 pub fn pack(data: &[u8]) -> bool {
     let mut decoded = false;
-    for area_end in [0, data.len() as u64, 16 << 20, u64::MAX] {
-        if let Ok(entries) = decode_table(data, area_end) {
-            for e in &entries {
-                assert!(e.offset as usize >= OBJECT_HEADER_LEN);
-                assert!(e.offset as u64 + e.length as u64 <= area_end);
+    for version in [1, 2] {
+        for area_end in [0, data.len() as u64, 16 << 20, u64::MAX] {
+            if let Ok(entries) = decode_table(data, area_end, version) {
+                for e in &entries {
+                    assert!(e.offset as usize >= OBJECT_HEADER_LEN);
+                    assert!(e.offset as u64 + e.length as u64 <= area_end);
+                    assert!(version >= 2 || !e.is_grouped());
+                }
+                let bytes = encode_table(&entries, version);
+                assert_eq!(bytes, data, "not canonical");
+                assert_eq!(decode_table(&bytes, area_end, version), Ok(entries));
+                decoded = true;
             }
-            let bytes = encode_table(&entries);
-            assert_eq!(bytes, data, "not canonical");
-            assert_eq!(decode_table(&bytes, area_end), Ok(entries));
-            decoded = true;
         }
     }
 
@@ -222,37 +227,74 @@ pub fn pack(data: &[u8]) -> bool {
         }
     }
 
-    if let Ok(entries) = parse_pack_table(&PLAIN, "packs/fuzz", data) {
-        let table_end = data.len() - PACK_FOOTER_LEN;
-        assert!(entries
-            .iter()
-            .all(|e| e.offset as usize >= OBJECT_HEADER_LEN
-                && e.offset as usize + e.length as usize <= table_end));
-        decoded = true;
+    for version in [1, 2] {
+        if let Ok(entries) = parse_pack_table(&PLAIN, "packs/fuzz", data, version) {
+            let table_end = data.len() - PACK_FOOTER_LEN;
+            assert!(entries
+                .iter()
+                .all(|e| e.offset as usize >= OBJECT_HEADER_LEN
+                    && e.offset as usize + e.length as usize <= table_end));
+            decoded = true;
+        }
     }
     decoded
 }
 
 /// `IndexBody::decode` (the plaintext of an index file).
 pub fn index(data: &[u8]) -> bool {
-    let Ok(body) = IndexBody::decode(data) else {
+    let mut decoded = false;
+    for version in [1, 2] {
+        let Ok(body) = IndexBody::decode(data, version) else {
+            continue;
+        };
+        assert!(body
+            .records
+            .iter()
+            .all(|r| (r.pack as usize) < body.packs.len()));
+        let bytes = body.encode(version);
+        assert_eq!(bytes, data, "not canonical");
+        assert_eq!(IndexBody::decode(&bytes, version), Ok(body));
+        decoded = true;
+    }
+    decoded
+}
+
+/// `group::decode_members` and `group::member` (the plaintext of a chunk
+/// group, format 2): members fill the group exactly, each is found at its
+/// offset, and the encoding is canonical.
+pub fn group(data: &[u8]) -> bool {
+    let Ok(members) = group::decode_members(data) else {
         return false;
     };
-    assert!(body
-        .records
-        .iter()
-        .all(|r| (r.pack as usize) < body.packs.len()));
-    let bytes = body.encode();
-    assert_eq!(bytes, data, "not canonical");
-    assert_eq!(IndexBody::decode(&bytes), Ok(body));
+    assert!(!members.is_empty());
+    let mut at = group::header_len(members.len());
+    let mut parts = Vec::new();
+    for m in &members {
+        assert_eq!(m.offset as usize, at);
+        let bytes = group::member(data, &m.id, m.offset, m.length).expect("listed member");
+        assert_eq!(bytes.len(), m.length as usize);
+        parts.push((m.id, bytes));
+        at += m.length as usize;
+    }
+    assert_eq!(at, data.len());
+    assert_eq!(group::encode_group(&parts), data, "not canonical");
     true
 }
 
 /// `ManifestNode::decode`.
 pub fn manifest(data: &[u8]) -> bool {
-    let Ok(node) = ManifestNode::decode(data) else {
+    let mut decoded = false;
+    for version in [1, 2] {
+        decoded |= manifest_of(data, version);
+    }
+    decoded
+}
+
+fn manifest_of(data: &[u8], version: u8) -> bool {
+    let Ok(node) = ManifestNode::decode(data, version) else {
         return false;
     };
+    assert!(version >= 2 || node.chaining_value.is_none());
     assert!(data.len() <= MAX_NODE_LEN);
     match &node.entries {
         NodeEntries::Leaf(extents) => {
@@ -267,9 +309,9 @@ pub fn manifest(data: &[u8]) -> bool {
     // Decode promised the sums fit in u64; covered() would overflow (and
     // panic under overflow checks) if they did not.
     assert!(node.start.checked_add(node.covered()).is_some());
-    let bytes = node.encode();
+    let bytes = node.encode(version);
     assert_eq!(bytes, data, "not canonical");
-    assert_eq!(ManifestNode::decode(&bytes), Ok(node));
+    assert_eq!(ManifestNode::decode(&bytes, version), Ok(node));
     true
 }
 

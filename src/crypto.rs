@@ -11,7 +11,7 @@ use crate::format::blob::{BlobHeader, Cipher, Compression, NONCE_LEN, TAG_LEN};
 use crate::format::config::CompressionSetting;
 use crate::format::keyfile::{KdfParams, KeyFile};
 use crate::format::zstd_frame::check_frame;
-use crate::format::{ChunkId, FormatError};
+use crate::format::{group, ChunkId, FormatError, MAX_BLOB_PLAINTEXT};
 
 /// Why a blob could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -138,11 +138,16 @@ fn derive_wrapping_key(passphrase: &[u8], kdf: &KdfParams) -> Result<[u8; 32], S
     Ok(out)
 }
 
-/// Wraps `key` under `passphrase` into a new key file.
+/// Wraps `key` under `passphrase` into a new key file of repository
+/// `repository_id`. `binding` is the associated data of the wrapped key:
+/// the repository id (format 1), or the id and the BLAKE3 of the config's
+/// bytes (format 2: see [`key_binding`]).
+#[allow(clippy::too_many_arguments)]
 pub fn wrap_master_key(
     key: &MasterKey,
     passphrase: &[u8],
     repository_id: &str,
+    binding: &[u8],
     cost: KdfCost,
     created: i64,
     host: String,
@@ -164,11 +169,7 @@ pub fn wrap_master_key(
     fill_random(&mut nonce);
     let mut buf = key.to_bytes().to_vec();
     let tag = cipher
-        .encrypt_in_place_detached(
-            Nonce::from_slice(&nonce),
-            repository_id.as_bytes(),
-            &mut buf,
-        )
+        .encrypt_in_place_detached(Nonce::from_slice(&nonce), binding, &mut buf)
         .map_err(|_| "key wrapping failed".to_string())?;
     buf.extend_from_slice(&tag);
     let wrapped = hex::encode(&buf);
@@ -181,12 +182,27 @@ pub fn wrap_master_key(
         created,
         host,
         username,
+        config_blake3: (binding.len() > repository_id.len())
+            .then(|| hex::encode(&binding[repository_id.len()..])),
     })
 }
 
+/// The associated data of the wrapped key in a key file of a repository of
+/// format `major` with this id and config bytes: the id alone in format 1;
+/// in format 2 also the BLAKE3 of the config, so that a key file opens
+/// only the config it was made for (spec/SECURITY.md §6).
+pub fn key_binding(major: u32, repository_id: &str, config_bytes: &[u8]) -> Vec<u8> {
+    let mut b = repository_id.as_bytes().to_vec();
+    if major >= 2 {
+        b.extend_from_slice(blake3::hash(config_bytes).as_bytes());
+    }
+    b
+}
+
 /// Unwraps a key file with `passphrase`; `None` when the passphrase is wrong
-/// (or the file was tampered with: the two cannot be told apart).
-pub fn unwrap_master_key(file: &KeyFile, passphrase: &[u8]) -> Option<MasterKey> {
+/// (or the file or, in format 2, the config was tampered with: these
+/// cannot be told apart). `binding` as for [`wrap_master_key`].
+pub fn unwrap_master_key(file: &KeyFile, passphrase: &[u8], binding: &[u8]) -> Option<MasterKey> {
     let mut wk = derive_wrapping_key(passphrase, &file.kdf).ok()?;
     let cipher = Aes256Gcm::new_from_slice(&wk).ok()?;
     wk.zeroize();
@@ -198,7 +214,7 @@ pub fn unwrap_master_key(file: &KeyFile, passphrase: &[u8]) -> Option<MasterKey>
     let tag = buf.split_off(64);
     let ok = cipher.decrypt_in_place_detached(
         Nonce::from_slice(&nonce),
-        file.repository_id.as_bytes(),
+        binding,
         &mut buf,
         aes_gcm::Tag::from_slice(&tag),
     );
@@ -413,6 +429,82 @@ impl Sealer {
         } else {
             self.open_chunk(sealed, id, max_plain)
         }
+    }
+}
+
+impl Sealer {
+    /// Seals a chunk group (format 2): the members' ids and plaintexts,
+    /// compressed together as one frame.
+    pub fn seal_group(
+        &self,
+        members: &[(ChunkId, &[u8])],
+        compression: CompressionSetting,
+    ) -> Vec<u8> {
+        self.seal(&group::encode_group(members), group::GROUP_AAD, compression)
+    }
+
+    /// Authenticates, decrypts and decompresses a sealed chunk group; the
+    /// result is checked by [`group::member`] when a chunk is taken from
+    /// it.
+    pub fn open_group(&self, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+        self.open(sealed, group::GROUP_AAD, MAX_BLOB_PLAINTEXT)
+    }
+
+    /// Takes chunk `id` out of an opened group, after checking that the
+    /// group lists it at `member` with `raw_length` bytes. With
+    /// `verify_id`, or in an unencrypted repository (no tag vouches for the
+    /// group), the chunk's id is also recomputed from its bytes
+    /// (spec/FORMAT.md §6).
+    pub fn group_member<'a>(
+        &self,
+        plain: &'a [u8],
+        id: &ChunkId,
+        member: u32,
+        raw_length: u32,
+        verify_id: bool,
+    ) -> Result<&'a [u8], OpenError> {
+        let bytes = group::member(plain, id, member, raw_length)?;
+        if (verify_id || !self.is_encrypted()) && self.chunk_id(bytes) != *id {
+            return Err(OpenError::IdMismatch);
+        }
+        Ok(bytes)
+    }
+
+    /// Opens chunk `id` from the sealed blob an index or pack table entry
+    /// points at: the sealed chunk itself (`member` is [`group::SOLE`]) or
+    /// the group holding it. `verify_id` as in [`Sealer::group_member`];
+    /// without it a sealed chunk is opened as
+    /// [`Sealer::open_chunk_for_restore`] opens it.
+    pub fn open_entry(
+        &self,
+        sealed: &[u8],
+        id: &ChunkId,
+        member: u32,
+        raw_length: u32,
+        max_plain: usize,
+        verify_id: bool,
+    ) -> Result<Vec<u8>, OpenError> {
+        let plain = if member == group::SOLE {
+            if verify_id {
+                self.open_chunk(sealed, id, max_plain)?
+            } else {
+                self.open_chunk_for_restore(sealed, id, max_plain)?
+            }
+        } else {
+            let plain = self.open_group(sealed)?;
+            self.group_member(&plain, id, member, raw_length, verify_id)?
+                .to_vec()
+        };
+        if plain.len() != raw_length as usize {
+            return Err(OpenError::Format(FormatError::Invalid {
+                what: "chunk",
+                reason: format!(
+                    "it has {} bytes where its entry says {raw_length}",
+                    plain.len()
+                ),
+            }));
+        }
+        Ok(plain)
     }
 }
 

@@ -67,9 +67,10 @@ impl ImageHasher {
         self.pos
     }
 
-    fn push_cv(&mut self, cv: ChainingValue) {
-        // Merge lazily: only once more input is known to follow, so that the
-        // last merge can be the root.
+    /// Merges the chaining values that more input is now known to follow
+    /// (lazily, as BLAKE3's own hasher does, so that the last merge can be
+    /// the root): the stack then mirrors the bits of the blocks so far.
+    fn merge_known(&mut self) {
         let keep = self.blocks.count_ones() as usize;
         while self.stack.len() > keep {
             let right = self.stack.pop().expect("stack longer than keep");
@@ -77,12 +78,37 @@ impl ImageHasher {
             self.stack
                 .push(merge_subtrees_non_root(&left, &right, Mode::Hash));
         }
+    }
+
+    fn push_cv(&mut self, cv: ChainingValue) {
+        self.merge_known();
         self.stack.push(cv);
         self.blocks += 1;
     }
 
     fn block_end(&self, offset: u64) -> u64 {
         ((offset / HASH_BLOCK + 1) * HASH_BLOCK).min(self.size)
+    }
+
+    /// Feeds the chaining value of the next `len` bytes of the image,
+    /// hashed as a complete subtree ([`subtree_cv`], or the value a
+    /// manifest leaf recorded). The hasher must be at a multiple of `len`,
+    /// a power-of-two multiple of [`HASH_BLOCK`], and the image larger than
+    /// `len` bytes (the subtree is not the root).
+    pub fn push_subtree(&mut self, cv: ChainingValue, len: u64) {
+        assert!(
+            self.small.is_none()
+                && self.partial.is_none()
+                && len.is_power_of_two()
+                && len >= HASH_BLOCK
+                && self.pos % len == 0
+                && self.pos + len <= self.size,
+            "a subtree pushed out of place"
+        );
+        self.merge_known();
+        self.stack.push(cv);
+        self.blocks += len / HASH_BLOCK;
+        self.pos += len;
     }
 
     /// Feeds the next pieces of the image, which must start where the last
@@ -188,6 +214,33 @@ impl ImageHasher {
     }
 }
 
+/// The chaining value of the `len` image bytes of `spans`, which begin at
+/// image offset `start`, as a non-root subtree of the image's BLAKE3 tree:
+/// `len` is a power-of-two multiple of [`HASH_BLOCK`] and `start` a
+/// multiple of `len`. Blocks are hashed in parallel on the current pool.
+pub fn subtree_cv(spans: &[Span<'_>], start: u64, len: u64) -> ChainingValue {
+    assert!(len.is_power_of_two() && len >= HASH_BLOCK && start % len == 0);
+    let mut cvs: Vec<ChainingValue> = (0..len / HASH_BLOCK)
+        .into_par_iter()
+        .map(|i| {
+            let b = start + i * HASH_BLOCK;
+            let mut h = blake3::Hasher::new();
+            h.set_input_offset(b);
+            for_each_piece(spans, start, b, b + HASH_BLOCK, |p| {
+                h.update(p);
+            });
+            h.finalize_non_root()
+        })
+        .collect();
+    while cvs.len() > 1 {
+        cvs = cvs
+            .chunks(2)
+            .map(|pair| merge_subtrees_non_root(&pair[0], &pair[1], Mode::Hash))
+            .collect();
+    }
+    cvs[0]
+}
+
 /// Calls `f` with the bytes of image range [from, to) of `spans`, which
 /// begin at image offset `base`; zero runs come from a static buffer.
 fn for_each_piece(spans: &[Span<'_>], base: u64, from: u64, to: u64, mut f: impl FnMut(&[u8])) {
@@ -283,6 +336,45 @@ mod tests {
                 hash_in_pieces(&image, &cuts),
                 expect,
                 "size {size} at the hole"
+            );
+        }
+    }
+
+    #[test]
+    fn subtrees_pushed_whole_give_the_same_hash() {
+        const SPAN: u64 = 1 << 20;
+        for size in [SPAN + 1, 2 * SPAN, 3 * SPAN + 4097, 5 * SPAN] {
+            let image = bytes(size as usize, size);
+            let expect = *blake3::hash(&image).as_bytes();
+            // Every whole aligned span as a subtree, the rest as bytes.
+            let mut h = ImageHasher::new(size);
+            let mut pos = 0u64;
+            while pos < size {
+                let end = (pos + SPAN).min(size);
+                let piece = &image[pos as usize..end as usize];
+                if end - pos == SPAN {
+                    h.push_subtree(subtree_cv(&[Span::Data(piece)], pos, SPAN), SPAN);
+                } else {
+                    h.update(&[Span::Data(piece)]);
+                }
+                pos = end;
+            }
+            assert_eq!(h.finalize(), expect, "size {size}");
+            // Subtrees of zeros, given as zero runs.
+            let mut zeros = vec![0u8; size as usize];
+            zeros[..100].copy_from_slice(&image[..100]);
+            let mut h = ImageHasher::new(size);
+            h.update(&[Span::Data(&zeros[..SPAN as usize])]);
+            let mut pos = SPAN;
+            while pos + SPAN <= size {
+                h.push_subtree(subtree_cv(&[Span::Zero(SPAN)], pos, SPAN), SPAN);
+                pos += SPAN;
+            }
+            h.update(&[Span::Zero(size - pos)]);
+            assert_eq!(
+                h.finalize(),
+                *blake3::hash(&zeros).as_bytes(),
+                "zeros {size}"
             );
         }
     }

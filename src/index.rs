@@ -1,9 +1,10 @@
-//! The in-memory chunk index: a sorted table of 48-byte entries, searched by
+//! The in-memory chunk index: a sorted table of 52-byte entries, searched by
 //! binary search. Built from every `index/` file when a repository is used.
 
 use std::collections::HashMap;
 
 use crate::format::index::{IndexBody, IndexRecord};
+use crate::format::pack::PackEntry;
 use crate::format::{ChunkId, PackId};
 
 /// Where a chunk's sealed bytes are.
@@ -11,9 +12,22 @@ use crate::format::{ChunkId, PackId};
 pub struct ChunkLocation {
     /// Number of the pack in [`ChunkIndex::pack_id`].
     pub pack: u32,
+    /// Offset of the sealed blob holding the chunk (the sealed chunk, or
+    /// its group).
     pub offset: u32,
+    /// Length of that sealed blob.
     pub length: u32,
+    /// Where the chunk starts in its group's plaintext, or
+    /// [`crate::format::group::SOLE`] for a chunk sealed alone.
+    pub member: u32,
     pub raw_length: u32,
+}
+
+impl ChunkLocation {
+    /// True when the chunk shares a sealed group with others.
+    pub fn is_grouped(&self) -> bool {
+        self.member != crate::format::group::SOLE
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -24,7 +38,7 @@ struct Entry {
 
 /// Bytes of memory one indexed chunk costs (the table entry itself).
 pub const BYTES_PER_CHUNK: usize = std::mem::size_of::<Entry>();
-const _: () = assert!(BYTES_PER_CHUNK == 48);
+const _: () = assert!(BYTES_PER_CHUNK == 52);
 
 /// Where the ids with each 16-bit prefix start in a table sorted by chunk
 /// id: a lookup then searches a few entries instead of all (a binary
@@ -108,6 +122,7 @@ impl ChunkIndex {
                     pack: numbers[r.pack as usize],
                     offset: r.offset,
                     length: r.length,
+                    member: r.member,
                     raw_length: r.raw_length,
                 },
             });
@@ -115,16 +130,17 @@ impl ChunkIndex {
         self.sorted = false;
     }
 
-    /// Adds one chunk.
-    pub fn add(&mut self, id: ChunkId, pack: PackId, offset: u32, length: u32, raw_length: u32) {
+    /// Adds one chunk, as the table of `pack` lists it.
+    pub fn add(&mut self, pack: PackId, e: &PackEntry) {
         let pack = self.pack_number(pack);
         self.entries.push(Entry {
-            id,
+            id: e.id,
             loc: ChunkLocation {
                 pack,
-                offset,
-                length,
-                raw_length,
+                offset: e.offset,
+                length: e.length,
+                member: e.member,
+                raw_length: e.raw_length,
             },
         });
         self.sorted = false;
@@ -191,6 +207,7 @@ impl ChunkIndex {
                     pack: e.loc.pack,
                     offset: e.loc.offset,
                     length: e.loc.length,
+                    member: e.loc.member,
                     raw_length: e.loc.raw_length,
                 })
                 .collect(),

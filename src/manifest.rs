@@ -21,32 +21,108 @@ pub const MAX_LEAF_EXTENTS: usize = 16 << 10;
 pub const FANOUT: usize = 256;
 /// Largest encoded node this build writes, and that readers accept.
 pub const MAX_NODE_BYTES: usize = crate::format::manifest::MAX_NODE_LEN;
-const _: () = assert!(16 + MAX_LEAF_EXTENTS * 37 <= MAX_NODE_BYTES);
+const _: () = assert!(16 + 32 + MAX_LEAF_EXTENTS * 37 <= MAX_NODE_BYTES);
 const _: () = assert!(16 + FANOUT * 40 <= MAX_NODE_BYTES);
 
 /// Streams extents into a manifest tree. `node_id` computes the chunk id of
 /// an encoded node; finished nodes queue up until the caller stores them
 /// ([`ManifestBuilder::drain_nodes`]).
+///
+/// A builder made [`ManifestBuilder::holding_leaves`] does not store a leaf
+/// when it closes: the caller takes it ([`ManifestBuilder::take_closed`]),
+/// works out its chaining value from the image bytes it covers, and gives
+/// it back ([`ManifestBuilder::store_leaf`]), in order.
 pub struct ManifestBuilder<F: Fn(&[u8]) -> ChunkId> {
     node_id: F,
+    version: u8,
+    hold_leaves: bool,
     finished: Vec<(ChunkId, Vec<u8>)>,
     pos: u64,
     leaf_start: u64,
     leaf: Vec<Extent>,
+    /// Leaves closed and not stored yet (holding builders only).
+    closed: std::collections::VecDeque<ClosedLeaf>,
+    leaves: u64,
     /// `levels[i]` holds the pending children of the level `i + 1` node.
     levels: Vec<(u64, Vec<ChildRef>)>,
 }
 
+/// A leaf whose extents are complete, waiting for its chaining value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedLeaf {
+    /// Image offset of its first byte.
+    pub start: u64,
+    pub extents: Vec<Extent>,
+}
+
+impl ClosedLeaf {
+    /// Image bytes it covers.
+    pub fn covered(&self) -> u64 {
+        self.extents.iter().map(Extent::len).sum()
+    }
+
+    /// True when the leaf may carry a chaining value in an image of
+    /// `image_size` bytes: it covers one whole aligned
+    /// [`crate::format::manifest::CV_SPAN`], which is then a complete
+    /// subtree of the image's BLAKE3 tree, and not its root.
+    pub fn takes_chaining_value(&self, image_size: u64) -> bool {
+        use crate::format::manifest::CV_SPAN;
+        self.start % CV_SPAN == 0 && self.covered() == CV_SPAN && image_size > CV_SPAN
+    }
+
+    /// The leaf as a node, with `chaining_value`.
+    pub fn node(&self, chaining_value: Option<[u8; 32]>) -> ManifestNode {
+        ManifestNode {
+            level: 0,
+            start: self.start,
+            entries: NodeEntries::Leaf(self.extents.clone()),
+            chaining_value,
+        }
+    }
+}
+
 impl<F: Fn(&[u8]) -> ChunkId> ManifestBuilder<F> {
+    /// A builder of format-1 nodes that stores each leaf as it closes.
     pub fn new(node_id: F) -> Self {
         ManifestBuilder {
             node_id,
+            version: 1,
+            hold_leaves: false,
             finished: Vec::new(),
             pos: 0,
             leaf_start: 0,
             leaf: Vec::new(),
+            closed: Default::default(),
+            leaves: 0,
             levels: Vec::new(),
         }
+    }
+
+    /// Writes nodes of format `version`.
+    pub fn with_format(mut self, version: u8) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Leaves wait for [`ManifestBuilder::store_leaf`] when they close.
+    pub fn holding_leaves(mut self) -> Self {
+        self.hold_leaves = true;
+        self
+    }
+
+    /// The oldest leaf closed and not stored yet.
+    pub fn take_closed(&mut self) -> Option<ClosedLeaf> {
+        self.closed.pop_front()
+    }
+
+    /// Stores a leaf [`ManifestBuilder::take_closed`] gave, in the order
+    /// they were given, with its chaining value (format 2, and only for a
+    /// leaf that [`ClosedLeaf::takes_chaining_value`]).
+    pub fn store_leaf(&mut self, leaf: ClosedLeaf, chaining_value: Option<[u8; 32]>) -> Result<()> {
+        let node = leaf.node(chaining_value);
+        let covered = node.covered();
+        let id = self.store(&node);
+        self.add_child(0, leaf.start, ChildRef { id, covered })
     }
 
     /// Takes the nodes finished since the last call, children before parents.
@@ -55,7 +131,7 @@ impl<F: Fn(&[u8]) -> ChunkId> ManifestBuilder<F> {
     }
 
     fn store(&mut self, node: &ManifestNode) -> ChunkId {
-        let bytes = node.encode();
+        let bytes = node.encode(self.version);
         let id = (self.node_id)(&bytes);
         self.finished.push((id, bytes));
         id
@@ -105,14 +181,27 @@ impl<F: Fn(&[u8]) -> ChunkId> ManifestBuilder<F> {
     }
 
     fn flush_leaf(&mut self) -> Result<()> {
-        let node = ManifestNode {
-            level: 0,
+        let leaf = ClosedLeaf {
             start: self.leaf_start,
-            entries: NodeEntries::Leaf(std::mem::take(&mut self.leaf)),
+            extents: std::mem::take(&mut self.leaf),
         };
-        let covered = node.covered();
-        let id = self.store(&node);
-        self.add_child(0, self.leaf_start, ChildRef { id, covered })
+        self.leaves += 1;
+        if self.hold_leaves {
+            self.closed.push_back(leaf);
+            Ok(())
+        } else {
+            self.store_leaf(leaf, None)
+        }
+    }
+
+    /// Closes the last leaf (an empty disk's manifest is one empty leaf).
+    /// A holding builder's caller then stores the closed leaves before
+    /// [`ManifestBuilder::finish`].
+    pub fn close(&mut self) -> Result<()> {
+        if !self.leaf.is_empty() || self.leaves == 0 {
+            self.flush_leaf()?;
+        }
+        Ok(())
     }
 
     fn add_child(&mut self, level: usize, start: u64, child: ChildRef) -> Result<()> {
@@ -135,6 +224,7 @@ impl<F: Fn(&[u8]) -> ChunkId> ManifestBuilder<F> {
             level: level as u8 + 1,
             start,
             entries: NodeEntries::Interior(children),
+            chaining_value: None,
         };
         let covered = node.covered();
         let id = self.store(&node);
@@ -142,10 +232,15 @@ impl<F: Fn(&[u8]) -> ChunkId> ManifestBuilder<F> {
     }
 
     /// Finishes the remaining nodes (collect them with
-    /// [`ManifestBuilder::drain_nodes`]) and returns the root's id.
+    /// [`ManifestBuilder::drain_nodes`]) and returns the root's id. Closes
+    /// the last leaf first ([`ManifestBuilder::close`]); a holding builder
+    /// must have stored every closed leaf.
     pub fn finish(&mut self) -> Result<ChunkId> {
-        if !self.leaf.is_empty() || self.levels.is_empty() {
-            self.flush_leaf()?;
+        self.close()?;
+        if !self.closed.is_empty() {
+            return Err(Error::InvalidArgument(
+                "manifest finished before its leaves were stored".into(),
+            ));
         }
         let mut level = 0;
         loop {
@@ -173,13 +268,15 @@ pub enum ManifestEvent<'a> {
 /// Walks the manifest rooted at `root` of a disk of `size` bytes, loading
 /// nodes with `load`, checking that the tree is consistent (offsets, sizes,
 /// levels), and calling `visit` for every node and extent in image order.
+/// Nodes are decoded as format `version` nodes.
 pub fn walk(
     root: &ChunkId,
     size: u64,
+    version: u8,
     load: &mut dyn FnMut(&ChunkId) -> Result<Vec<u8>>,
     visit: &mut dyn FnMut(ManifestEvent<'_>) -> Result<()>,
 ) -> Result<()> {
-    walk_node(root, 0, size, None, load, visit)
+    walk_node(root, 0, size, None, version, load, visit)
 }
 
 fn walk_node(
@@ -187,13 +284,14 @@ fn walk_node(
     start: u64,
     covered: u64,
     level: Option<u8>,
+    version: u8,
     load: &mut dyn FnMut(&ChunkId) -> Result<Vec<u8>>,
     visit: &mut dyn FnMut(ManifestEvent<'_>) -> Result<()>,
 ) -> Result<()> {
     let what = || format!("manifest node {}", id.short());
     visit(ManifestEvent::Node(id))?;
     let bytes = load(id)?;
-    let node = ManifestNode::decode(&bytes).map_err(|e| Error::format(what(), e))?;
+    let node = ManifestNode::decode(&bytes, version).map_err(|e| Error::format(what(), e))?;
     let at = Placement {
         start,
         covered,
@@ -210,7 +308,15 @@ fn walk_node(
         }
         NodeEntries::Interior(children) => {
             for c in children {
-                walk_node(&c.id, offset, c.covered, Some(node.level - 1), load, visit)?;
+                walk_node(
+                    &c.id,
+                    offset,
+                    c.covered,
+                    Some(node.level - 1),
+                    version,
+                    load,
+                    visit,
+                )?;
                 offset += c.covered;
             }
         }
@@ -257,14 +363,18 @@ struct Placement {
 /// The one walk over "everything reachable" that prune's mark phase,
 /// `check`, selective `sync` and `repair` share; it reads manifest nodes,
 /// never data chunks.
-#[derive(Default)]
 pub struct ReachWalk {
     walked: std::collections::HashMap<ChunkId, Option<Placement>>,
+    version: u8,
 }
 
 impl ReachWalk {
-    pub fn new() -> Self {
-        Self::default()
+    /// A walk over manifests of a repository of format `version`.
+    pub fn new(version: u8) -> Self {
+        ReachWalk {
+            walked: Default::default(),
+            version,
+        }
     }
 
     /// Manifest nodes walked so far (damaged ones included).
@@ -337,7 +447,8 @@ impl ReachWalk {
             first: true,
         })?;
         let node = load(id).and_then(|bytes| {
-            let node = ManifestNode::decode(&bytes).map_err(|e| Error::format(what(), e))?;
+            let node =
+                ManifestNode::decode(&bytes, self.version).map_err(|e| Error::format(what(), e))?;
             check_placement(&node, at, &what)?;
             Ok(node)
         });
@@ -407,4 +518,49 @@ fn check_placement(node: &ManifestNode, at: Placement, what: &dyn Fn() -> String
         ));
     }
     Ok(())
+}
+
+/// What a manifest's leaves record of the image bytes they cover: for each
+/// leaf with a chaining value, by its image offset, the digest of its
+/// extents ([`leaf_digest`]) and the value. A backup whose leaf has the
+/// same digest at the same offset covers the same bytes and takes the
+/// value instead of hashing them again.
+pub type LeafValues = std::collections::HashMap<u64, ([u8; 32], [u8; 32])>;
+
+/// The digest a leaf is compared by: the BLAKE3 of its node encoded
+/// without a chaining value.
+pub fn leaf_digest(leaf: &ClosedLeaf) -> [u8; 32] {
+    *blake3::hash(&leaf.node(None).encode(2)).as_bytes()
+}
+
+/// Collects the chaining values of the leaves of the manifest rooted at
+/// `root` (format 2 and later; a format-1 manifest has none).
+pub fn leaf_values(
+    root: &ChunkId,
+    version: u8,
+    load: &mut dyn FnMut(&ChunkId) -> Result<Vec<u8>>,
+) -> Result<LeafValues> {
+    let mut out = LeafValues::new();
+    if version < 2 {
+        return Ok(out);
+    }
+    let mut todo = vec![*root];
+    while let Some(id) = todo.pop() {
+        let bytes = load(&id)?;
+        let node = ManifestNode::decode(&bytes, version)
+            .map_err(|e| Error::format(format!("manifest node {}", id.short()), e))?;
+        match node.entries {
+            NodeEntries::Interior(children) => todo.extend(children.iter().map(|c| c.id)),
+            NodeEntries::Leaf(extents) => {
+                if let Some(cv) = node.chaining_value {
+                    let leaf = ClosedLeaf {
+                        start: node.start,
+                        extents,
+                    };
+                    out.insert(node.start, (leaf_digest(&leaf), cv));
+                }
+            }
+        }
+    }
+    Ok(out)
 }

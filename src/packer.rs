@@ -6,6 +6,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
+use crate::format::group::SOLE;
 use crate::format::index::IndexRecord;
 use crate::format::pack::{self, PackEntry, PACK_FOOTER_LEN, PACK_TABLE_AAD};
 use crate::format::{ChunkId, ObjectHeader, ObjectKind, PackId, MAX_BLOB_PLAINTEXT};
@@ -21,6 +22,37 @@ pub struct PackBuilder {
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
     target: usize,
+    version: u8,
+}
+
+/// A chunk inside a sealed blob given to a pack: the blob is the sealed
+/// chunk itself (`member` is [`SOLE`]) or a group holding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    pub id: ChunkId,
+    /// Where the chunk starts in its group's plaintext, or [`SOLE`].
+    pub member: u32,
+    pub raw_length: u32,
+}
+
+impl Member {
+    /// A chunk sealed alone.
+    pub fn sole(id: ChunkId, raw_length: u32) -> Self {
+        Member {
+            id,
+            member: SOLE,
+            raw_length,
+        }
+    }
+
+    /// The member a pack table entry describes.
+    pub fn of_entry(e: &PackEntry) -> Self {
+        Member {
+            id: e.id,
+            member: e.member,
+            raw_length: e.raw_length,
+        }
+    }
 }
 
 /// A finished pack, ready to be stored.
@@ -31,13 +63,15 @@ pub struct FinishedPack {
 }
 
 impl PackBuilder {
-    pub fn new(target: usize) -> Self {
+    /// An empty pack of format `version` that closes at `target` bytes.
+    pub fn new(target: usize, version: u8) -> Self {
         let mut buf = Vec::with_capacity(target + (1 << 20));
-        buf.extend_from_slice(&ObjectHeader::current(ObjectKind::Pack).encode());
+        buf.extend_from_slice(&ObjectHeader::new(ObjectKind::Pack, version).encode());
         PackBuilder {
             buf,
             entries: Vec::new(),
             target,
+            version,
         }
     }
 
@@ -51,21 +85,23 @@ impl PackBuilder {
         self.buf.len() >= self.target
     }
 
-    /// Appends a sealed chunk.
-    pub fn add(&mut self, id: ChunkId, sealed: &[u8], raw_length: u32) {
-        self.entries.push(PackEntry {
-            id,
-            offset: self.buf.len() as u32,
-            length: sealed.len() as u32,
-            raw_length,
-        });
+    /// Appends a sealed chunk or group and the chunks it holds.
+    pub fn add(&mut self, sealed: &[u8], members: &[Member]) {
+        let (offset, length) = (self.buf.len() as u32, sealed.len() as u32);
+        self.entries.extend(members.iter().map(|m| PackEntry {
+            id: m.id,
+            offset,
+            length,
+            member: m.member,
+            raw_length: m.raw_length,
+        }));
         self.buf.extend_from_slice(sealed);
     }
 
     /// Closes the pack with its sealed table and footer.
     pub fn finish(mut self, sealer: &Sealer) -> FinishedPack {
         let table = sealer.seal(
-            &pack::encode_table(&self.entries),
+            &pack::encode_table(&self.entries, self.version),
             PACK_TABLE_AAD,
             crate::format::config::CompressionSetting::None,
         );
@@ -131,7 +167,7 @@ impl<'a> PackWriter<'a> {
     pub fn new(repo: &'a Repository) -> Self {
         PackWriter {
             repo,
-            builder: PackBuilder::new(DEFAULT_PACK_TARGET),
+            builder: PackBuilder::new(DEFAULT_PACK_TARGET, repo.format_major()),
             pending: Vec::new(),
             written: PacksWritten::default(),
             uploads: {
@@ -145,12 +181,13 @@ impl<'a> PackWriter<'a> {
         }
     }
 
-    /// Adds a sealed chunk (verified by the caller); stores the pack when
-    /// it is full.
-    pub fn add(&mut self, id: ChunkId, sealed: &[u8], raw_length: u32) -> Result<()> {
-        self.builder.add(id, sealed, raw_length);
+    /// Adds a sealed chunk or group (verified by the caller) and the
+    /// chunks of it to index; stores the pack when it is full.
+    pub fn add(&mut self, sealed: &[u8], members: &[Member]) -> Result<()> {
+        self.builder.add(sealed, members);
         if self.builder.is_full() {
-            let full = std::mem::replace(&mut self.builder, PackBuilder::new(DEFAULT_PACK_TARGET));
+            let fresh = self.new_builder();
+            let full = std::mem::replace(&mut self.builder, fresh);
             self.store(full.finish(self.repo.sealer()))?;
         }
         Ok(())
@@ -178,6 +215,10 @@ impl<'a> PackWriter<'a> {
             let _ = done.send((pack.id, pack.entries, len, result));
         });
         Ok(())
+    }
+
+    fn new_builder(&self) -> PackBuilder {
+        PackBuilder::new(DEFAULT_PACK_TARGET, self.repo.format_major())
     }
 
     /// Waits for one running upload and queues its chunks for indexing.
@@ -247,7 +288,8 @@ impl<'a> PackWriter<'a> {
     /// durable.
     pub fn finish(mut self) -> Result<PacksWritten> {
         if !self.builder.is_empty() {
-            let last = std::mem::replace(&mut self.builder, PackBuilder::new(DEFAULT_PACK_TARGET));
+            let fresh = self.new_builder();
+            let last = std::mem::replace(&mut self.builder, fresh);
             self.store(last.finish(self.repo.sealer()))?;
         }
         self.flush()?;
@@ -291,17 +333,32 @@ pub fn read_pack_table_sized(repo: &Repository, id: &PackId, size: u64) -> Resul
         .sealer()
         .open(&sealed, PACK_TABLE_AAD, MAX_BLOB_PLAINTEXT)
         .map_err(|e| Error::open(&key, e))?;
-    pack::decode_table(&plain, table_start).map_err(|e| Error::format(&key, e))
+    pack::decode_table(&plain, table_start, repo.format_major()).map_err(|e| Error::format(&key, e))
 }
 
-/// Decodes the table of a pack held in memory (used when the whole pack was
-/// read anyway, as by `check --read-data`).
-pub fn parse_pack_table(sealer: &Sealer, key: &str, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+/// Decodes the table of a pack of format `version` held in memory (used
+/// when the whole pack was read anyway, as by `check --read-data`).
+pub fn parse_pack_table(
+    sealer: &Sealer,
+    key: &str,
+    bytes: &[u8],
+    version: u8,
+) -> Result<Vec<PackEntry>> {
     let size = bytes.len() as u64;
     if size < (crate::format::OBJECT_HEADER_LEN + PACK_FOOTER_LEN) as u64 {
         return Err(Error::damaged(key, "too short to be a pack"));
     }
-    ObjectHeader::decode(bytes, ObjectKind::Pack).map_err(|e| Error::format(key, e))?;
+    let header =
+        ObjectHeader::decode(bytes, ObjectKind::Pack).map_err(|e| Error::format(key, e))?;
+    if header.version != version {
+        return Err(Error::damaged(
+            key,
+            format!(
+                "it is a format-{} pack in a format-{version} repository",
+                header.version
+            ),
+        ));
+    }
     let footer = &bytes[bytes.len() - PACK_FOOTER_LEN..];
     let table_len = pack::decode_footer(footer, size).map_err(|e| Error::format(key, e))?;
     let table_start = bytes.len() - PACK_FOOTER_LEN - table_len as usize;
@@ -312,5 +369,5 @@ pub fn parse_pack_table(sealer: &Sealer, key: &str, bytes: &[u8]) -> Result<Vec<
             MAX_BLOB_PLAINTEXT,
         )
         .map_err(|e| Error::open(key, e))?;
-    pack::decode_table(&plain, table_start as u64).map_err(|e| Error::format(key, e))
+    pack::decode_table(&plain, table_start as u64, version).map_err(|e| Error::format(key, e))
 }

@@ -284,7 +284,7 @@ fn walk_manifest(
         let loc = index.get(id).unwrap();
         repo.read_chunk(id, &loc, &index.pack_id(loc.pack))
     };
-    walk(root, size, &mut load, &mut |ev| {
+    walk(root, size, repo.format_major(), &mut load, &mut |ev| {
         match ev {
             ManifestEvent::Node(id) => f(id, true),
             ManifestEvent::Extent {
@@ -363,7 +363,10 @@ fn assert_names<S: AsRef<str>>(case: &str, e: &Error, names: &[S]) {
 /// Bit flips at the significant bytes of data chunks: the blob header
 /// (compression flag, plaintext length, nonce), the middle of the
 /// ciphertext and the last byte of the tag — in a chunk of one point, in
-/// one shared by two, and in one of the third point.
+/// one shared by two, and in one of the third point. In format 2 a data
+/// chunk is sealed in a group with its neighbours, so a flip damages every
+/// chunk of the group: any of them may be named, and the affected points
+/// are those that use any of them.
 #[test]
 fn flipped_bits_in_data_chunks() {
     let v = Vault::new();
@@ -375,12 +378,19 @@ fn flipped_bits_in_data_chunks() {
             let work = v.copy();
             let pack = v.pack_file(&work, &facts.pack);
             flip(&pack, facts.offset + at, 0x01);
+            let end = facts.offset + facts.length;
+            let sealed_with: Vec<String> = v
+                .chunks_in_range(&facts.pack, facts.offset, end)
+                .iter()
+                .map(|c| c.short())
+                .collect();
+            assert!(sealed_with.contains(&chunk.short()));
             v.assert_pinpointed(
                 &work,
                 &Damage {
                     what: format!("bit flip at byte {at} of chunk {chunk} (used by {users:?})"),
-                    names: vec![chunk.short()],
-                    affected: facts.users.clone(),
+                    names: sealed_with,
+                    affected: v.users_of_range(&facts.pack, facts.offset, end),
                     structural: false,
                     blocks_restores: false,
                 },
@@ -755,8 +765,8 @@ fn damaged_key_files() {
 
 /// Every byte of the config flipped in turn (to a neighbouring character,
 /// so many flips still parse), the config truncated and deleted: opening
-/// either fails naming the config, or succeeds and then no restore gives
-/// wrong bytes.
+/// fails naming the config, never as a wrong passphrase (and were one to
+/// open, no restore may give wrong bytes).
 #[test]
 fn damaged_config() {
     let v = Vault::new();
@@ -790,7 +800,9 @@ fn damaged_config() {
         }
         flip(&config, at, 0x01);
     }
-    assert!(opened > 0, "no flip left a config that still parses");
+    // Format 2 binds every key file to the config's bytes: no change to
+    // the config opens, and none is mistaken for a wrong passphrase.
+    assert_eq!(opened, 0, "a changed config opened the vault");
 
     let original = std::fs::read(&config).unwrap();
     truncate(&config, original.len() as u64 / 2);

@@ -100,9 +100,12 @@ impl Vault {
     fn first_chunk(&self) -> ChunkId {
         let repo = open_repo(&self.path);
         let index = repo.load_index().unwrap();
+        // The blob right after the pack header; in format 2 a group, whose
+        // first member is the image's first chunk.
         let first = index
             .iter()
-            .find(|(_, loc)| loc.offset == 8)
+            .filter(|(_, loc)| loc.offset == 8)
+            .min_by_key(|(_, loc)| loc.member)
             .map(|(id, _)| id)
             .expect("a chunk right after the pack header");
         first
@@ -368,8 +371,8 @@ fn repository_from_a_newer_version_is_refused() {
     let v = Vault::new();
     let config = v.path.join("config");
     let text = std::fs::read_to_string(&config).unwrap();
-    assert!(text.contains("\"major\": 1"), "config: {text}");
-    std::fs::write(&config, text.replace("\"major\": 1", "\"major\": 2")).unwrap();
+    assert!(text.contains("\"major\": 2"), "config: {text}");
+    std::fs::write(&config, text.replace("\"major\": 2", "\"major\": 3")).unwrap();
 
     let run = v.restore_latest();
     run.expect_code(EXIT_NEWER, "restore from a newer repository")

@@ -21,6 +21,7 @@ use diskvault::crypto::{self, MasterKey};
 use diskvault::format::blob::BlobHeader;
 use diskvault::format::config::{ChunkerParams, CompressionSetting, Encryption, RepoConfig};
 use diskvault::format::forget::ForgetRecord;
+use diskvault::format::group;
 use diskvault::format::index::{IndexBody, IndexRecord};
 use diskvault::format::lock::{LockMode, LockRecord};
 use diskvault::format::manifest::{ChildRef, Extent, ManifestNode, NodeEntries};
@@ -30,7 +31,7 @@ use diskvault::format::policy::StoredPolicy;
 use diskvault::format::{
     ChunkId, FormatError, ObjectHeader, ObjectKind, PackId, PointId, MAX_BLOB_PLAINTEXT,
 };
-use diskvault::packer::{read_pack_table, PackBuilder};
+use diskvault::packer::{read_pack_table, Member, PackBuilder};
 use diskvault::retention::RetentionPolicy;
 use diskvault::{KdfCost, Repository};
 
@@ -151,8 +152,10 @@ fn synthetic_samples() -> Vec<Sample> {
     let mut out = Vec::new();
 
     for kind in [ObjectKind::Pack, ObjectKind::Index, ObjectKind::Point] {
-        let header = ObjectHeader::current(kind).encode().to_vec();
-        out.push(sample("object_header", kind.name(), header));
+        for version in [1, 2] {
+            let header = ObjectHeader::new(kind, version).encode().to_vec();
+            out.push(sample("object_header", kind.name(), header));
+        }
     }
 
     for (name, sealer) in [
@@ -203,25 +206,60 @@ fn synthetic_samples() -> Vec<Sample> {
         ("plain", &*checks::PLAIN),
         ("encrypted", &*checks::ENCRYPTED),
     ] {
-        let mut pack = PackBuilder::new(4 * KIB);
-        for body in [&text[..], &random[..]] {
-            let id = sealer.chunk_id(body);
-            let sealed = sealer.seal(body, &id.0, CompressionSetting::Zstd(3));
-            pack.add(id, &sealed, body.len() as u32);
+        for version in [1, 2] {
+            let mut pack = PackBuilder::new(4 * KIB, version);
+            for body in [&text[..], &random[..]] {
+                let id = sealer.chunk_id(body);
+                let sealed = sealer.seal(body, &id.0, CompressionSetting::Zstd(3));
+                pack.add(&sealed, &[Member::sole(id, body.len() as u32)]);
+            }
+            if version >= 2 {
+                // A group of both bodies, as format 2 stores data chunks.
+                let members = [
+                    (sealer.chunk_id(&text), &text[..]),
+                    (sealer.chunk_id(&random), &random[..]),
+                ];
+                let sealed = sealer.seal_group(&members, CompressionSetting::Zstd(3));
+                let offsets = group::member_offsets([text.len(), random.len()].into_iter());
+                let listed: Vec<Member> = members
+                    .iter()
+                    .zip(offsets)
+                    .map(|((id, b), member)| Member {
+                        id: *id,
+                        member,
+                        raw_length: b.len() as u32,
+                    })
+                    .collect();
+                pack.add(&sealed, &listed);
+                out.push(sample(
+                    "group",
+                    format!("{name} group"),
+                    group::encode_group(&members),
+                ));
+            }
+            let pack = pack.finish(sealer);
+            out.push(sample(
+                "pack",
+                format!("{name} pack v{version}"),
+                pack.bytes.clone(),
+            ));
+            out.push(sample(
+                "pack",
+                format!("{name} table v{version}"),
+                encode_table(&pack.entries, version),
+            ));
+            out.push(sample(
+                "object_header",
+                format!("{name} pack v{version}"),
+                pack.bytes[..8].to_vec(),
+            ));
         }
-        let pack = pack.finish(sealer);
-        out.push(sample("pack", format!("{name} pack"), pack.bytes.clone()));
-        out.push(sample(
-            "pack",
-            format!("{name} table"),
-            encode_table(&pack.entries),
-        ));
-        out.push(sample(
-            "object_header",
-            format!("{name} pack"),
-            pack.bytes[..8].to_vec(),
-        ));
     }
+    out.push(sample(
+        "group",
+        "one member",
+        group::encode_group(&[(ChunkId([9; 32]), &b"x"[..])]),
+    ));
 
     let packs = vec![PackId([1; 32]), PackId([2; 32])];
     let records = (0..3)
@@ -230,14 +268,24 @@ fn synthetic_samples() -> Vec<Sample> {
             pack: i % 2,
             offset: 8 + 1000 * i,
             length: 900,
+            member: if i == 1 { 4 + 36 } else { group::SOLE },
             raw_length: 16 * KIB as u32,
         })
         .collect();
-    out.push(sample(
-        "index",
-        "synthetic",
-        IndexBody { packs, records }.encode(),
-    ));
+    let body = IndexBody { packs, records };
+    out.push(sample("index", "synthetic v2", body.encode(2)));
+    let v1 = IndexBody {
+        records: body
+            .records
+            .iter()
+            .map(|r| IndexRecord {
+                member: group::SOLE,
+                ..*r
+            })
+            .collect(),
+        ..body
+    };
+    out.push(sample("index", "synthetic v1", v1.encode(1)));
 
     let leaf = ManifestNode {
         level: 0,
@@ -253,8 +301,27 @@ fn synthetic_samples() -> Vec<Sample> {
                 length: 512,
             },
         ]),
+        chaining_value: None,
     };
-    out.push(sample("manifest", "leaf", leaf.encode()));
+    out.push(sample("manifest", "leaf", leaf.encode(1)));
+    out.push(sample("manifest", "leaf v2", leaf.encode(2)));
+    let span_leaf = ManifestNode {
+        level: 0,
+        start: 8 << 20,
+        entries: NodeEntries::Leaf(vec![
+            Extent::Zero { length: 1 << 20 },
+            Extent::Data {
+                id: ChunkId([5; 32]),
+                length: 3 << 20,
+            },
+        ]),
+        chaining_value: Some([0x5a; 32]),
+    };
+    out.push(sample(
+        "manifest",
+        "leaf with a chaining value",
+        span_leaf.encode(2),
+    ));
     let interior = ManifestNode {
         level: 1,
         start: 0,
@@ -266,8 +333,10 @@ fn synthetic_samples() -> Vec<Sample> {
                 })
                 .collect(),
         ),
+        chaining_value: None,
     };
-    out.push(sample("manifest", "interior", interior.encode()));
+    out.push(sample("manifest", "interior", interior.encode(1)));
+    out.push(sample("manifest", "interior v2", interior.encode(2)));
 
     let disk = |name: &str, seed: u8| DiskRecord {
         name: name.into(),
@@ -308,6 +377,7 @@ fn synthetic_samples() -> Vec<Sample> {
         &key,
         b"passphrase",
         &id,
+        id.as_bytes(),
         KdfCost::insecure_fast(),
         1,
         "host".into(),
@@ -389,7 +459,7 @@ fn golden_samples() -> Vec<Sample> {
         out.push(sample(
             "index",
             format!("golden index {}", id.short()),
-            body.encode(),
+            body.encode(repo.format_major()),
         ));
     }
     for id in repo.list_packs().expect("list packs") {
@@ -397,7 +467,7 @@ fn golden_samples() -> Vec<Sample> {
         out.push(sample(
             "pack",
             format!("golden table {}", id.short()),
-            encode_table(&entries),
+            encode_table(&entries, repo.format_major()),
         ));
     }
     let index = repo.load_index().expect("load index");
@@ -649,37 +719,37 @@ fn declared_counts_beyond_the_bytes_present_are_refused_without_allocating() {
         (
             "index pack count",
             (1u32 << 20).to_le_bytes().to_vec(),
-            |b| IndexBody::decode(b).map(drop),
+            |b| IndexBody::decode(b, 2).map(drop),
             true,
         ),
         (
             "index pack count over the limit",
             ((1u32 << 20) + 1).to_le_bytes().to_vec(),
-            |b| IndexBody::decode(b).map(drop),
+            |b| IndexBody::decode(b, 2).map(drop),
             false,
         ),
         (
             "index entry count",
             [0u32.to_le_bytes(), (1u32 << 20).to_le_bytes()].concat(),
-            |b| IndexBody::decode(b).map(drop),
+            |b| IndexBody::decode(b, 2).map(drop),
             true,
         ),
         (
             "pack table entry count",
             (1u32 << 20).to_le_bytes().to_vec(),
-            |b| decode_table(b, u64::MAX).map(drop),
+            |b| decode_table(b, u64::MAX, 2).map(drop),
             true,
         ),
         (
             "manifest leaf entry count",
             [&[1u8, 0, 0, 0][..], &[0; 8], &(1u32 << 16).to_le_bytes()].concat(),
-            |b| ManifestNode::decode(b).map(drop),
+            |b| ManifestNode::decode(b, 1).map(drop),
             true,
         ),
         (
             "manifest interior entry count",
             [&[2u8, 1, 0, 0][..], &[0; 8], &(1u32 << 16).to_le_bytes()].concat(),
-            |b| ManifestNode::decode(b).map(drop),
+            |b| ManifestNode::decode(b, 1).map(drop),
             true,
         ),
         (
@@ -724,7 +794,7 @@ fn declared_counts_beyond_the_bytes_present_are_refused_without_allocating() {
 /// of an index or point with other reserved bytes opened under a new name.
 #[test]
 fn object_headers_with_nonzero_reserved_bytes_are_refused() {
-    let mut header = ObjectHeader::current(ObjectKind::Point).encode();
+    let mut header = ObjectHeader::new(ObjectKind::Point, 2).encode();
     assert!(ObjectHeader::decode(&header, ObjectKind::Point).is_ok());
     header[6] = 1;
     assert!(matches!(

@@ -273,10 +273,13 @@ impl Scene {
             .iter()
             .map(|p| {
                 let id: PackId = p.parse().unwrap();
+                // Each sealed blob once: the chunks of a group share it.
                 diskvault::packer::read_pack_table(&repo, &id)
                     .unwrap()
                     .iter()
-                    .map(|e| e.length as u64)
+                    .map(|e| (e.offset, e.length as u64))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+                    .values()
                     .sum::<u64>()
             })
             .sum();

@@ -133,7 +133,14 @@ fn referenced(repo: &Repository) -> BTreeSet<ChunkId> {
                 }
                 Ok(())
             };
-            walk(&disk.manifest_root, disk.size, &mut load, &mut visit).unwrap();
+            walk(
+                &disk.manifest_root,
+                disk.size,
+                repo.format_major(),
+                &mut load,
+                &mut visit,
+            )
+            .unwrap();
         }
     }
     out

@@ -34,6 +34,7 @@ fn valid_key_file() -> Value {
         &MasterKey::from_test_bytes(&[7; 64]),
         b"passphrase",
         &"0123456789abcdef".repeat(4),
+        "0123456789abcdef".repeat(4).as_bytes(),
         KdfCost::insecure_fast(),
         1_795_740_663,
         "vm".into(),
@@ -426,7 +427,7 @@ fn json_documents_are_one_object_without_duplicates_or_a_byte_order_mark() {
 
 #[test]
 fn object_headers_refuse_every_byte_outside_the_spec() {
-    let valid = ObjectHeader::current(ObjectKind::Index).encode();
+    let valid = ObjectHeader::new(ObjectKind::Index, 1).encode();
     assert!(ObjectHeader::decode(&valid, ObjectKind::Index).is_ok());
     let mut cases: Vec<(String, [u8; 8])> = Vec::new();
     for (at, value) in [(6, 1), (7, 1), (6, 0x80), (7, 0xff)] {
@@ -444,7 +445,7 @@ fn object_headers_refuse_every_byte_outside_the_spec() {
         h[4] = kind;
         cases.push((format!("kind {kind} for an index"), h));
     }
-    for version in [0u8, 2, 255] {
+    for version in [0u8, 3, 255] {
         let mut h = valid;
         h[5] = version;
         cases.push((format!("version {version}"), h));
@@ -726,6 +727,7 @@ fn leaf(extents: Vec<Extent>) -> ManifestNode {
         level: 0,
         start: 0,
         entries: NodeEntries::Leaf(extents),
+        chaining_value: None,
     }
 }
 
@@ -742,13 +744,13 @@ fn data_extents(n: usize) -> Vec<Extent> {
 fn a_manifest_node_is_at_most_one_mebibyte_whatever_its_entry_count() {
     // 16 + 28 339 × 37 bytes fits; one more data extent does not, with an
     // entry count far below 65 536.
-    let fits = leaf(data_extents(28_339)).encode();
+    let fits = leaf(data_extents(28_339)).encode(1);
     assert!(fits.len() <= MAX_NODE_LEN);
-    assert!(ManifestNode::decode(&fits).is_ok());
-    let over = leaf(data_extents(28_340)).encode();
+    assert!(ManifestNode::decode(&fits, 1).is_ok());
+    let over = leaf(data_extents(28_340)).encode(1);
     assert!(over.len() > MAX_NODE_LEN);
     assert!(matches!(
-        ManifestNode::decode(&over),
+        ManifestNode::decode(&over, 1),
         Err(FormatError::TooLarge { .. })
     ));
 
@@ -763,16 +765,17 @@ fn a_manifest_node_is_at_most_one_mebibyte_whatever_its_entry_count() {
                 })
                 .collect(),
         ),
+        chaining_value: None,
     };
-    assert!(ManifestNode::decode(&children(26_214).encode()).is_ok());
-    assert!(ManifestNode::decode(&children(26_215).encode()).is_err());
+    assert!(ManifestNode::decode(&children(26_214).encode(1), 1).is_ok());
+    assert!(ManifestNode::decode(&children(26_215).encode(1), 1).is_err());
 
     // Zero runs take 9 bytes: here the entry count binds first.
-    let zeros = |n: usize| leaf(vec![Extent::Zero { length: 1 }; n]).encode();
+    let zeros = |n: usize| leaf(vec![Extent::Zero { length: 1 }; n]).encode(1);
     assert!(zeros(MAX_NODE_ENTRIES).len() <= MAX_NODE_LEN);
-    assert!(ManifestNode::decode(&zeros(MAX_NODE_ENTRIES)).is_ok());
+    assert!(ManifestNode::decode(&zeros(MAX_NODE_ENTRIES), 1).is_ok());
     assert!(matches!(
-        ManifestNode::decode(&zeros(MAX_NODE_ENTRIES + 1)),
+        ManifestNode::decode(&zeros(MAX_NODE_ENTRIES + 1), 1),
         Err(FormatError::TooLarge { .. })
     ));
 }
@@ -786,8 +789,8 @@ fn manifest_nodes_refuse_every_byte_outside_the_spec() {
         },
         Extent::Zero { length: 8192 },
     ])
-    .encode();
-    assert!(ManifestNode::decode(&valid).is_ok());
+    .encode(1);
+    assert!(ManifestNode::decode(&valid, 1).is_ok());
     let interior = ManifestNode {
         level: 1,
         start: 0,
@@ -795,9 +798,10 @@ fn manifest_nodes_refuse_every_byte_outside_the_spec() {
             id: ChunkId([2; 32]),
             covered: 4096,
         }]),
+        chaining_value: None,
     }
-    .encode();
-    assert!(ManifestNode::decode(&interior).is_ok());
+    .encode(1);
+    assert!(ManifestNode::decode(&interior, 1).is_ok());
     let changed = |from: &[u8], at: usize, value: u8| {
         let mut b = from.to_vec();
         b[at] = value;
@@ -861,10 +865,10 @@ fn manifest_nodes_refuse_every_byte_outside_the_spec() {
         ));
     }
     for (what, bytes) in cases {
-        assert!(ManifestNode::decode(&bytes).is_err(), "accepted {what}");
+        assert!(ManifestNode::decode(&bytes, 1).is_err(), "accepted {what}");
     }
     // An empty disk's manifest: an empty leaf.
-    assert!(ManifestNode::decode(&leaf(vec![]).encode()).is_ok());
+    assert!(ManifestNode::decode(&leaf(vec![]).encode(1), 1).is_ok());
 }
 
 // ---- recovery points (§10) ----------------------------------------------------

@@ -241,7 +241,7 @@ impl SpecManifest {
     }
 
     fn store(&mut self, node: ManifestNode) -> ChildRef {
-        let bytes = node.encode();
+        let bytes = node.encode(1);
         let id = node_id(&bytes);
         self.stored.push((id, bytes));
         ChildRef {
@@ -285,6 +285,7 @@ impl SpecManifest {
             level: 0,
             start: self.leaf_start,
             entries: NodeEntries::Leaf(std::mem::take(&mut self.leaf)),
+            chaining_value: None,
         };
         let child = self.store(node);
         self.add_child(0, self.leaf_start, child);
@@ -309,6 +310,7 @@ impl SpecManifest {
             level: i as u8 + 1,
             start,
             entries: NodeEntries::Interior(std::mem::take(&mut self.levels[i].1)),
+            chaining_value: None,
         };
         let child = self.store(node);
         self.add_child(i + 1, start, child);
@@ -379,8 +381,9 @@ fn diskvault_builds_manifests_as_the_spec_pseudo_code_does() {
                 level: 0,
                 start: 0,
                 entries: NodeEntries::Leaf(vec![]),
+                chaining_value: None,
             }
-            .encode()
+            .encode(1)
         )
     );
 
@@ -453,17 +456,19 @@ fn region_bytes(path: &Path) -> u64 {
     src.data_regions().unwrap().iter().map(|(s, e)| e - s).sum()
 }
 
-/// Sealed length and plaintext length of each chunk, as the index has them.
+/// Chunks, plaintext length and sealed length of the chunks `ids`, as the
+/// index has them: each sealed blob counted once (the chunks of a group
+/// share one, §10.1).
 fn added(repo: &Repository, ids: &[ChunkId]) -> (u64, u64, u64) {
     let index = repo.load_index().unwrap();
     let mut plain = 0;
-    let mut sealed = 0;
+    let mut blobs = std::collections::BTreeMap::new();
     for id in ids {
         let loc = index.get(id).expect("an added chunk is indexed");
         plain += loc.raw_length as u64;
-        sealed += loc.length as u64;
+        blobs.insert((loc.pack, loc.offset), loc.length as u64);
     }
-    (ids.len() as u64, plain, sealed)
+    (ids.len() as u64, plain, blobs.values().sum())
 }
 
 fn figures(d: &DiskRecord) -> (u64, u64, u64) {

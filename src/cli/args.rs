@@ -147,8 +147,11 @@ pub enum Command {
         #[arg(long, default_value = "fixed")]
         chunker: ChunkerParams,
         /// Default compression of new chunks: zstd:LEVEL (-7..=22) or none.
-        #[arg(long, default_value = "zstd:1")]
+        #[arg(long, default_value = "zstd:3")]
         compression: CompressionSetting,
+        /// Repository format: 2 (the default) or 1, for readers that know only format 1.
+        #[arg(long = "format", value_name = "MAJOR", default_value_t = diskvault::format::FORMAT_MAJOR, value_parser = clap::value_parser!(u32).range(1..=diskvault::format::FORMAT_MAJOR as i64))]
+        format_major: u32,
         #[command(flatten)]
         pass: PassArgs,
     },

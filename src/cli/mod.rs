@@ -342,6 +342,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             encryption,
             chunker,
             compression,
+            format_major,
             pass,
         } => {
             let encryption = match encryption {
@@ -359,6 +360,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 chunker,
                 compression,
                 kdf: KdfCost::default(),
+                format_major,
             };
             let r = location(&repo)?.init(p.as_deref().map(|v| v.as_slice()), &opts)?;
             output::init(&r);

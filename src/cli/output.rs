@@ -114,6 +114,7 @@ pub fn backup(rep: &BackupReport, encrypted: bool, json: bool) {
             "new_bytes": t.new_bytes,
             "stored_bytes": t.stored_bytes,
             "recovered_packs": rep.recovered_packs,
+            "image_bytes_hashed": rep.image_bytes_hashed,
             "duration_seconds": secs,
         });
         emit_json(v);
@@ -142,6 +143,10 @@ pub fn backup(rep: &BackupReport, encrypted: bool, json: bool) {
         } else {
             "; not encrypted"
         }
+    );
+    out!(
+        "  image hashed    {} (unchanged 4 MiB spans take the last point's hash)",
+        size(rep.image_bytes_hashed)
     );
     out!(
         "  duration        {secs:.2} s ({} of image)",

@@ -11,8 +11,10 @@
 use super::bytes::{ByteReader, PutBytes};
 use super::{ChunkId, FormatError, PackId};
 
-/// Encoded size of one index entry (also its in-memory size).
+/// Encoded size of one index entry in format 1.
 pub const INDEX_ENTRY_LEN: usize = 48;
+/// Encoded size of one index entry in format 2 (with the member offset).
+pub const INDEX_ENTRY_LEN_V2: usize = 52;
 /// Most entries one index file may hold (48 MiB of plaintext).
 pub const MAX_INDEX_ENTRIES: usize = 1 << 20;
 /// Most packs one index file may name.
@@ -26,6 +28,8 @@ pub struct IndexRecord {
     pub pack: u32,
     pub offset: u32,
     pub length: u32,
+    /// Member offset in its group, or [`super::group::SOLE`].
+    pub member: u32,
     pub raw_length: u32,
 }
 
@@ -39,7 +43,21 @@ impl IndexRecord {
             pack: 0,
             offset: e.offset,
             length: e.length,
+            member: e.member,
             raw_length: e.raw_length,
+        }
+    }
+}
+
+impl IndexRecord {
+    /// The pack table entry this record repeats (its pack aside).
+    pub fn as_entry(&self) -> super::pack::PackEntry {
+        super::pack::PackEntry {
+            id: self.id,
+            offset: self.offset,
+            length: self.length,
+            member: self.member,
+            raw_length: self.raw_length,
         }
     }
 }
@@ -52,9 +70,10 @@ pub struct IndexBody {
 }
 
 impl IndexBody {
-    pub fn encode(&self) -> Vec<u8> {
+    /// Encodes the body of an index file of format `version`.
+    pub fn encode(&self, version: u8) -> Vec<u8> {
         let mut v =
-            Vec::with_capacity(8 + self.packs.len() * 32 + self.records.len() * INDEX_ENTRY_LEN);
+            Vec::with_capacity(8 + self.packs.len() * 32 + self.records.len() * INDEX_ENTRY_LEN_V2);
         v.put_u32(self.packs.len() as u32);
         for p in &self.packs {
             v.extend_from_slice(&p.0);
@@ -65,26 +84,45 @@ impl IndexBody {
             v.put_u32(r.pack);
             v.put_u32(r.offset);
             v.put_u32(r.length);
+            if version >= 2 {
+                v.put_u32(r.member);
+            }
             v.put_u32(r.raw_length);
         }
         v
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+    /// Decodes the body of an index file of format `version`.
+    pub fn decode(bytes: &[u8], version: u8) -> Result<Self, FormatError> {
         let mut r = ByteReader::new(bytes, "index");
         let np = r.count_u32(MAX_INDEX_PACKS, 32)?;
         let mut packs = Vec::with_capacity(np);
         for _ in 0..np {
             packs.push(PackId(r.array()?));
         }
-        let n = r.count_u32(MAX_INDEX_ENTRIES, INDEX_ENTRY_LEN)?;
+        let entry_len = if version >= 2 {
+            INDEX_ENTRY_LEN_V2
+        } else {
+            INDEX_ENTRY_LEN
+        };
+        let n = r.count_u32(MAX_INDEX_ENTRIES, entry_len)?;
         let mut records = Vec::with_capacity(n);
         for _ in 0..n {
+            let id = ChunkId(r.array()?);
+            let pack = r.u32()?;
+            let offset = r.u32()?;
+            let length = r.u32()?;
+            let member = if version >= 2 {
+                r.u32()?
+            } else {
+                super::group::SOLE
+            };
             let rec = IndexRecord {
-                id: ChunkId(r.array()?),
-                pack: r.u32()?,
-                offset: r.u32()?,
-                length: r.u32()?,
+                id,
+                pack,
+                offset,
+                length,
+                member,
                 raw_length: r.u32()?,
             };
             if rec.pack as usize >= np {

@@ -49,6 +49,11 @@ pub struct KeyFile {
     pub host: String,
     /// User that added the key, for `key list`.
     pub username: String,
+    /// Format 2: lower-case hex BLAKE3 of the `config` the key was made
+    /// for, which is also bound into the wrapped key's associated data.
+    /// Lets a reader tell a changed config from a wrong passphrase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_blake3: Option<String>,
 }
 
 impl KeyFile {
@@ -99,6 +104,9 @@ impl KeyFile {
             || !is_lower_hex(&k.nonce, 12)
             || !is_lower_hex(&k.wrapped_key, 80)
             || !is_lower_hex(&k.repository_id, 32)
+            || k.config_blake3
+                .as_ref()
+                .is_some_and(|h| !is_lower_hex(h, 32))
         {
             return Err(bad("a hex field is not lower-case hex of the right length"));
         }

@@ -7,8 +7,10 @@
 //! |---|---|
 //! | node kind: 1 = leaf, 2 = interior | 1 |
 //! | level: 0 for leaves, child level + 1 for interior nodes | 1 |
-//! | reserved, zero | 2 |
+//! | node version: 0 in format 1, 2 in format 2 | 1 |
+//! | flags (format 2): bit 0 = a chaining value follows the offset; zero in format 1 | 1 |
 //! | image offset of the node's first byte (u64 LE) | 8 |
+//! | (flag bit 0) the BLAKE3 chaining value of the leaf's bytes | 32 |
 //! | entry count (u32 LE) | 4 |
 //! | entries | variable |
 //!
@@ -72,7 +74,20 @@ pub struct ManifestNode {
     pub level: u8,
     pub start: u64,
     pub entries: NodeEntries,
+    /// Format 2 leaves that cover one whole aligned [`CV_SPAN`] of an
+    /// image larger than that: the BLAKE3 chaining value of the span's
+    /// bytes as a non-root subtree at its offset, so that a later backup
+    /// with the same leaf need not hash them again.
+    pub chaining_value: Option<[u8; 32]>,
 }
+
+/// The span a leaf's chaining value covers: a power of two, so an aligned
+/// span is a complete subtree of the BLAKE3 tree.
+pub const CV_SPAN: u64 = 4 << 20;
+/// The node version byte of format 2.
+const NODE_V2: u8 = 2;
+/// Flag bit: a chaining value follows the offset.
+const HAS_CV: u8 = 1;
 
 impl ManifestNode {
     /// Bytes of image the node covers.
@@ -83,9 +98,10 @@ impl ManifestNode {
         }
     }
 
-    /// The node's bytes (spec/FORMAT.md §9.2). Callers keep within
-    /// [`MAX_NODE_LEN`] and [`MAX_NODE_ENTRIES`].
-    pub fn encode(&self) -> Vec<u8> {
+    /// The node's bytes in format `version` (spec/FORMAT.md §9.2). Callers
+    /// keep within [`MAX_NODE_LEN`] and [`MAX_NODE_ENTRIES`]; a chaining
+    /// value is written in format 2 only.
+    pub fn encode(&self, version: u8) -> Vec<u8> {
         let mut v = Vec::new();
         let (kind, n) = match &self.entries {
             NodeEntries::Leaf(e) => (1, e.len()),
@@ -93,8 +109,17 @@ impl ManifestNode {
         };
         v.put_u8(kind);
         v.put_u8(self.level);
-        v.put_u16(0);
+        let cv = self.chaining_value.filter(|_| version >= 2);
+        if version >= 2 {
+            v.put_u8(NODE_V2);
+            v.put_u8(if cv.is_some() { HAS_CV } else { 0 });
+        } else {
+            v.put_u16(0);
+        }
         v.put_u64(self.start);
+        if let Some(cv) = cv {
+            v.extend_from_slice(&cv);
+        }
         v.put_u32(n as u32);
         match &self.entries {
             NodeEntries::Leaf(extents) => {
@@ -122,11 +147,14 @@ impl ManifestNode {
         v
     }
 
-    /// Decodes a node, refusing anything spec/FORMAT.md §9.2 forbids: more
-    /// than [`MAX_NODE_LEN`] bytes, an unknown kind or entry tag, non-zero
-    /// reserved bytes, an empty extent, an interior node without children
-    /// or with a level out of range, and trailing bytes.
-    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+    /// Decodes a node of a repository of format `version`, refusing
+    /// anything spec/FORMAT.md §9.2 forbids: more than [`MAX_NODE_LEN`]
+    /// bytes, an unknown kind or entry tag, a node version other than the
+    /// format's, unknown flags, a chaining value on anything but a leaf
+    /// that covers one aligned [`CV_SPAN`], an empty extent, an interior
+    /// node without children or with a level out of range, and trailing
+    /// bytes.
+    pub fn decode(bytes: &[u8], version: u8) -> Result<Self, FormatError> {
         if bytes.len() > MAX_NODE_LEN {
             return Err(FormatError::TooLarge {
                 what: "manifest node",
@@ -137,10 +165,24 @@ impl ManifestNode {
         let mut r = ByteReader::new(bytes, "manifest node");
         let kind = r.u8()?;
         let level = r.u8()?;
-        if r.u16()? != 0 {
+        let (node_version, flags) = (r.u8()?, r.u8()?);
+        if version < 2 && (node_version, flags) != (0, 0) {
             return Err(r.invalid("reserved bytes are not zero"));
         }
+        if version >= 2 && node_version != NODE_V2 {
+            return Err(r.invalid(format!(
+                "node version {node_version} in a format-{version} repository"
+            )));
+        }
+        if flags & !HAS_CV != 0 || (flags & HAS_CV != 0 && kind != 1) {
+            return Err(r.invalid(format!("flags {flags:#04x} are not allowed here")));
+        }
         let start = r.u64()?;
+        let chaining_value = if flags & HAS_CV != 0 {
+            Some(r.array::<32>()?)
+        } else {
+            None
+        };
         let entries = match kind {
             1 => {
                 if level != 0 {
@@ -193,6 +235,7 @@ impl ManifestNode {
             level,
             start,
             entries,
+            chaining_value,
         };
         // Sums must not overflow: a node covering more than u64 is corrupt.
         let total = match &node.entries {
@@ -203,6 +246,13 @@ impl ManifestNode {
             return Err(FormatError::Invalid {
                 what: "manifest node",
                 reason: "covered length overflows".into(),
+            });
+        }
+        // (After the sums are known to fit.)
+        if node.chaining_value.is_some() && (start % CV_SPAN != 0 || node.covered() != CV_SPAN) {
+            return Err(FormatError::Invalid {
+                what: "manifest node",
+                reason: "a chaining value on a leaf that is not one aligned 4 MiB span".into(),
             });
         }
         Ok(node)

@@ -8,6 +8,7 @@ pub mod blob;
 pub mod bytes;
 pub mod config;
 pub mod forget;
+pub mod group;
 pub mod id;
 pub mod index;
 pub mod keyfile;
@@ -23,11 +24,15 @@ pub use id::{ChunkId, ForgetId, IndexId, KeyId, PackId, PointId};
 
 use bytes::{ByteReader, PutBytes};
 
-/// Major format version written by this build. Readers refuse a newer one.
-pub const FORMAT_MAJOR: u32 = 1;
-/// Minor format version: additions an older reader of the same major can
-/// ignore. 1.1 adds locks, forget records and the stored policy.
-pub const FORMAT_MINOR: u32 = 1;
+/// Major format version of new repositories, and the newest this build
+/// reads. Readers refuse a newer one. Format 2 adds chunk groups, versioned
+/// manifest nodes with chaining values, and key files bound to the config.
+pub const FORMAT_MAJOR: u32 = 2;
+/// Minor format version of new repositories: additions an older reader of
+/// the same major can ignore. 1.1 added locks, forget records and the
+/// stored policy; 2.0 has them from the start. A format-1 repository is
+/// written as 1.1.
+pub const FORMAT_MINOR: u32 = 0;
 
 /// Largest plaintext any sealed blob may declare (chunks, manifest nodes,
 /// index bodies, point bodies). Keeps a hostile length from allocating more.
@@ -119,12 +124,10 @@ pub struct ObjectHeader {
 }
 
 impl ObjectHeader {
-    /// The header this build writes for `kind`.
-    pub fn current(kind: ObjectKind) -> Self {
-        ObjectHeader {
-            kind,
-            version: FORMAT_MAJOR as u8,
-        }
+    /// The header of an object of `kind` in a repository of format
+    /// `version` (every object carries its repository's major version).
+    pub fn new(kind: ObjectKind, version: u8) -> Self {
+        ObjectHeader { kind, version }
     }
 
     pub fn encode(&self) -> [u8; OBJECT_HEADER_LEN] {

@@ -10,58 +10,94 @@
 //! | footer: table length (u32 LE) then magic `DVPT` | 8 |
 
 use super::bytes::{ByteReader, PutBytes};
+use super::group::SOLE;
 use super::{ChunkId, FormatError};
 
 /// Magic closing every pack.
 pub const PACK_FOOTER_MAGIC: [u8; 4] = *b"DVPT";
 /// Length of the pack footer.
 pub const PACK_FOOTER_LEN: usize = 8;
-/// Encoded size of one table entry.
+/// Encoded size of one table entry in format 1.
 pub const PACK_ENTRY_LEN: usize = 44;
+/// Encoded size of one table entry in format 2 (with the member offset).
+pub const PACK_ENTRY_LEN_V2: usize = 48;
 /// Most chunks a pack table may list.
 pub const MAX_PACK_ENTRIES: usize = 1 << 20;
 /// Associated-data label of a pack table.
 pub const PACK_TABLE_AAD: &[u8] = b"diskvault pack table";
 
-/// Where one sealed chunk sits inside its pack.
+/// Where one chunk sits inside its pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackEntry {
     pub id: ChunkId,
-    /// Offset of the sealed chunk from the start of the pack file.
+    /// Offset of the sealed blob holding the chunk (the sealed chunk, or
+    /// its sealed group) from the start of the pack file.
     pub offset: u32,
-    /// Length of the sealed chunk.
+    /// Length of that sealed blob.
     pub length: u32,
+    /// Where the chunk's plaintext starts in its group's plaintext, or
+    /// [`SOLE`] for a chunk sealed alone (always so in format 1).
+    pub member: u32,
     /// Length of the chunk's plaintext.
     pub raw_length: u32,
 }
 
-/// Encodes a table's plaintext: u32 count, then per entry id (32), offset,
-/// length, raw length (u32 LE each).
-pub fn encode_table(entries: &[PackEntry]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(4 + entries.len() * PACK_ENTRY_LEN);
+impl PackEntry {
+    /// True when the chunk shares a sealed group with others (format 2).
+    pub fn is_grouped(&self) -> bool {
+        self.member != SOLE
+    }
+}
+
+/// Encodes a table's plaintext for a pack of format `version`: u32 count,
+/// then per entry id (32), offset, length, (format 2: member offset,) raw
+/// length (u32 LE each).
+pub fn encode_table(entries: &[PackEntry], version: u8) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + entries.len() * PACK_ENTRY_LEN_V2);
     v.put_u32(entries.len() as u32);
     for e in entries {
         v.extend_from_slice(&e.id.0);
         v.put_u32(e.offset);
         v.put_u32(e.length);
+        if version >= 2 {
+            v.put_u32(e.member);
+        }
         v.put_u32(e.raw_length);
     }
     v
 }
 
-/// Decodes a table's plaintext, checking that every entry lies inside the
-/// chunk area of a pack of `pack_len` bytes.
-pub fn decode_table(bytes: &[u8], chunk_area_end: u64) -> Result<Vec<PackEntry>, FormatError> {
+/// Decodes the table of a pack of format `version`, checking that every
+/// entry lies inside the chunk area, which ends at `chunk_area_end`.
+pub fn decode_table(
+    bytes: &[u8],
+    chunk_area_end: u64,
+    version: u8,
+) -> Result<Vec<PackEntry>, FormatError> {
     let mut r = ByteReader::new(bytes, "pack table");
-    let n = r.count_u32(MAX_PACK_ENTRIES, PACK_ENTRY_LEN)?;
+    let entry_len = if version >= 2 {
+        PACK_ENTRY_LEN_V2
+    } else {
+        PACK_ENTRY_LEN
+    };
+    let n = r.count_u32(MAX_PACK_ENTRIES, entry_len)?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
+        let id = ChunkId(r.array()?);
+        let offset = r.u32()?;
+        let length = r.u32()?;
+        let member = if version >= 2 { r.u32()? } else { SOLE };
+        let raw_length = r.u32()?;
         let e = PackEntry {
-            id: ChunkId(r.array()?),
-            offset: r.u32()?,
-            length: r.u32()?,
-            raw_length: r.u32()?,
+            id,
+            offset,
+            length,
+            member,
+            raw_length,
         };
+        if version >= 2 && e.raw_length == 0 {
+            return Err(r.invalid("an entry has no plaintext"));
+        }
         if e.offset as u64 + e.length as u64 > chunk_area_end
             || (e.offset as usize) < super::OBJECT_HEADER_LEN
         {

@@ -31,11 +31,11 @@ use crate::format::config::CompressionSetting;
 use crate::format::pack::PackEntry;
 use crate::format::point::{DiskRecord, DiskStats, PointBody};
 use crate::format::{ChunkId, PackId, PointId};
-use crate::imagehash::{ImageHasher, Span};
+use crate::imagehash::{subtree_cv, ImageHasher, Span};
 use crate::index::ChunkIndex;
-use crate::manifest::ManifestBuilder;
+use crate::manifest::{leaf_digest, LeafValues, ManifestBuilder};
 use crate::packer::{
-    read_pack_table_sized, FinishedPack, PackBuilder, PackWriter, DEFAULT_PACK_TARGET,
+    read_pack_table_sized, FinishedPack, Member, PackBuilder, PackWriter, DEFAULT_PACK_TARGET,
 };
 use crate::progress::{Progress, Tracker};
 use crate::repo::{host_name, now_unix, Damaged, LockKind, Repository};
@@ -43,6 +43,10 @@ use crate::source::ImageSource;
 
 /// Bytes read from the image per segment.
 const SEGMENT_BYTES: usize = 4 << 20;
+/// Plaintext bytes of new data chunks sealed together as one group, in
+/// repositories of format 2 (a group closes at the first chunk that takes
+/// it to this size or beyond). Chosen by measurement: spec/FORMAT.md §20.
+pub const GROUP_BYTES: usize = 2 << 20;
 /// Segments queued between the reader and the sealing stage.
 const SEGMENT_QUEUE: usize = 2;
 
@@ -80,6 +84,11 @@ pub struct BackupReport {
     /// Index files that could not be read: their chunks were treated as
     /// unknown (and their packs indexed again from the packs' tables).
     pub damaged_index_files: Vec<Damaged>,
+    /// Image bytes hashed for the points' image hashes. Unchanged 4 MiB
+    /// spans whose hash the previous point's manifest recorded (format 2)
+    /// are not hashed again, so after the first backup this is about the
+    /// bytes that changed.
+    pub image_bytes_hashed: u64,
     pub duration: Duration,
 }
 
@@ -167,6 +176,12 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
     let mut recovered: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
     let recovered_packs = recover_orphan_packs(repo, &mut index, &mut recovered)?;
     index.finish();
+    let parents: Vec<LeafValues> = opts
+        .disks
+        .iter()
+        .zip(&sources)
+        .map(|(d, src)| parent_leaf_values(repo, &index, &d.name, src.size()))
+        .collect();
 
     let mut session = Session {
         sealer: repo.sealer().clone(),
@@ -174,7 +189,11 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         claimed: Arc::new(Mutex::new(HashSet::new())),
         compression: opts.compression.unwrap_or(repo.config().compression),
         chunker: Chunker::new(repo.config().chunker),
-        pack: PackBuilder::new(DEFAULT_PACK_TARGET),
+        pack: PackBuilder::new(DEFAULT_PACK_TARGET, repo.format_major()),
+        version: repo.format_major(),
+        group: Group::default(),
+        ready: Vec::new(),
+        hashed: 0,
         pool,
         tracker: Tracker::new(
             opts.progress.clone(),
@@ -182,6 +201,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         ),
     };
 
+    let mut hashed_bytes = 0;
     let disks = thread::scope(|scope| -> Result<Vec<DiskRecord>> {
         let (pack_tx, pack_rx) = sync_channel::<FinishedPack>(1);
         let writer = thread::Builder::new()
@@ -190,8 +210,8 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
             .map_err(|e| Error::InvalidArgument(format!("cannot start a thread: {e}")))?;
         let mut disks = Vec::new();
         let mut result = Ok(());
-        for (src, d) in sources.into_iter().zip(&opts.disks) {
-            match session.backup_disk(src, d, &pack_tx) {
+        for ((src, d), parent) in sources.into_iter().zip(&opts.disks).zip(&parents) {
+            match session.backup_disk(src, d, parent, &pack_tx) {
                 Ok(rec) => disks.push(rec),
                 Err(e) => {
                     result = Err(e);
@@ -199,8 +219,10 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
                 }
             }
         }
+        hashed_bytes = session.hashed;
         if result.is_ok() && !session.pack.is_empty() {
-            let pack = std::mem::replace(&mut session.pack, PackBuilder::new(DEFAULT_PACK_TARGET));
+            let pack = session.new_pack();
+            let pack = std::mem::replace(&mut session.pack, pack);
             result = session.send_pack(pack, &pack_tx);
         }
         drop(pack_tx);
@@ -239,8 +261,34 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         body,
         recovered_packs,
         damaged_index_files,
+        image_bytes_hashed: hashed_bytes,
         duration: started.elapsed(),
     })
+}
+
+/// The chaining values the leaves of the newest point's disk of this name
+/// and size recorded (format 2): where this backup's leaves are the same,
+/// their bytes need no hashing. Empty when there is no such disk, or its
+/// manifest cannot be read: then every byte is hashed, which is slower but
+/// gives the same point.
+fn parent_leaf_values(repo: &Repository, index: &ChunkIndex, name: &str, size: u64) -> LeafValues {
+    if repo.format_major() < 2 {
+        return LeafValues::new();
+    }
+    let Ok((points, _)) = repo.list_points_lenient() else {
+        return LeafValues::new();
+    };
+    let parent = points
+        .iter()
+        .rev()
+        .flat_map(|(_, p)| p.disks.iter())
+        .find(|d| d.name == name && d.size == size);
+    let Some(disk) = parent else {
+        return LeafValues::new();
+    };
+    let mut load = |id: &ChunkId| crate::repo::reader::read_indexed_chunk(repo, index, id);
+    crate::manifest::leaf_values(&disk.manifest_root, repo.format_major(), &mut load)
+        .unwrap_or_default()
 }
 
 /// Indexes packs that exist in the store but in no index file: the work of
@@ -264,7 +312,7 @@ fn recover_orphan_packs(
             Err(_) => continue,
         };
         for e in &entries {
-            index.add(e.id, pack, e.offset, e.length, e.raw_length);
+            index.add(pack, e);
         }
         recovered.push((pack, entries));
     }
@@ -306,7 +354,67 @@ enum ReadItem {
 enum Sealed {
     Zero(usize),
     Known(ChunkId, usize),
-    New(ChunkId, usize, Vec<u8>),
+    /// A new chunk, sealed alone (format 1), or to be sealed with its
+    /// neighbours in a group (format 2: `None`).
+    New(ChunkId, usize, Option<Vec<u8>>),
+}
+
+/// Seals groups in parallel on the current pool, in order.
+fn seal_all(
+    groups: &[Group],
+    sealer: &Sealer,
+    compression: CompressionSetting,
+) -> Vec<(Vec<u8>, Vec<Member>)> {
+    groups
+        .par_iter()
+        .map(|g| g.seal(sealer, compression))
+        .collect()
+}
+
+/// New chunks waiting to be sealed together (format 2).
+#[derive(Default)]
+struct Group {
+    ids: Vec<ChunkId>,
+    lengths: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl Group {
+    fn push(&mut self, id: ChunkId, bytes: &[u8]) {
+        self.ids.push(id);
+        self.lengths.push(bytes.len());
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// Seals the group; returns the sealed blob and its members as a pack
+    /// lists them.
+    fn seal(&self, sealer: &Sealer, compression: CompressionSetting) -> (Vec<u8>, Vec<Member>) {
+        let mut at = 0;
+        let members: Vec<(ChunkId, &[u8])> = self
+            .ids
+            .iter()
+            .zip(&self.lengths)
+            .map(|(id, &len)| {
+                let m = (*id, &self.data[at..at + len]);
+                at += len;
+                m
+            })
+            .collect();
+        let sealed = sealer.seal_group(&members, compression);
+        let offsets = crate::format::group::member_offsets(self.lengths.iter().copied());
+        let listed = self
+            .ids
+            .iter()
+            .zip(&self.lengths)
+            .zip(offsets)
+            .map(|((id, &len), member)| Member {
+                id: *id,
+                member,
+                raw_length: len as u32,
+            })
+            .collect();
+        (sealed, listed)
+    }
 }
 
 struct Session {
@@ -317,6 +425,13 @@ struct Session {
     compression: CompressionSetting,
     chunker: Chunker,
     pack: PackBuilder,
+    /// The repository's format: 2 and later group new data chunks.
+    version: u8,
+    /// New chunks of the group being filled, and full groups to seal.
+    group: Group,
+    ready: Vec<Group>,
+    /// Image bytes hashed so far (see [`BackupReport::image_bytes_hashed`]).
+    hashed: u64,
     pool: rayon::ThreadPool,
     tracker: Tracker,
 }
@@ -328,17 +443,56 @@ impl Session {
             .map_err(|_| Error::InvalidArgument("pack writer stopped".into()))
     }
 
+    fn new_pack(&self) -> PackBuilder {
+        PackBuilder::new(DEFAULT_PACK_TARGET, self.version)
+    }
+
     fn add_to_pack(
         &mut self,
-        id: ChunkId,
         sealed: &[u8],
-        raw: u32,
+        members: &[Member],
         tx: &SyncSender<FinishedPack>,
     ) -> Result<()> {
-        self.pack.add(id, sealed, raw);
+        self.pack.add(sealed, members);
         if self.pack.is_full() {
-            let pack = std::mem::replace(&mut self.pack, PackBuilder::new(DEFAULT_PACK_TARGET));
+            let fresh = self.new_pack();
+            let pack = std::mem::replace(&mut self.pack, fresh);
             self.send_pack(pack, tx)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the full groups (and with `all` the one being filled) on the
+    /// pool and adds them to packs in order.
+    fn seal_groups(
+        &mut self,
+        all: bool,
+        stats: &mut DiskStats,
+        tx: &SyncSender<FinishedPack>,
+    ) -> Result<()> {
+        if all && !self.group.ids.is_empty() {
+            let last = std::mem::take(&mut self.group);
+            self.ready.push(last);
+        }
+        if self.ready.is_empty() {
+            return Ok(());
+        }
+        let ready = std::mem::take(&mut self.ready);
+        let (sealer, compression) = (&self.sealer, self.compression);
+        let sealed = self.pool.install(|| seal_all(&ready, sealer, compression));
+        self.add_groups(sealed, stats, tx)
+    }
+
+    /// Adds sealed groups to packs, in order, counting their bytes.
+    fn add_groups(
+        &mut self,
+        sealed: Vec<(Vec<u8>, Vec<Member>)>,
+        stats: &mut DiskStats,
+        tx: &SyncSender<FinishedPack>,
+    ) -> Result<()> {
+        for (bytes, members) in sealed {
+            stats.stored_bytes += bytes.len() as u64;
+            self.add_to_pack(&bytes, &members, tx)?;
         }
         Ok(())
     }
@@ -356,6 +510,7 @@ impl Session {
         &mut self,
         src: ImageSource,
         disk: &DiskSource,
+        parent: &LeafValues,
         tx: &SyncSender<FinishedPack>,
     ) -> Result<DiskRecord> {
         let size = src.size();
@@ -375,7 +530,7 @@ impl Session {
                 source,
             })?;
 
-        let consumed = self.consume(size, item_rx, recycle_tx, tx);
+        let consumed = self.consume(size, parent, item_rx, recycle_tx, tx);
         let read = reader.join();
         let bytes_read = match read {
             Ok(Ok(v)) => v,
@@ -407,13 +562,17 @@ impl Session {
     fn consume(
         &mut self,
         size: u64,
+        parent: &LeafValues,
         items: Receiver<ReadItem>,
         recycle: SyncSender<Vec<u8>>,
         tx: &SyncSender<FinishedPack>,
     ) -> Result<(ChunkId, DiskStats, u64, Option<[u8; 32]>)> {
         let sealer = self.sealer.clone();
-        let mut manifest = ManifestBuilder::new(move |bytes: &[u8]| sealer.chunk_id(bytes));
+        let mut manifest = ManifestBuilder::new(move |bytes: &[u8]| sealer.chunk_id(bytes))
+            .with_format(self.version)
+            .holding_leaves();
         let mut hasher = ImageHasher::new(size);
+        let mut window = Window::default();
         let mut stats = DiskStats::default();
         for item in items {
             match item {
@@ -421,22 +580,20 @@ impl Session {
                     self.tracker.advance(len);
                     stats.zero_bytes += len;
                     manifest.push_zero(len)?;
-                    self.pool.install(|| hasher.update(&[Span::Zero(len)]));
+                    window.push(Pending::Zero(len));
                 }
                 ReadItem::Data { buf, len, cuts } => {
                     self.tracker.advance(len as u64);
                     let data = &buf[..len];
-                    // Seal the segment's chunks and hash its image blocks at
-                    // the same time, both spread over the pool.
-                    let results = self.pool.install(|| {
-                        rayon::join(
-                            || self.seal_segment(data, &cuts),
-                            || hasher.update(&[Span::Data(data)]),
-                        )
-                        .0
-                    });
-                    let _ = recycle.try_send(buf);
+                    let results = self.pool.install(|| self.seal_segment(data, &cuts));
+                    let mut at = 0;
                     for r in results {
+                        let here = at;
+                        match &r {
+                            Sealed::Zero(len) | Sealed::Known(_, len) | Sealed::New(_, len, _) => {
+                                at += len
+                            }
+                        }
                         match r {
                             Sealed::Zero(len) => {
                                 stats.zero_bytes += len as u64;
@@ -450,16 +607,70 @@ impl Session {
                                 stats.chunks += 1;
                                 stats.new_chunks += 1;
                                 stats.new_bytes += len as u64;
-                                stats.stored_bytes += sealed.len() as u64;
-                                self.add_to_pack(id, &sealed, len as u32, tx)?;
+                                match sealed {
+                                    Some(sealed) => {
+                                        stats.stored_bytes += sealed.len() as u64;
+                                        self.add_to_pack(
+                                            &sealed,
+                                            &[Member::sole(id, len as u32)],
+                                            tx,
+                                        )?;
+                                    }
+                                    None => {
+                                        self.group.push(id, &data[here..here + len]);
+                                        if self.group.data.len() >= GROUP_BYTES {
+                                            let full = std::mem::take(&mut self.group);
+                                            self.ready.push(full);
+                                        }
+                                    }
+                                }
                                 manifest.push_data(id, len as u32)?;
                             }
                         }
                     }
+                    window.push(Pending::Data(buf, len));
                 }
             }
+            // Seal the full groups and hash the closed leaves at once: both
+            // spread over the pool, neither waiting for the other.
+            let ready = std::mem::take(&mut self.ready);
+            let (sealer, compression, version) = (&self.sealer, self.compression, self.version);
+            let pool = &self.pool;
+            let (sealed, hashed) = pool.install(|| {
+                rayon::join(
+                    || seal_all(&ready, sealer, compression),
+                    || {
+                        hash_leaves(
+                            &mut manifest,
+                            &mut hasher,
+                            &mut window,
+                            parent,
+                            size,
+                            &recycle,
+                            version,
+                            pool,
+                        )
+                    },
+                )
+            });
+            drop(ready);
+            self.add_groups(sealed, &mut stats, tx)?;
+            self.hashed += hashed?;
             self.store_nodes(&mut manifest, &mut stats, tx)?;
         }
+        // A disk's groups end with it, so its figures count its own.
+        self.seal_groups(true, &mut stats, tx)?;
+        manifest.close()?;
+        self.hashed += hash_leaves(
+            &mut manifest,
+            &mut hasher,
+            &mut window,
+            parent,
+            size,
+            &recycle,
+            self.version,
+            &self.pool,
+        )?;
         let covered = manifest.position();
         let root = manifest.finish()?;
         self.store_nodes(&mut manifest, &mut stats, tx)?;
@@ -483,7 +694,7 @@ impl Session {
             stats.new_chunks += 1;
             stats.new_bytes += bytes.len() as u64;
             stats.stored_bytes += sealed.len() as u64;
-            self.add_to_pack(id, &sealed, bytes.len() as u32, tx)?;
+            self.add_to_pack(&sealed, &[Member::sole(id, bytes.len() as u32)], tx)?;
         }
         Ok(())
     }
@@ -499,6 +710,7 @@ impl Session {
         let index = &self.index;
         let claimed = &self.claimed;
         let compression = self.compression;
+        let grouped = self.version >= 2;
         spans
             .par_iter()
             .map(|&(off, len)| {
@@ -510,9 +722,128 @@ impl Session {
                 if !Self::claim(index, claimed, &id) {
                     return Sealed::Known(id, len);
                 }
-                Sealed::New(id, len, sealer.seal(data, &id.0, compression))
+                if grouped {
+                    return Sealed::New(id, len, None);
+                }
+                Sealed::New(id, len, Some(sealer.seal(data, &id.0, compression)))
             })
             .collect()
+    }
+}
+
+/// Hashes the image bytes of the leaves the manifest closed, in order,
+/// and stores the leaves. A leaf that covers one whole aligned span is
+/// hashed as a subtree whose chaining value it records (format 2); when
+/// the parent point has the same leaf at the same offset, its value is
+/// taken without hashing anything.
+#[allow(clippy::too_many_arguments)]
+fn hash_leaves<F: Fn(&[u8]) -> ChunkId>(
+    manifest: &mut ManifestBuilder<F>,
+    hasher: &mut ImageHasher,
+    window: &mut Window,
+    parent: &LeafValues,
+    size: u64,
+    recycle: &SyncSender<Vec<u8>>,
+    version: u8,
+    pool: &rayon::ThreadPool,
+) -> Result<u64> {
+    let mut hashed = 0;
+    while let Some(leaf) = manifest.take_closed() {
+        let (start, covered) = (leaf.start, leaf.covered());
+        if hasher.position() != start {
+            return Err(Error::InvalidArgument(
+                "the image hash fell behind the manifest".into(),
+            ));
+        }
+        let cv = if leaf.takes_chaining_value(size) {
+            let known = parent
+                .get(&start)
+                .filter(|(digest, _)| *digest == leaf_digest(&leaf))
+                .map(|(_, cv)| *cv);
+            let cv = match known {
+                Some(cv) => cv,
+                None => {
+                    let spans = window.spans(start, start + covered);
+                    hashed += covered;
+                    pool.install(|| subtree_cv(&spans, start, covered))
+                }
+            };
+            hasher.push_subtree(cv, covered);
+            Some(cv)
+        } else {
+            let spans = window.spans(start, start + covered);
+            hashed += covered;
+            pool.install(|| hasher.update(&spans));
+            None
+        };
+        window.release(start + covered, recycle);
+        manifest.store_leaf(leaf, cv.filter(|_| version >= 2))?;
+    }
+    Ok(hashed)
+}
+
+/// Image content read but not hashed yet, from the start of the oldest
+/// leaf still open: the bytes its leaf needs once it closes.
+#[derive(Default)]
+struct Window {
+    /// Image offset of the first piece.
+    start: u64,
+    pieces: std::collections::VecDeque<Pending>,
+}
+
+enum Pending {
+    Zero(u64),
+    /// A segment buffer and how many of its bytes are image.
+    Data(Vec<u8>, usize),
+}
+
+impl Pending {
+    fn len(&self) -> u64 {
+        match self {
+            Pending::Zero(n) => *n,
+            Pending::Data(_, n) => *n as u64,
+        }
+    }
+}
+
+impl Window {
+    fn push(&mut self, p: Pending) {
+        self.pieces.push_back(p);
+    }
+
+    /// The content of image range [from, to), which the window holds.
+    fn spans(&self, from: u64, to: u64) -> Vec<Span<'_>> {
+        let mut out = Vec::new();
+        let mut at = self.start;
+        for p in &self.pieces {
+            let len = p.len();
+            let (a, b) = (at.max(from), (at + len).min(to));
+            if a < b {
+                out.push(match p {
+                    Pending::Zero(_) => Span::Zero(b - a),
+                    Pending::Data(buf, _) => Span::Data(&buf[(a - at) as usize..(b - at) as usize]),
+                });
+            }
+            at += len;
+            if at >= to {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Drops the pieces that end at or before `upto`, handing their
+    /// buffers back to the reader.
+    fn release(&mut self, upto: u64, recycle: &SyncSender<Vec<u8>>) {
+        while let Some(p) = self.pieces.front() {
+            if self.start + p.len() > upto {
+                break;
+            }
+            self.start += p.len();
+            if let Some(Pending::Data(buf, _)) = self.pieces.pop_front() {
+                let _ = recycle.try_send(buf);
+            }
+        }
     }
 }
 

@@ -180,7 +180,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
 
     // Points and their manifests, each node read once.
     let mut graph = ManifestGraph::default();
-    let mut walker = ReachWalk::new();
+    let mut walker = ReachWalk::new(repo.format_major());
     for pid in point_ids {
         let point = match repo.read_point(&pid) {
             Ok(p) => p,
@@ -416,7 +416,7 @@ fn check_pack(
     let mut pack_problem = None;
     if PackId::hash_of(&bytes) != *pack {
         pack_problem = Some((key.clone(), "content does not match its name".to_string()));
-    } else if let Err(e) = parse_pack_table(repo.sealer(), &key, &bytes) {
+    } else if let Err(e) = parse_pack_table(repo.sealer(), &key, &bytes, repo.format_major()) {
         pack_problem = Some((
             key.clone(),
             format!("its table is unreadable: {}", e.reason()),
@@ -424,21 +424,23 @@ fn check_pack(
     }
     let mut bad = Vec::new();
     let mut verified = 0;
+    // Chunks that share a sealed group are checked from one opening of it.
+    let mut units: Vec<&[(ChunkId, ChunkLocation)]> = Vec::new();
+    let mut sorted = chunks.to_vec();
+    sorted.sort_by_key(|(_, l)| (l.offset, l.member));
+    let mut rest = &sorted[..];
+    while let Some((_, first)) = rest.first() {
+        let n = rest
+            .iter()
+            .take_while(|(_, l)| l.offset == first.offset && l.length == first.length)
+            .count();
+        units.push(&rest[..n]);
+        rest = &rest[n..];
+    }
     let outcomes: Vec<Option<(ChunkId, String)>> = cpu.install(|| {
-        chunks
+        units
             .par_iter()
-            .map(|(id, loc)| {
-                let start = loc.offset as usize;
-                let end = start + loc.length as usize;
-                let Some(sealed) = bytes.get(start..end) else {
-                    return Some((*id, format!("beyond the end of {key}")));
-                };
-                match repo.sealer().open_chunk(sealed, id, repo.max_chunk_plain()) {
-                    Ok(plain) if plain.len() == loc.raw_length as usize => None,
-                    Ok(_) => Some((*id, format!("length differs from the index ({key})"))),
-                    Err(e) => Some((*id, format!("{e} ({key})"))),
-                }
-            })
+            .flat_map_iter(|unit| verify_unit(repo, &key, &bytes, unit))
             .collect()
     });
     for outcome in outcomes {
@@ -448,4 +450,47 @@ fn check_pack(
         }
     }
     (pack_problem, bad, bytes.len() as u64, verified)
+}
+
+/// Verifies the chunks of one sealed blob of a pack (a sealed chunk, or a
+/// group opened once for all its members): authentication, id and length.
+fn verify_unit(
+    repo: &Repository,
+    key: &str,
+    pack: &[u8],
+    unit: &[(ChunkId, ChunkLocation)],
+) -> Vec<Option<(ChunkId, String)>> {
+    let loc0 = unit[0].1;
+    let start = loc0.offset as usize;
+    let Some(sealed) = pack.get(start..start + loc0.length as usize) else {
+        return unit
+            .iter()
+            .map(|(id, _)| Some((*id, format!("beyond the end of {key}"))))
+            .collect();
+    };
+    let group = if unit.iter().any(|(_, l)| l.is_grouped()) {
+        Some(repo.sealer().open_group(sealed))
+    } else {
+        None
+    };
+    unit.iter()
+        .map(|(id, loc)| {
+            let opened = match (&group, loc.is_grouped()) {
+                (Some(Ok(plain)), true) => repo
+                    .sealer()
+                    .group_member(plain, id, loc.member, loc.raw_length, true)
+                    .map(|b| b.len()),
+                (Some(Err(e)), true) => return Some((*id, format!("{e} ({key})"))),
+                _ => repo
+                    .sealer()
+                    .open_chunk(sealed, id, repo.max_chunk_plain())
+                    .map(|p| p.len()),
+            };
+            match opened {
+                Ok(len) if len == loc.raw_length as usize => None,
+                Ok(_) => Some((*id, format!("length differs from the index ({key})"))),
+                Err(e) => Some((*id, format!("{e} ({key})"))),
+            }
+        })
+        .collect()
 }

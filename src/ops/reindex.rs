@@ -70,7 +70,7 @@ pub fn rebuild_index(repo: &Repository) -> Result<ReindexReport> {
                     "content does not match its name",
                 ));
             }
-            parse_pack_table(repo.sealer(), &key, &bytes)
+            parse_pack_table(repo.sealer(), &key, &bytes, repo.format_major())
         });
         match entries {
             Ok(entries) => {

@@ -34,12 +34,13 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use crate::error::{Error, ErrorCategory, Result};
+use crate::format::config::CompressionSetting;
 use crate::format::index::{IndexBody, IndexRecord};
 use crate::format::point::PointBody;
 use crate::format::{ChunkId, IndexId, PackId, PointId};
 use crate::index::ChunkIndex;
 use crate::manifest::{ReachWalk, Reached};
-use crate::packer::{parse_pack_table, PackWriter};
+use crate::packer::{parse_pack_table, Member, PackWriter};
 use crate::repo::layout::read_object;
 use crate::repo::reader::ReplicaReader;
 use crate::repo::{index_key, pack_key, point_key, LockKind, RepoLocation, Repository};
@@ -179,7 +180,9 @@ pub fn repair(
             if PackId::hash_of(&bytes) != *p {
                 continue;
             }
-            let Ok(entries) = parse_pack_table(repo.sealer(), &pack_key(p), &bytes) else {
+            let Ok(entries) =
+                parse_pack_table(repo.sealer(), &pack_key(p), &bytes, repo.format_major())
+            else {
                 continue;
             };
             rebuilt.push((*p, entries));
@@ -197,12 +200,12 @@ pub fn repair(
             } else {
                 &mut good
             };
-            ix.add(r.id, pack, r.offset, r.length, r.raw_length);
+            ix.add(pack, &r.as_entry());
         }
     }
     for (pack, entries) in &rebuilt {
         for e in entries {
-            good.add(e.id, *pack, e.offset, e.length, e.raw_length);
+            good.add(*pack, e);
         }
     }
     good.finish();
@@ -212,7 +215,7 @@ pub fn repair(
     // read from wherever an intact copy is.
     let mut referenced: HashSet<ChunkId> = HashSet::new();
     let node_cache: RefCell<HashMap<ChunkId, Vec<u8>>> = RefCell::new(HashMap::new());
-    let mut walker = ReachWalk::new();
+    let mut walker = ReachWalk::new(repo.format_major());
     for (pid, point) in &points {
         for disk in &point.disks {
             let mut load = |id: &ChunkId| -> Result<Vec<u8>> {
@@ -278,22 +281,28 @@ pub fn repair(
             }
             let salvaged = bytes.as_ref().and_then(|b| {
                 let sealed = b.get(r.offset as usize..r.offset as usize + r.length as usize)?;
-                let plain = repo
-                    .sealer()
-                    .open_chunk(sealed, &id, repo.max_chunk_plain())
-                    .ok()?;
-                (plain.len() == r.raw_length as usize).then(|| sealed.to_vec())
+                let e = r.as_entry();
+                repo.sealer()
+                    .open_entry(
+                        sealed,
+                        &id,
+                        e.member,
+                        e.raw_length,
+                        repo.max_chunk_plain(),
+                        true,
+                    )
+                    .ok()
             });
-            if let Some(sealed) = salvaged {
-                mover.add(id, &sealed, r.raw_length)?;
+            if let Some(plain) = salvaged {
+                mover.add(id, &plain)?;
                 report.chunks_salvaged += 1;
                 resolved.insert((*p, id));
                 continue;
             }
             match rep.read_sealed_verified(&id) {
-                Ok((sealed, plain)) => {
-                    report.bytes_fetched += sealed.len() as u64;
-                    mover.add(id, &sealed, plain.len() as u32)?;
+                Ok((sealed_len, plain)) => {
+                    report.bytes_fetched += sealed_len;
+                    mover.add(id, &plain)?;
                     report.chunks_from_replica += 1;
                     resolved.insert((*p, id));
                 }
@@ -317,9 +326,9 @@ pub fn repair(
     unindexed.sort();
     for id in unindexed {
         match rep.read_sealed_verified(&id) {
-            Ok((sealed, plain)) => {
-                report.bytes_fetched += sealed.len() as u64;
-                mover.add(id, &sealed, plain.len() as u32)?;
+            Ok((sealed_len, plain)) => {
+                report.bytes_fetched += sealed_len;
+                mover.add(id, &plain)?;
                 report.chunks_from_replica += 1;
             }
             Err(e) => report
@@ -424,6 +433,7 @@ fn pack_is_intact(repo: &Repository, pack: &PackId, present: &HashSet<PackId>) -
 /// Writes moved chunks, still sealed, into new packs, each chunk once.
 struct ChunkMover<'a> {
     writer: PackWriter<'a>,
+    sealer: std::sync::Arc<crate::crypto::Sealer>,
     moved: HashSet<ChunkId>,
 }
 
@@ -431,6 +441,7 @@ impl<'a> ChunkMover<'a> {
     fn new(repo: &'a Repository) -> Self {
         ChunkMover {
             writer: PackWriter::new(repo),
+            sealer: repo.sealer().clone(),
             moved: HashSet::new(),
         }
     }
@@ -439,11 +450,15 @@ impl<'a> ChunkMover<'a> {
         self.moved.contains(id)
     }
 
-    /// Adds a verified sealed chunk (once), writing the pack when full.
-    fn add(&mut self, id: ChunkId, sealed: &[u8], raw_length: u32) -> Result<()> {
+    /// Seals a verified chunk alone (once: a group it came from may hold
+    /// chunks that are not being moved) and adds it, writing the pack when
+    /// full.
+    fn add(&mut self, id: ChunkId, plain: &[u8]) -> Result<()> {
         if !self.moved.insert(id) {
             return Ok(());
         }
-        self.writer.add(id, sealed, raw_length)
+        let sealed = self.sealer.seal(plain, &id.0, CompressionSetting::Zstd(3));
+        self.writer
+            .add(&sealed, &[Member::sole(id, plain.len() as u32)])
     }
 }

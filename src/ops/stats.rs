@@ -64,9 +64,13 @@ pub fn stats(repo: &Repository) -> Result<RepoStats> {
     let (index, damaged_index) = repo.load_index_lenient()?;
     s.unreadable.extend(damaged_index);
     s.unique_chunks = index.len();
+    // The chunks of a group share one sealed blob: it counts once.
+    let mut groups = std::collections::HashSet::new();
     for (_, loc) in index.iter() {
         s.unique_bytes += loc.raw_length as u64;
-        s.chunk_stored_bytes += loc.length as u64;
+        if !loc.is_grouped() || groups.insert((loc.pack, loc.offset)) {
+            s.chunk_stored_bytes += loc.length as u64;
+        }
     }
     let mut objects = repo.store().list("")?;
     objects.retain(|o| !o.key.starts_with(TMP) && !o.key.starts_with(LOCKS));

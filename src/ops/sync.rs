@@ -640,7 +640,7 @@ fn plan_selective(
     let dst_index = dst.load_index()?;
 
     let mut needed: HashSet<PackId> = HashSet::new();
-    let mut walker = ReachWalk::new();
+    let mut walker = ReachWalk::new(src.format_major());
     for (point, _) in &plan.points {
         let body = src.read_point(point)?;
         for disk in &body.disks {
@@ -755,7 +755,7 @@ fn fetch_verified(
             Kind::Index => k
                 .open_object(&item.key, ObjectKind::Index, &item.hash, &bytes)
                 .and_then(|body| {
-                    crate::format::index::IndexBody::decode(&body)
+                    crate::format::index::IndexBody::decode(&body, k.format_major())
                         .map(|_| ())
                         .map_err(|e| Error::format(&item.key, e))
                 }),
@@ -900,16 +900,33 @@ fn verify_pack(repo: &Repository, key: &str, hash: &[u8; 32]) -> std::result::Re
     if blake3::hash(&bytes).as_bytes() != hash {
         return Err("the copy does not match its name".into());
     }
-    let entries = parse_pack_table(repo.sealer(), key, &bytes).map_err(|e| e.to_string())?;
+    let entries = parse_pack_table(repo.sealer(), key, &bytes, repo.format_major())
+        .map_err(|e| e.to_string())?;
+    // A group is opened once for all the chunks the table lists in it.
+    let mut group: Option<(u32, Vec<u8>)> = None;
     for e in &entries {
         let sealed = bytes
             .get(e.offset as usize..e.offset as usize + e.length as usize)
             .ok_or_else(|| format!("chunk {} lies beyond the end", e.id.short()))?;
-        let plain = repo
-            .sealer()
-            .open_chunk(sealed, &e.id, repo.max_chunk_plain())
-            .map_err(|err| format!("chunk {} does not open: {err}", e.id.short()))?;
-        if plain.len() != e.raw_length as usize {
+        let len = if e.is_grouped() {
+            if group.as_ref().map(|(at, _)| *at) != Some(e.offset) {
+                let plain = repo.sealer().open_group(sealed).map_err(|err| {
+                    format!("the group at offset {} does not open: {err}", e.offset)
+                })?;
+                group = Some((e.offset, plain));
+            }
+            let (_, plain) = group.as_ref().expect("set above");
+            repo.sealer()
+                .group_member(plain, &e.id, e.member, e.raw_length, true)
+                .map_err(|err| format!("chunk {} does not open: {err}", e.id.short()))?
+                .len()
+        } else {
+            repo.sealer()
+                .open_chunk(sealed, &e.id, repo.max_chunk_plain())
+                .map_err(|err| format!("chunk {} does not open: {err}", e.id.short()))?
+                .len()
+        };
+        if len != e.raw_length as usize {
             return Err(format!(
                 "chunk {} has a length other than its table says",
                 e.id.short()

@@ -72,6 +72,7 @@ impl Repository {
     pub(super) fn unlock(
         store: &dyn Store,
         config: &RepoConfig,
+        binding: &[u8],
         pass: &[u8],
     ) -> Result<(KeyId, MasterKey)> {
         let files = Self::read_each_key_file(store)?;
@@ -83,6 +84,7 @@ impl Repository {
         }
         let mut unusable = None;
         let mut ours = 0;
+        let (mut mismatches, mut mismatched) = (0, None);
         // Cheapest key derivation first: a planted key file with a huge
         // Argon2 cost cannot stall opening with a genuine key.
         let mut files = files;
@@ -102,7 +104,19 @@ impl Repository {
                 continue;
             }
             ours += 1;
-            if let Some(k) = crypto::unwrap_master_key(&file, pass) {
+            // Format 2 binds each key file to the config's bytes: a key
+            // file made for another config says so before any key
+            // derivation, so a changed config is not taken for a wrong
+            // passphrase.
+            if config.format.major >= 2 {
+                let expected = hex::encode(&binding[config.id.len()..]);
+                if file.config_blake3.as_deref() != Some(expected.as_str()) {
+                    mismatches += 1;
+                    mismatched.get_or_insert(id);
+                    continue;
+                }
+            }
+            if let Some(k) = crypto::unwrap_master_key(&file, pass, binding) {
                 return Ok((id, k));
             }
         }
@@ -115,6 +129,16 @@ impl Repository {
             return Err(Error::damaged(
                 CONFIG_KEY,
                 "its repository id matches none of the key files (the config is damaged, or the key files come from another repository)",
+            ));
+        }
+        // Every key file of this repository names another config.
+        if let Some(k) = mismatched.filter(|_: &KeyId| mismatches == ours) {
+            return Err(Error::damaged(
+                CONFIG_KEY,
+                format!(
+                    "it is not the config the key files were made for (key file {} names another): the config was changed or damaged; restore it from a replica or a copy",
+                    k.short()
+                ),
             ));
         }
         Err(Error::WrongPassphrase)
@@ -135,6 +159,16 @@ impl Repository {
                     "it belongs to another repository (its repository id differs from the config's)"
                         .into(),
                 )),
+                Ok(f) if self.config.format.major >= 2
+                    && f.config_blake3.as_deref()
+                        != Some(hex::encode(&self.key_binding[self.config.id.len()..]).as_str()) =>
+                {
+                    out.push((
+                        key,
+                        "it was made for another config (its config_blake3 differs from the config's BLAKE3)"
+                            .into(),
+                    ))
+                }
                 Ok(_) => {}
             }
         }
@@ -176,6 +210,7 @@ impl Repository {
             key,
             passphrase,
             &self.config.id,
+            &self.key_binding,
             cost,
             now_unix().0,
             host_name(),

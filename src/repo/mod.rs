@@ -41,6 +41,10 @@ pub struct InitOptions {
     pub compression: CompressionSetting,
     /// Argon2id cost of the first key file.
     pub kdf: KdfCost,
+    /// Format major version of the new repository: the newest
+    /// ([`crate::format::FORMAT_MAJOR`]) unless a reader that knows only
+    /// format 1 must read it.
+    pub format_major: u32,
 }
 
 impl Default for InitOptions {
@@ -50,6 +54,7 @@ impl Default for InitOptions {
             chunker: ChunkerParams::DEFAULT,
             compression: CompressionSetting::DEFAULT,
             kdf: KdfCost::default(),
+            format_major: crate::format::FORMAT_MAJOR,
         }
     }
 }
@@ -70,6 +75,9 @@ pub struct Repository {
     store: Arc<dyn Store>,
     location: String,
     config: RepoConfig,
+    /// Associated data of this repository's wrapped keys
+    /// ([`crypto::key_binding`]).
+    key_binding: Vec<u8>,
     sealer: Arc<Sealer>,
     master_key: Option<MasterKey>,
     key_id: Option<KeyId>,
@@ -160,13 +168,23 @@ impl Repository {
         let mut id = [0u8; 32];
         crypto::fill_random(&mut id);
         let (now, _) = now_unix();
+        if opts.format_major == 0 || opts.format_major > crate::format::FORMAT_MAJOR {
+            return Err(Error::InvalidArgument(format!(
+                "format {} does not exist: this diskvault writes formats 1 to {}",
+                opts.format_major,
+                crate::format::FORMAT_MAJOR
+            )));
+        }
         let config = RepoConfig::new(
             hex::encode(id),
             opts.chunker,
             opts.compression,
             opts.encryption,
             now,
-        );
+        )
+        .with_major(opts.format_major);
+        let config_bytes = config.encode();
+        let key_binding = crypto::key_binding(config.format.major, &config.id, &config_bytes);
         let (sealer, master_key, key_id) = match opts.encryption {
             Encryption::Aes256Gcm => {
                 let pass = passphrase.ok_or(Error::PassphraseRequired)?;
@@ -180,6 +198,7 @@ impl Repository {
                     &key,
                     pass,
                     &config.id,
+                    &key_binding,
                     opts.kdf,
                     now,
                     host_name(),
@@ -196,7 +215,7 @@ impl Repository {
         // The key must be durable before the config that makes the
         // repository exist.
         store.barrier()?;
-        match store.put(CONFIG_KEY, &config.encode(), PutMode::Create) {
+        match store.put(CONFIG_KEY, &config_bytes, PutMode::Create) {
             Ok(()) => {}
             Err(e) if e.is_already_exists() => {
                 // Another init won the race: our key file wraps a key of a
@@ -218,6 +237,7 @@ impl Repository {
             store,
             location,
             config,
+            key_binding,
             sealer: Arc::new(sealer),
             master_key,
             key_id,
@@ -237,7 +257,8 @@ impl Repository {
         location: String,
         passphrase: Option<&[u8]>,
     ) -> Result<Repository> {
-        let config = Self::read_config(store.as_ref(), &location)?;
+        let (config, config_bytes) = Self::read_config_bytes(store.as_ref(), &location)?;
+        let key_binding = crypto::key_binding(config.format.major, &config.id, &config_bytes);
         let (sealer, master_key, key_id) = match config.encryption {
             Encryption::None => {
                 Self::refuse_downgrade(store.as_ref(), passphrase.is_some())?;
@@ -245,7 +266,7 @@ impl Repository {
             }
             Encryption::Aes256Gcm => {
                 let pass = passphrase.ok_or(Error::PassphraseRequired)?;
-                let (kid, key) = Self::unlock(store.as_ref(), &config, pass)?;
+                let (kid, key) = Self::unlock(store.as_ref(), &config, &key_binding, pass)?;
                 (Sealer::encrypted(&key), Some(key), Some(kid))
             }
         };
@@ -253,6 +274,7 @@ impl Repository {
             store,
             location,
             config,
+            key_binding,
             sealer: Arc::new(sealer),
             master_key,
             key_id,
@@ -262,6 +284,11 @@ impl Repository {
 
     /// Reads and parses the config object without any key.
     pub fn read_config(store: &dyn Store, location: &str) -> Result<RepoConfig> {
+        Ok(Self::read_config_bytes(store, location)?.0)
+    }
+
+    /// [`Repository::read_config`], with the bytes it was parsed from.
+    fn read_config_bytes(store: &dyn Store, location: &str) -> Result<(RepoConfig, Vec<u8>)> {
         let bytes = match layout::read_object(store, CONFIG_KEY, None) {
             Ok(b) => b,
             Err(Error::Store(e)) if e.is_not_found() => {
@@ -277,7 +304,14 @@ impl Repository {
             Err(Error::Store(e)) => return Err(e.into()),
             Err(e) => return Err(e),
         };
-        RepoConfig::decode(&bytes).map_err(|e| Error::format(CONFIG_KEY, e))
+        let config = RepoConfig::decode(&bytes).map_err(|e| Error::format(CONFIG_KEY, e))?;
+        Ok((config, bytes))
+    }
+
+    /// The format major version of this repository: what its objects are
+    /// written and read as.
+    pub fn format_major(&self) -> u8 {
+        self.config.format.major as u8
     }
 
     /// Where the repository is, as given when it was opened.
@@ -310,6 +344,7 @@ impl Repository {
             store,
             location,
             config,
+            key_binding: self.key_binding.clone(),
             sealer: self.sealer.clone(),
             master_key: self.master_key.clone(),
             key_id: None,
@@ -374,6 +409,7 @@ impl Repository {
             store: self.store.without_cache()?,
             location: self.location.clone(),
             config: self.config.clone(),
+            key_binding: self.key_binding.clone(),
             sealer: self.sealer.clone(),
             master_key: self.master_key.clone(),
             key_id: self.key_id,
@@ -397,7 +433,7 @@ impl Repository {
     /// Encodes a content-named object: header, then the sealed body, and
     /// returns its bytes (the id is BLAKE3 of them).
     pub(crate) fn seal_object(&self, kind: ObjectKind, body: &[u8], compress: bool) -> Vec<u8> {
-        let header = ObjectHeader::current(kind).encode();
+        let header = ObjectHeader::new(kind, self.format_major()).encode();
         let comp = if compress {
             CompressionSetting::Zstd(3)
         } else {
@@ -408,6 +444,21 @@ impl Repository {
         out.extend_from_slice(&header);
         out.extend_from_slice(&sealed);
         out
+    }
+
+    /// Refuses an object whose format version is not the repository's:
+    /// every object of a repository is written in its format.
+    pub(crate) fn check_object_version(&self, key: &str, version: u8) -> Result<()> {
+        if version != self.format_major() {
+            return Err(Error::damaged(
+                key,
+                format!(
+                    "it is a format-{version} object in a format-{} repository",
+                    self.format_major()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Verifies a content-named object's bytes against its id and opens its
@@ -434,6 +485,7 @@ impl Repository {
         bytes: &[u8],
     ) -> Result<Vec<u8>> {
         let header = ObjectHeader::decode(bytes, kind).map_err(|e| Error::format(key, e))?;
+        self.check_object_version(key, header.version)?;
         let header_bytes = header.encode();
         self.sealer
             .open(

@@ -60,15 +60,27 @@ impl Repository {
         let key = index_key(id);
         let bytes = read_object(self.store.as_ref(), &key, None).map_err(not_found_is_damage)?;
         let body = self.open_object(&key, ObjectKind::Index, &id.0, &bytes)?;
-        let body = IndexBody::decode(&body).map_err(|e| Error::format(&key, e))?;
+        let body =
+            IndexBody::decode(&body, self.format_major()).map_err(|e| Error::format(&key, e))?;
         // Readers allocate what an entry says a chunk takes: an entry
         // larger than any chunk of this repository is damage, refused here
         // for every reader at once.
         let max_plain = self.max_chunk_plain() as u64;
         use crate::format::blob::{FIXED_HEADER_LEN, NONCE_LEN, TAG_LEN};
-        let max_sealed = max_plain + (FIXED_HEADER_LEN + NONCE_LEN + TAG_LEN) as u64;
+        let overhead = (FIXED_HEADER_LEN + NONCE_LEN + TAG_LEN) as u64;
+        let max_group = crate::format::MAX_BLOB_PLAINTEXT as u64;
         for r in &body.records {
+            // A group is bounded like every blob that is not a chunk.
+            let (max_sealed, inside) = if r.member == crate::format::group::SOLE {
+                (max_plain + overhead, true)
+            } else {
+                (
+                    max_group + overhead,
+                    r.member as u64 + r.raw_length as u64 <= max_group,
+                )
+            };
             if r.raw_length as u64 > max_plain
+                || !inside
                 || r.length as u64 > max_sealed
                 || r.offset as u64 + r.length as u64 > MAX_PACK_BYTES
             {
@@ -89,7 +101,7 @@ impl Repository {
 
     /// Writes an index file (after the packs it names are durable).
     pub fn write_index_file(&self, body: &IndexBody) -> Result<IndexId> {
-        let bytes = self.seal_object(ObjectKind::Index, &body.encode(), false);
+        let bytes = self.seal_object(ObjectKind::Index, &body.encode(self.format_major()), false);
         let id = IndexId::hash_of(&bytes);
         self.store
             .put(&index_key(&id), &bytes, PutMode::Overwrite)?;
@@ -170,10 +182,12 @@ impl Repository {
     /// the store's cache of sealed blobs when it has one (remote vaults).
     /// A cached copy is opened and verified like one read from the pack;
     /// one that does not open is dropped and the node read from the pack.
+    /// (A node is sealed alone, or in format 2 as a group of its own: the
+    /// cache holds that sealed blob.)
     pub fn read_node(&self, id: &ChunkId, loc: &ChunkLocation, pack: &PackId) -> Result<Vec<u8>> {
         let name = id.to_hex();
         if let Some(sealed) = self.store.cached_blob(&name) {
-            if let Ok(plain) = self.sealer.open_chunk(&sealed, id, self.max_chunk_plain()) {
+            if let Ok(plain) = self.open_located(&sealed, id, loc, true) {
                 return Ok(plain);
             }
             self.store.forget_blob(&name);
@@ -183,8 +197,27 @@ impl Repository {
         Ok(plain)
     }
 
-    /// A chunk's sealed bytes, read from its pack, and their opened plain
-    /// text.
+    /// Opens chunk `id` from the sealed blob `loc` points at (its sealed
+    /// chunk or group), recomputing its id when `verify_id`.
+    pub(crate) fn open_located(
+        &self,
+        sealed: &[u8],
+        id: &ChunkId,
+        loc: &ChunkLocation,
+        verify_id: bool,
+    ) -> std::result::Result<Vec<u8>, crate::crypto::OpenError> {
+        self.sealer.open_entry(
+            sealed,
+            id,
+            loc.member,
+            loc.raw_length,
+            self.max_chunk_plain(),
+            verify_id,
+        )
+    }
+
+    /// A chunk's sealed blob (the sealed chunk or its group), read from its
+    /// pack, and the chunk's plaintext, its id verified.
     fn read_sealed_chunk(
         &self,
         id: &ChunkId,
@@ -196,8 +229,7 @@ impl Repository {
             .store
             .get_range(&key, loc.offset as u64, loc.length as usize)?;
         let plain = self
-            .sealer
-            .open_chunk(&sealed, id, self.max_chunk_plain())
+            .open_located(&sealed, id, loc, true)
             .map_err(|e| Error::damaged(format!("chunk {} in {}", id.short(), key), e))?;
         Ok((sealed, plain))
     }

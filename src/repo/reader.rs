@@ -16,6 +16,41 @@ use crate::index::{ChunkIndex, ChunkLocation};
 pub(crate) struct ReplicaReader {
     repo: Repository,
     index: Mutex<Option<Arc<ChunkIndex>>>,
+    /// Chunk groups opened lately: a repair or a restore reads many chunks
+    /// of one group one by one, and the group is fetched and opened once.
+    groups: Mutex<OpenedGroups>,
+}
+
+/// Opened group plaintexts by (pack number, offset), oldest dropped first
+/// beyond [`OpenedGroups::BUDGET`] bytes.
+#[derive(Default)]
+struct OpenedGroups {
+    by_place: std::collections::HashMap<(u32, u32), Arc<Vec<u8>>>,
+    order: std::collections::VecDeque<(u32, u32)>,
+    bytes: usize,
+}
+
+impl OpenedGroups {
+    const BUDGET: usize = 64 << 20;
+
+    fn get(&self, place: (u32, u32)) -> Option<Arc<Vec<u8>>> {
+        self.by_place.get(&place).cloned()
+    }
+
+    fn insert(&mut self, place: (u32, u32), plain: Arc<Vec<u8>>) {
+        self.bytes += plain.len();
+        if self.by_place.insert(place, plain).is_none() {
+            self.order.push_back(place);
+        }
+        while self.bytes > Self::BUDGET {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(p) = self.by_place.remove(&old) {
+                self.bytes -= p.len();
+            }
+        }
+    }
 }
 
 impl ReplicaReader {
@@ -24,6 +59,7 @@ impl ReplicaReader {
         Ok(ReplicaReader {
             repo: open_copy(primary, replica)?,
             index: Mutex::new(None),
+            groups: Mutex::new(OpenedGroups::default()),
         })
     }
 
@@ -62,43 +98,63 @@ impl ReplicaReader {
     /// Reads and opens a chunk from the replica for a restore (see
     /// [`crate::crypto::Sealer::open_chunk_for_restore`]).
     pub(crate) fn read_chunk_for_restore(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        let (index, loc) = self.locate(id)?;
-        let key = pack_key(&index.pack_id(loc.pack));
-        let sealed = self
-            .repo
-            .store()
-            .get_range(&key, loc.offset as u64, loc.length as usize)?;
-        self.repo
-            .sealer()
-            .open_chunk_for_restore(&sealed, id, self.repo.max_chunk_plain())
-            .map_err(|e| {
-                Error::damaged(format!("chunk {} in {} of the replica", id.short(), key), e)
-            })
+        Ok(self.read_chunk(id, false)?.1)
     }
 
-    /// Reads a chunk's sealed bytes from the replica and verifies them
-    /// completely (authentication, and the id of the plaintext). Returns
-    /// the sealed bytes and the plaintext.
-    pub(crate) fn read_sealed_verified(&self, id: &ChunkId) -> Result<(Vec<u8>, Vec<u8>)> {
+    /// Reads a chunk from the replica and verifies it completely
+    /// (authentication, and the id of the plaintext). Returns the bytes
+    /// read from the replica's store (its sealed chunk or group; nothing
+    /// when the group was opened already) and the plaintext.
+    pub(crate) fn read_sealed_verified(&self, id: &ChunkId) -> Result<(u64, Vec<u8>)> {
+        self.read_chunk(id, true)
+    }
+
+    fn read_chunk(&self, id: &ChunkId, verify_id: bool) -> Result<(u64, Vec<u8>)> {
         let (index, loc) = self.locate(id)?;
         let key = pack_key(&index.pack_id(loc.pack));
         let what = || format!("chunk {} in {} of the replica", id.short(), key);
-        let sealed = self
-            .repo
-            .store()
-            .get_range(&key, loc.offset as u64, loc.length as usize)?;
-        let plain = self
+        let fetch = || {
+            self.repo
+                .store()
+                .get_range(&key, loc.offset as u64, loc.length as usize)
+        };
+        if !loc.is_grouped() {
+            let sealed = fetch()?;
+            let plain = self
+                .repo
+                .open_located(&sealed, id, &loc, verify_id)
+                .map_err(|e| Error::damaged(what(), e))?;
+            return Ok((sealed.len() as u64, plain));
+        }
+        let place = (loc.pack, loc.offset);
+        let cached = self
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(place);
+        let (fetched, group) = match cached {
+            Some(g) => (0, g),
+            None => {
+                let sealed = fetch()?;
+                let plain = self
+                    .repo
+                    .sealer()
+                    .open_group(&sealed)
+                    .map_err(|e| Error::damaged(what(), e))?;
+                let plain = Arc::new(plain);
+                self.groups
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(place, plain.clone());
+                (sealed.len() as u64, plain)
+            }
+        };
+        let bytes = self
             .repo
             .sealer()
-            .open_chunk(&sealed, id, self.repo.max_chunk_plain())
+            .group_member(&group, id, loc.member, loc.raw_length, verify_id)
             .map_err(|e| Error::damaged(what(), e))?;
-        if plain.len() != loc.raw_length as usize {
-            return Err(Error::damaged(
-                what(),
-                "its length differs from the replica's index",
-            ));
-        }
-        Ok((sealed, plain))
+        Ok((fetched, bytes.to_vec()))
     }
 }
 

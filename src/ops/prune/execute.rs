@@ -6,10 +6,11 @@ use std::collections::{HashMap, HashSet};
 use super::plan::{refuse, PackFate, Plan};
 use super::PruneReport;
 use crate::error::Result;
+use crate::format::group::SOLE;
 use crate::format::index::IndexRecord;
 use crate::format::{IndexId, PackId, PointId};
 use crate::index::ChunkIndex;
-use crate::packer::PackWriter;
+use crate::packer::{Member, PackWriter};
 use crate::repo::layout::STALE_TEMPORARY;
 use crate::repo::{RepoLock, Repository};
 
@@ -67,6 +68,13 @@ fn repack(repo: &Repository, plan: &mut Plan, report: &mut PruneReport) -> Resul
     }
     let mut packs: Vec<u32> = by_pack.keys().copied().collect();
     packs.sort_by_key(|p| plan.table.packs[*p as usize]);
+    // How many chunks the index lists in each group of those packs.
+    let mut unit_sizes: HashMap<(u32, u32), usize> = HashMap::new();
+    for e in &plan.table.entries {
+        if e.member != SOLE && by_pack.contains_key(&e.pack) {
+            *unit_sizes.entry((e.pack, e.offset)).or_default() += 1;
+        }
+    }
     let mut writer = PackWriter::new(repo);
     for p in packs {
         let id = plan.table.packs[p as usize];
@@ -77,9 +85,17 @@ fn repack(repo: &Repository, plan: &mut Plan, report: &mut PruneReport) -> Resul
             continue;
         }
         let mut entries = by_pack.remove(&p).unwrap_or_default();
-        entries.sort_by_key(|&i| plan.table.entries[i].offset);
-        for i in entries {
-            let e = plan.table.entries[i];
+        entries.sort_by_key(|&i| (plan.table.entries[i].offset, plan.table.entries[i].member));
+        // Each sealed blob once: copied verbatim when every chunk the
+        // index lists in it stays; a group with chunks that go is opened
+        // and its chunks that stay are sealed again as a smaller group.
+        let mut rest = &entries[..];
+        while let Some(&first) = rest.first() {
+            let e = plan.table.entries[first];
+            let n = rest
+                .iter()
+                .take_while(|&&i| plan.table.entries[i].offset == e.offset)
+                .count();
             let start = e.offset as usize;
             let Some(sealed) = bytes.get(start..start + e.length as usize) else {
                 return Err(refuse(format!(
@@ -87,13 +103,66 @@ fn repack(repo: &Repository, plan: &mut Plan, report: &mut PruneReport) -> Resul
                     crate::repo::pack_key(&id)
                 )));
             };
-            writer.add(e.id, sealed, e.raw_length)?;
+            let members: Vec<Member> = rest[..n]
+                .iter()
+                .map(|&i| {
+                    let m = plan.table.entries[i];
+                    Member {
+                        id: m.id,
+                        member: m.member,
+                        raw_length: m.raw_length,
+                    }
+                })
+                .collect();
+            let listed = unit_sizes.get(&(p, e.offset)).copied().unwrap_or(0);
+            if e.member != SOLE && listed > n {
+                let (regrouped, placed) = regroup(repo, &id, sealed, &members)?;
+                writer.add(&regrouped, &placed)?;
+            } else {
+                writer.add(sealed, &members)?;
+            }
+            rest = &rest[n..];
         }
     }
     let written = writer.finish()?;
     report.packs_written = written.packs;
     report.index_files_written += written.index_files;
     Ok(written.bytes)
+}
+
+/// Seals the chunks of a group that stay as a new group, after checking
+/// each against its id.
+fn regroup(
+    repo: &Repository,
+    pack: &PackId,
+    sealed: &[u8],
+    keep: &[Member],
+) -> Result<(Vec<u8>, Vec<Member>)> {
+    let damaged = |e: crate::crypto::OpenError| {
+        refuse(format!(
+            "a chunk group in {} does not open ({e})",
+            crate::repo::pack_key(pack)
+        ))
+    };
+    let plain = repo.sealer().open_group(sealed).map_err(damaged)?;
+    let mut members = Vec::with_capacity(keep.len());
+    for m in keep {
+        let bytes = repo
+            .sealer()
+            .group_member(&plain, &m.id, m.member, m.raw_length, true)
+            .map_err(damaged)?;
+        members.push((m.id, bytes));
+    }
+    let regrouped = repo
+        .sealer()
+        .seal_group(&members, repo.config().compression);
+    let offsets = crate::format::group::member_offsets(members.iter().map(|(_, b)| b.len()));
+    let placed = keep
+        .iter()
+        .zip(offsets)
+        .map(|(m, member)| Member { member, ..*m })
+        .collect();
+    Ok((regrouped, placed))
 }
 
 /// Under the exclusive lock: takes in what changed since the plan. Points
@@ -200,6 +269,7 @@ fn rewrite_index(repo: &Repository, plan: &Plan, report: &mut PruneReport) -> Re
                     pack: 0,
                     offset: e.offset,
                     length: e.length,
+                    member: e.member,
                     raw_length: e.raw_length,
                 },
             ));

@@ -21,6 +21,8 @@ pub(super) struct Entry {
     pub pack: u32,
     pub offset: u32,
     pub length: u32,
+    /// Member offset in its group, or [`crate::format::group::SOLE`].
+    pub member: u32,
     pub raw_length: u32,
     /// Number of the index file in [`Table::files`].
     pub file: u32,
@@ -127,7 +129,7 @@ impl Plan {
             expired: Vec::new(),
             records_to_delete: Vec::new(),
             in_grace: 0,
-            walker: ReachWalk::new(),
+            walker: ReachWalk::new(repo.format_major()),
             now,
             grace_secs,
             ignore_grace: opts.ignore_grace,
@@ -223,6 +225,7 @@ impl Plan {
                     pack: numbers[r.pack as usize],
                     offset: r.offset,
                     length: r.length,
+                    member: r.member,
                     raw_length: r.raw_length,
                     file: f,
                 });
@@ -268,6 +271,7 @@ impl Plan {
                         pack: e.pack,
                         offset: e.offset,
                         length: e.length,
+                        member: e.member,
                         raw_length: e.raw_length,
                     };
                     match repo.read_node(chunk, &loc, &table.packs[e.pack as usize]) {
@@ -359,15 +363,41 @@ impl Plan {
         }
     }
 
+    /// The stored bytes each entry stands for: a chunk sealed alone, its
+    /// sealed length; a chunk of a group, its share of the group's sealed
+    /// length, in proportion to its plaintext (repacking seals the chunks
+    /// of a group that stay as a smaller group, so each chunk that goes
+    /// frees about its share).
+    fn weights(&self) -> Vec<u64> {
+        let entries = &self.table.entries;
+        let mut plain_in_group: HashMap<(u32, u32), u64> = HashMap::new();
+        for e in entries
+            .iter()
+            .filter(|e| e.member != crate::format::group::SOLE)
+        {
+            *plain_in_group.entry((e.pack, e.offset)).or_default() += e.raw_length as u64;
+        }
+        entries
+            .iter()
+            .map(|e| match plain_in_group.get(&(e.pack, e.offset)) {
+                Some(&total) if e.member != crate::format::group::SOLE => {
+                    (e.length as u64 * e.raw_length as u64).div_ceil(total.max(1))
+                }
+                _ => e.length as u64,
+            })
+            .collect()
+    }
+
     /// Decides each pack's fate from the chosen copies.
     fn choose_fates(&mut self) {
         let n = self.table.packs.len();
         let (mut used, mut unused) = (vec![0u64; n], vec![0u64; n]);
+        let weights = self.weights();
         for (i, e) in self.table.entries.iter().enumerate() {
             if self.chosen[i] {
-                used[e.pack as usize] += e.length as u64;
+                used[e.pack as usize] += weights[i];
             } else {
-                unused[e.pack as usize] += e.length as u64;
+                unused[e.pack as usize] += weights[i];
             }
         }
         let mut candidates = Vec::new();
@@ -421,6 +451,7 @@ impl Plan {
         r.pack_bytes_before = self.sizes.iter().sum::<u64>() + r.orphan_bytes;
         let (mut live, mut removed, mut live_bytes, mut repacked, mut unused) = (0, 0, 0, 0, 0);
         let entries = &self.table.entries;
+        let weights = self.weights();
         let mut i = 0;
         while i < entries.len() {
             let id = entries[i].id;
@@ -430,12 +461,12 @@ impl Plan {
             while i < entries.len() && entries[i].id == id {
                 let fate = self.fates[entries[i].pack as usize];
                 if self.chosen[i] {
-                    live_bytes += entries[i].length as u64;
+                    live_bytes += weights[i];
                     if fate == PackFate::Repack {
-                        repacked += entries[i].length as u64;
+                        repacked += weights[i];
                     }
                 } else if fate == PackFate::Keep {
-                    unused += entries[i].length as u64;
+                    unused += weights[i];
                 } else {
                     removed += 1;
                 }

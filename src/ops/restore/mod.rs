@@ -495,19 +495,25 @@ fn write_disk(
         }
     };
     let mut load = |id: &ChunkId| reader.read(id);
-    let walked = walk(&disk.manifest_root, disk.size, &mut load, &mut |ev| {
-        if let ManifestEvent::Extent { offset, extent } = ev {
-            if let Extent::Data { .. } = extent {
-                batch_bytes += extent.len();
+    let walked = walk(
+        &disk.manifest_root,
+        disk.size,
+        reader.repo.format_major(),
+        &mut load,
+        &mut |ev| {
+            if let ManifestEvent::Extent { offset, extent } = ev {
+                if let Extent::Data { .. } = extent {
+                    batch_bytes += extent.len();
+                }
+                batch.push((offset, *extent));
+                if batch_bytes >= BATCH_BYTES || batch.len() >= 4096 {
+                    batch_bytes = 0;
+                    run_batch(std::mem::take(&mut batch), &mut counts)?;
+                }
             }
-            batch.push((offset, *extent));
-            if batch_bytes >= BATCH_BYTES || batch.len() >= 4096 {
-                batch_bytes = 0;
-                run_batch(std::mem::take(&mut batch), &mut counts)?;
-            }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
     let last = walked.and_then(|_| run_batch(std::mem::take(&mut batch), &mut counts));
     drop(tx);
     let written = match writer {
@@ -607,10 +613,13 @@ fn fetch_batch(
         match runs.last_mut() {
             // Sorted by offset: `start >= r.start`; a chunk occurring twice
             // in the batch overlaps its run.
+            // A blob the run holds already (another chunk of its group)
+            // always joins it.
             Some(r)
                 if r.pack == loc.pack
-                    && start <= r.end + MAX_GAP_BYTES
-                    && end.max(r.end) - r.start <= MAX_RUN_BYTES =>
+                    && (end <= r.end
+                        || (start <= r.end + MAX_GAP_BYTES
+                            && end.max(r.end) - r.start <= MAX_RUN_BYTES)) =>
             {
                 r.end = r.end.max(end);
                 r.members.push((i, loc));
@@ -730,32 +739,63 @@ fn open_run(
                 .collect();
         }
     };
-    run.members
+    // Members are in offset order: those of one sealed blob (a group, or
+    // a chunk occurring twice) are side by side, and the blob is opened
+    // once for all of them.
+    let mut units: Vec<&[(usize, ChunkLocation)]> = Vec::new();
+    let mut rest = &run.members[..];
+    while let Some((_, first)) = rest.first() {
+        let n = rest
+            .iter()
+            .take_while(|(_, l)| l.offset == first.offset)
+            .count();
+        units.push(&rest[..n]);
+        rest = &rest[n..];
+    }
+    units
         .par_iter()
-        .map(|&(i, loc)| {
-            let Extent::Data { id, length } = batch[i].1 else {
-                unreachable!("runs hold data extents only")
+        .flat_map_iter(|unit| {
+            let loc0 = unit[0].1;
+            let at = (loc0.offset as u64 - run.start) as usize;
+            let sealed = bytes.get(at..at + loc0.length as usize);
+            let group = match sealed {
+                Some(sealed) if loc0.is_grouped() => Some(repo.sealer().open_group(sealed)),
+                _ => None,
             };
-            let at = (loc.offset as u64 - run.start) as usize;
-            let Some(sealed) = bytes.get(at..at + loc.length as usize) else {
-                let why = "the store returned fewer bytes than asked for";
-                return (i, Err(Error::damaged(key.clone(), why)));
-            };
-            let plain = repo
-                .sealer()
-                .open_chunk_for_restore(sealed, &id, repo.max_chunk_plain())
-                .map_err(|e| Error::damaged(format!("chunk {} in {}", id.to_hex(), key), e))
-                .and_then(|plain| {
-                    if plain.len() == length as usize {
-                        Ok(plain)
-                    } else {
-                        Err(Error::damaged(
-                            format!("chunk {}", id.to_hex()),
-                            "its length differs from the manifest",
-                        ))
-                    }
-                });
-            (i, plain)
+            unit.iter()
+                .map(|&(i, loc)| {
+                    let Extent::Data { id, length } = batch[i].1 else {
+                        unreachable!("runs hold data extents only")
+                    };
+                    let Some(sealed) = sealed else {
+                        let why = "the store returned fewer bytes than asked for";
+                        return (i, Err(Error::damaged(key.clone(), why)));
+                    };
+                    let what = || format!("chunk {} in {}", id.to_hex(), key);
+                    let plain = match (&group, loc.is_grouped()) {
+                        (Some(Ok(plain)), true) => repo
+                            .sealer()
+                            .group_member(plain, &id, loc.member, loc.raw_length, false)
+                            .map(|b| b.to_vec())
+                            .map_err(|e| Error::damaged(what(), e)),
+                        (Some(Err(e)), true) => Err(Error::damaged(what(), e.to_string())),
+                        _ => repo
+                            .open_located(sealed, &id, &loc, false)
+                            .map_err(|e| Error::damaged(what(), e)),
+                    };
+                    let plain = plain.and_then(|plain| {
+                        if plain.len() == length as usize {
+                            Ok(plain)
+                        } else {
+                            Err(Error::damaged(
+                                format!("chunk {}", id.to_hex()),
+                                "its length differs from the manifest",
+                            ))
+                        }
+                    });
+                    (i, plain)
+                })
+                .collect::<Vec<_>>()
         })
         .collect()
 }
