@@ -36,9 +36,11 @@ done
 [[ -x /usr/bin/time ]] || { echo "e2e.sh needs GNU time at /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
 cargo build --release --quiet --bin diskvault --example mkimages
-BIN=$PWD/target/release/diskvault
-target/release/examples/mkimages "$IMAGES" "$SIZE" --versions 2 > "$IMAGES.report.txt" ||
-  { cat "$IMAGES.report.txt"; exit 1; }
+BUILT=$(realpath "${CARGO_TARGET_DIR:-target}")/release
+BIN=$BUILT/diskvault
+mkdir -p "$IMAGES"
+"$BUILT/examples/mkimages" "$IMAGES" "$SIZE" --versions 2 > "$IMAGES/report.txt" ||
+  { cat "$IMAGES/report.txt"; exit 1; }
 V1=$IMAGES/disk_v1.img
 V2=$IMAGES/disk_v2.img
 mkdir -p "$OUT"

@@ -265,7 +265,9 @@ def chart(summary, meta):
     def scale(v):
         if not v:
             return 0
-        return max(0.0, (math.log10(max(v, lo)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)))
+        # A quarter of a decade above the top tick, for the labels.
+        span = math.log10(hi) + 0.25 - math.log10(lo)
+        return max(0.0, (math.log10(max(v, lo)) - math.log10(lo)) / span)
 
     ticks = [10**e for e in range(int(math.log10(lo)), int(math.log10(hi)) + 1)]
     panel(
