@@ -114,7 +114,8 @@ def table(summary, meta):
     runs = max(s["runs"] for s in summary.values())
     lines += [
         "",
-        f"Medians of {runs} runs; each run measures every row in turn on the same images. "
+        (f"Medians of {runs} runs" if runs > 1 else "One run")
+        + "; each run measures every row in turn on the same images. "
         "\"time / zstd -T0\" is the median over runs of the step's time divided by the time "
         "`zstd -3 -T0` took to compress v1 in the same run, which is steadier than seconds "
         "on a shared machine.",
