@@ -6,7 +6,7 @@
 #   benches/remote.sh [V1_IMAGE V2_IMAGE]
 #
 # Default images: those of benches/e2e.sh (target/bench-images/2048, made
-# by MKIMAGES=../shared/tools/mkimages.sh when missing). Starts its own
+# by examples/mkimages.rs when missing; needs e2fsprogs). Starts its own
 # emulators with tests/emulators/start.py (needs azurite-blob from npm and
 # moto[server] from PyPI, as .ci/run installs them) and stops them at exit.
 #
@@ -22,7 +22,7 @@ if [[ $# -ge 2 ]]; then
   V1=$(realpath "$1") V2=$(realpath "$2")
 else
   IMAGES=${IMAGES:-target/bench-images/2048}
-  MAKE_V3=0 bash "${MKIMAGES:-../shared/tools/mkimages.sh}" "$IMAGES" 2048 > /dev/null
+  cargo run --release --quiet --example mkimages -- "$IMAGES" 2048 --versions 2 > /dev/null
   V1=$(realpath "$IMAGES/disk_v1.img") V2=$(realpath "$IMAGES/disk_v2.img")
 fi
 cargo build --release --quiet
