@@ -14,6 +14,8 @@
 #      IMAGES=dir   where the images are kept (default target/bench-images/SIZE)
 #      THREADS=N    passed to diskvault (default: all cores)
 #      TOOLS="..."  the backup tools to run (default "diskvault restic rustic")
+#      BASELINE=bin another diskvault binary (say, the last release) measured
+#                   as the tool "baseline", to compare two builds in one run
 #
 # Each run measures, on the same images: zstd -3 -T0 of v1, b3sum of v1, a
 # sparse copy of v2 (references), then for each tool in a fresh repository:
@@ -84,6 +86,10 @@ commands() {
       INIT=("$BIN" init "$repo")
       BACKUP=("$BIN" backup "$repo" "$image" --disk disk "${THREAD_ARGS[@]}")
       RESTORE=("$BIN" restore "$repo" latest "$dir/disk.img" "${THREAD_ARGS[@]}") ;;
+    baseline)
+      INIT=("$BASELINE" init "$repo")
+      BACKUP=("$BASELINE" backup "$repo" "$image" --disk disk "${THREAD_ARGS[@]}")
+      RESTORE=("$BASELINE" restore "$repo" latest "$dir/disk.img" "${THREAD_ARGS[@]}") ;;
     # restic: `restore --verify` reads the restored file back and checks
     # every blob.
     restic)
@@ -121,7 +127,12 @@ backup_steps() {
 }
 
 tools=()
+[[ -n ${BASELINE:-} ]] && TOOLS="baseline $TOOLS"
 for t in $TOOLS; do
+  if [[ $t == baseline ]]; then
+    tools+=("$t")
+    continue
+  fi
   if [[ $t == diskvault ]] || command -v "$t" > /dev/null; then
     tools+=("$t")
   else
@@ -130,6 +141,7 @@ for t in $TOOLS; do
 done
 
 versions="diskvault $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+[[ -n ${BASELINE:-} ]] && versions+=", baseline $BASELINE"
 command -v restic > /dev/null && versions+=", $(restic version | awk '{print $1, $2}')"
 command -v rustic > /dev/null && versions+=", $(rustic --version | head -1)"
 versions+=", zstd $(zstd -V | grep -o 'v[0-9.]*' | head -1), $(b3sum --version)"

@@ -20,6 +20,7 @@ from pathlib import Path
 REFERENCE = "zstd -3 -T0"
 COLORS = {
     "diskvault": "#1f77b4",
+    "baseline": "#9ecae1",
     "restic": "#ff7f0e",
     "rustic": "#2ca02c",
     "zstd -3 -T0": "#7f7f7f",
@@ -207,7 +208,9 @@ def panel(svg, top, height, title, groups, value, scale, fmt, tick_label, ticks)
 
 
 def chart(summary, meta):
-    tools = [t for t in ("diskvault", "restic", "rustic") if any(k[0] == t for k in summary)]
+    tools = [
+        t for t in ("baseline", "diskvault", "restic", "rustic") if any(k[0] == t for k in summary)
+    ]
     refs = [k for k in summary if k[0] not in tools]
     steps = [s for s in SHORT if any((t, s) in summary for t in tools)]
     svg = Svg(960, 780)

@@ -585,7 +585,39 @@ impl Session {
                 ReadItem::Data { buf, len, cuts } => {
                     self.tracker.advance(len as u64);
                     let data = &buf[..len];
-                    let results = self.pool.install(|| self.seal_segment(data, &cuts));
+                    // Three jobs at once on the pool, none waiting for
+                    // another: this segment's chunk ids, the groups the
+                    // last segments filled, and the leaves they closed.
+                    let ready = std::mem::take(&mut self.ready);
+                    let (sealer, compression, version) =
+                        (&self.sealer, self.compression, self.version);
+                    let this = &*self;
+                    let pool = &self.pool;
+                    let (results, (sealed, hashed)) = pool.install(|| {
+                        rayon::join(
+                            || this.seal_segment(data, &cuts),
+                            || {
+                                rayon::join(
+                                    || seal_all(&ready, sealer, compression),
+                                    || {
+                                        hash_leaves(
+                                            &mut manifest,
+                                            &mut hasher,
+                                            &mut window,
+                                            parent,
+                                            size,
+                                            &recycle,
+                                            version,
+                                            pool,
+                                        )
+                                    },
+                                )
+                            },
+                        )
+                    });
+                    drop(ready);
+                    self.add_groups(sealed, &mut stats, tx)?;
+                    self.hashed += hashed?;
                     let mut at = 0;
                     for r in results {
                         let here = at;
@@ -631,31 +663,6 @@ impl Session {
                     window.push(Pending::Data(buf, len));
                 }
             }
-            // Seal the full groups and hash the closed leaves at once: both
-            // spread over the pool, neither waiting for the other.
-            let ready = std::mem::take(&mut self.ready);
-            let (sealer, compression, version) = (&self.sealer, self.compression, self.version);
-            let pool = &self.pool;
-            let (sealed, hashed) = pool.install(|| {
-                rayon::join(
-                    || seal_all(&ready, sealer, compression),
-                    || {
-                        hash_leaves(
-                            &mut manifest,
-                            &mut hasher,
-                            &mut window,
-                            parent,
-                            size,
-                            &recycle,
-                            version,
-                            pool,
-                        )
-                    },
-                )
-            });
-            drop(ready);
-            self.add_groups(sealed, &mut stats, tx)?;
-            self.hashed += hashed?;
             self.store_nodes(&mut manifest, &mut stats, tx)?;
         }
         // A disk's groups end with it, so its figures count its own.
