@@ -78,7 +78,9 @@ pub fn init(r: &Repository) {
     let c = r.config();
     out!("created repository {} at {}", &c.id[..8], r.location());
     out!(
-        "  encryption {}, chunker {}, compression {}",
+        "  format {}.{}, encryption {}, chunker {}, compression {}",
+        c.format.major,
+        c.format.minor,
         c.encryption,
         c.chunker,
         c.compression
@@ -144,10 +146,16 @@ pub fn backup(rep: &BackupReport, encrypted: bool, json: bool) {
             "; not encrypted"
         }
     );
-    out!(
-        "  image hashed    {} (unchanged 4 MiB spans take the last point's hash)",
-        size(rep.image_bytes_hashed)
-    );
+    let reused = logical.saturating_sub(rep.image_bytes_hashed);
+    if reused > 0 {
+        out!(
+            "  image hashed    {} ({} in 4 MiB spans unchanged since the last point: not hashed again)",
+            size(rep.image_bytes_hashed),
+            size(reused)
+        );
+    } else {
+        out!("  image hashed    {}", size(rep.image_bytes_hashed));
+    }
     out!(
         "  duration        {secs:.2} s ({} of image)",
         rate(logical, secs)
