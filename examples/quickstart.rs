@@ -113,6 +113,7 @@ fn disk_options(image: &Path) -> BackupOptions {
         disks: vec![DiskSource {
             name: "root".into(),
             path: PathBuf::from(image),
+            ..Default::default()
         }],
         tags: vec!["quickstart".into()],
         ..BackupOptions::default()

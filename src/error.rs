@@ -108,6 +108,16 @@ pub enum Error {
     },
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("interrupted; no recovery point was written (the chunks stored so far are reused by the next backup)")]
+    BackupInterrupted,
+    #[error("the backup would not be application-consistent: {reason}; no recovery point was written (fix the pre-backup script, or drop --require-app-consistent to accept a crash-consistent point)")]
+    NotApplicationConsistent { reason: String },
+    #[error("{disk}: {what} changed outside the changed-block list ({detail}); the list cannot be trusted (a dirty bitmap lost or reset since the parent point?): back up this disk in full, without --changed-blocks")]
+    ChangedOutsideList {
+        disk: String,
+        what: String,
+        detail: String,
+    },
     #[error("{0}")]
     KeyManagement(String),
     #[error(transparent)]
@@ -129,7 +139,8 @@ impl Error {
             | Error::Source { .. } => ErrorCategory::NotFound,
             Error::NewerFormat { .. } => ErrorCategory::Unsupported,
             Error::Locked { .. } | Error::LockLost { .. } => ErrorCategory::Locked,
-            Error::Interrupted => ErrorCategory::Interrupted,
+            Error::Interrupted | Error::BackupInterrupted => ErrorCategory::Interrupted,
+            Error::NotApplicationConsistent { .. } => ErrorCategory::Refused,
             Error::PartlyWritten { cause, .. } => cause.category(),
             Error::AlreadyExists(_)
             | Error::AmbiguousPoint { .. }

@@ -62,6 +62,23 @@ impl ImageHasher {
         }
     }
 
+    /// Sets the size of an image whose size was not known when the hasher
+    /// was made (a stream, given `u64::MAX` then, and known to be larger
+    /// than one block): once its last byte has been fed, or before.
+    pub fn set_size(&mut self, size: u64) {
+        assert!(
+            self.small.is_none() && size >= self.pos && size > HASH_BLOCK,
+            "an image size set out of place"
+        );
+        self.size = size;
+        if self.pos == size {
+            // The last block was fed while the size was unknown.
+            if let Some(h) = self.partial.take() {
+                self.push_cv(h.finalize_non_root());
+            }
+        }
+    }
+
     /// Bytes hashed so far.
     pub fn position(&self) -> u64 {
         self.pos

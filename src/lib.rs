@@ -23,7 +23,7 @@
 //!
 //! // Back up one disk.
 //! let report = backup(&repo, &BackupOptions {
-//!     disks: vec![DiskSource { name: "sda".into(), path: image.clone() }],
+//!     disks: vec![DiskSource { name: "sda".into(), path: image.clone(), ..Default::default() }],
 //!     ..BackupOptions::default()
 //! })?;
 //!
@@ -97,11 +97,13 @@ pub mod store;
 pub use crypto::KdfCost;
 pub use error::{Error, ErrorCategory, Result};
 pub use format::config::{ChunkerParams, CompressionSetting, Encryption, RepoConfig};
-pub use format::point::{DiskRecord, DiskStats, PointBody};
+pub use format::point::{
+    Consistency, ConsistencyLevel, DiskOrigin, DiskRecord, DiskStats, PointBody, SourceKind,
+};
 pub use format::policy::StoredPolicy;
 pub use format::replica::ReplicaMarker;
 pub use format::{ChunkId, IndexId, KeyId, PackId, PointId};
-pub use ops::backup::{backup, BackupOptions, BackupReport, DiskSource};
+pub use ops::backup::{backup, BackupOptions, BackupReport, DiskInput, DiskSource};
 pub use ops::check::{check, CheckOptions, CheckReport, Problem};
 pub use ops::forget::{
     forget, list_forgotten, unforget, ForgetDecision, ForgetOptions, ForgetReport, ForgottenPoint,

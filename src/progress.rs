@@ -45,7 +45,8 @@ impl Tracker {
     pub(crate) fn advance(&mut self, bytes: u64) {
         self.done += bytes;
         if let Some(p) = &self.progress {
-            p.report(self.done.min(self.total), self.total);
+            // A stream's total is known only at its end.
+            p.report(self.done, self.total.max(self.done));
         }
     }
 }

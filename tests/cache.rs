@@ -58,6 +58,7 @@ fn remote_vault(dir: &Path) -> (Arc<MemoryStore>, std::path::PathBuf) {
                 disks: vec![DiskSource {
                     name: "vda".into(),
                     path: image.clone(),
+                    ..Default::default()
                 }],
                 ..BackupOptions::default()
             },

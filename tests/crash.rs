@@ -197,6 +197,7 @@ fn killed_backups_leave_a_sound_vault_and_are_resumed() {
                 disks: vec![DiskSource {
                     name: "vda".into(),
                     path: image_b.clone(),
+                    ..Default::default()
                 }],
                 ..BackupOptions::default()
             },

@@ -26,7 +26,9 @@ use diskvault::format::index::{IndexBody, IndexRecord};
 use diskvault::format::lock::{LockMode, LockRecord};
 use diskvault::format::manifest::{ChildRef, Extent, ManifestNode, NodeEntries};
 use diskvault::format::pack::{decode_table, encode_table};
-use diskvault::format::point::{DiskRecord, DiskStats, PointBody};
+use diskvault::format::point::{
+    Consistency, ConsistencyLevel, DiskOrigin, DiskRecord, DiskStats, PointBody, SourceKind,
+};
 use diskvault::format::policy::StoredPolicy;
 use diskvault::format::{
     ChunkId, FormatError, ObjectHeader, ObjectKind, PackId, PointId, MAX_BLOB_PLAINTEXT,
@@ -351,8 +353,9 @@ fn synthetic_samples() -> Vec<Sample> {
             new_bytes: 3 << 16,
             stored_bytes: 1 << 16,
         },
+        origin: Default::default(),
     };
-    let point = PointBody {
+    let mut point = PointBody {
         time_secs: 1_795_740_663,
         time_nanos: 999_999_999,
         duration_millis: 1234,
@@ -360,8 +363,19 @@ fn synthetic_samples() -> Vec<Sample> {
         source: "/dev/sda, /dev/sdb".into(),
         tags: vec!["daily".into(), "ünïcode".into(), String::new()],
         disks: vec![disk("sda", 7), disk("sdb", 9)],
+        consistency: None,
     };
     out.push(sample("point", "synthetic", point.encode()));
+    point.consistency = Some(Consistency {
+        level: ConsistencyLevel::Application,
+        reason: "pre script succeeded; post script succeeded".into(),
+    });
+    point.disks[1].origin = DiskOrigin {
+        kind: SourceKind::ChangedBlocks,
+        parent: Some(PointId([3; 32])),
+        bytes_from_parent: 5 << 20,
+    };
+    out.push(sample("point", "extensions", point.encode()));
 
     let id = hex::encode([0xab; 32]);
     for (chunker, encryption) in [

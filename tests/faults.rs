@@ -114,6 +114,7 @@ fn backup_opts(image: &Path) -> BackupOptions {
         disks: vec![DiskSource {
             name: "vda".into(),
             path: image.to_path_buf(),
+            ..Default::default()
         }],
         ..BackupOptions::default()
     }
@@ -432,10 +433,12 @@ fn backup_makes_each_stage_durable_before_the_next() {
                 DiskSource {
                     name: "vda".into(),
                     path: image.clone(),
+                    ..Default::default()
                 },
                 DiskSource {
                     name: "vdb".into(),
                     path: small.clone(),
+                    ..Default::default()
                 },
             ],
             ..BackupOptions::default()

@@ -90,6 +90,7 @@ fn backup_forget_prune_and_check_at_once_lose_nothing() {
                         disks: vec![DiskSource {
                             name: "root".into(),
                             path: image.clone(),
+                            ..Default::default()
                         }],
                         ..BackupOptions::default()
                     },

@@ -310,6 +310,7 @@ fn a_read_only_vault_is_read_without_a_lock_and_refuses_writes() {
             disks: vec![diskvault::DiskSource {
                 name: "root".into(),
                 path: image.clone(),
+                ..Default::default()
             }],
             ..Default::default()
         },
@@ -361,6 +362,7 @@ fn a_command_that_loses_its_lock_stops() {
             disks: vec![diskvault::DiskSource {
                 name: "big".into(),
                 path: image,
+                ..Default::default()
             }],
             ..Default::default()
         },

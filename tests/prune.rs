@@ -416,6 +416,7 @@ fn packs_no_index_names_are_deleted() {
             disks: vec![diskvault::DiskSource {
                 name: "other".into(),
                 path: other,
+                ..Default::default()
             }],
             ..Default::default()
         },

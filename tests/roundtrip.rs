@@ -627,6 +627,7 @@ fn compression_can_change_between_backups() {
             disks: vec![diskvault::DiskSource {
                 name: "logs".into(),
                 path: image.clone(),
+                ..Default::default()
             }],
             compression: Some("none".parse().unwrap()),
             ..Default::default()

@@ -889,8 +889,10 @@ fn point_with(names: &[&str]) -> PointBody {
                 manifest_root: ChunkId([0; 32]),
                 image_hash: [0; 32],
                 stats: DiskStats::default(),
+                origin: Default::default(),
             })
             .collect(),
+        consistency: None,
     }
 }
 

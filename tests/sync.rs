@@ -30,6 +30,7 @@ fn add_point(repo: &Repository, dir: &Path, seed: u64, tag: &str) -> Saved {
             disks: vec![DiskSource {
                 name: "root".into(),
                 path: image.clone(),
+                ..Default::default()
             }],
             tags: vec![tag.to_string()],
             ..BackupOptions::default()

@@ -158,7 +158,8 @@ pub enum Command {
     /// Back up one or more disk images (raw files or block devices) as a new recovery point.
     Backup {
         repo: PathBuf,
-        /// Raw image files or block devices, one per disk.
+        /// Raw image files or block devices, one per disk; `-` reads one
+        /// disk from standard input (name it with --disk).
         #[arg(required = true)]
         images: Vec<PathBuf>,
         /// Disk name for each image, in order (default: the image's file name).
@@ -179,6 +180,8 @@ pub enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        input: super::backup_input::BackupInputArgs,
         #[command(flatten)]
         pass: PassArgs,
     },

@@ -22,6 +22,7 @@ macro_rules! note {
 }
 
 mod args;
+mod backup_input;
 mod output;
 mod signals;
 
@@ -375,27 +376,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             compression,
             threads,
             json,
+            input,
             pass,
         } => {
-            if !disks.is_empty() && disks.len() != images.len() {
-                bail!(UsageError(format!(
-                    "{} --disk names for {} images: give one name per image, in order",
-                    disks.len(),
-                    images.len()
-                )));
-            }
-            let sources = images
-                .iter()
-                .enumerate()
-                .map(|(i, path)| diskvault::DiskSource {
-                    name: disks.get(i).cloned().unwrap_or_else(|| {
-                        path.file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_else(|| format!("disk{i}"))
-                    }),
-                    path: path.clone(),
-                })
-                .collect();
+            let sources = input.disks(&images, &disks)?;
             let r = open(&repo, &pass, &lock)?;
             let bar = output::Bar::new("backup");
             let report = diskvault::backup(
@@ -407,6 +391,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     compression,
                     threads,
                     progress: bar.progress(),
+                    parent: input.parent.clone(),
+                    verify_unchanged: input.verify_unchanged,
+                    hooks: input.hooks(),
+                    require_app_consistent: input.require_app_consistent,
+                    cancel: Some(signals::cancel_on_signals()),
                 },
             );
             bar.finish();

@@ -122,9 +122,21 @@ pub fn backup(rep: &BackupReport, encrypted: bool, json: bool) {
         emit_json(v);
         return;
     }
+    if let Some(w) = &rep.hook_warning {
+        note!("warning: {w}");
+    }
     out!("recovery point {}", rep.point);
     for d in &rep.body.disks {
-        out!("  disk {:<12} {}", d.name, size(d.size));
+        out!("  disk {:<12} {}{}", d.name, size(d.size), origin(d));
+    }
+    if let Some(c) = &rep.body.consistency {
+        out!("  consistency     {} ({})", c.level.name(), c.reason);
+    }
+    if rep.bytes_from_repository > 0 {
+        out!(
+            "  read back       {} of unchanged chunks in changed 4 MiB spans, to hash them",
+            size(rep.bytes_from_repository)
+        );
     }
     out!("  logical size    {}", size(logical));
     out!(
@@ -226,6 +238,26 @@ pub fn points(points: &[(PointId, PointBody)], json: bool) {
     out!("{} recovery points", points.len());
 }
 
+/// How a disk was read, when not whole from a file: for reports.
+fn origin(d: &diskvault::DiskRecord) -> String {
+    let o = &d.origin;
+    match (o.kind, o.parent) {
+        (diskvault::SourceKind::File, None) => String::new(),
+        (diskvault::SourceKind::File, Some(p)) => {
+            format!(
+                " (read whole, verified unchanged outside the list against {})",
+                p.short()
+            )
+        }
+        (diskvault::SourceKind::ChangedBlocks, Some(p)) => format!(
+            " (changed blocks since {}: {} taken from it unread)",
+            p.short(),
+            size(o.bytes_from_parent)
+        ),
+        (kind, _) => format!(" ({})", kind.name()),
+    }
+}
+
 pub fn show(id: &PointId, p: &PointBody, json: bool) {
     if json {
         out!("{}", point_json(id, p));
@@ -244,8 +276,12 @@ pub fn show(id: &PointId, p: &PointBody, json: bool) {
         }
     );
     out!("  duration  {:.2} s", p.duration_millis as f64 / 1000.0);
+    match &p.consistency {
+        Some(c) => out!("  consistency {} ({})", c.level.name(), c.reason),
+        None => out!("  consistency crash (no consistency scripts)"),
+    }
     for d in &p.disks {
-        out!("  disk {}", d.name);
+        out!("  disk {}{}", d.name, origin(d));
         out!("    size        {} ({} bytes)", size(d.size), d.size);
         out!("    blake3      {}", hex::encode(d.image_hash));
         out!("    read        {}", size(d.stats.bytes_read));

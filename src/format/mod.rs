@@ -6,6 +6,7 @@
 
 pub mod blob;
 pub mod bytes;
+pub mod changes;
 pub mod config;
 pub mod forget;
 pub mod group;

@@ -2,7 +2,7 @@
 //! plaintext is the [`PointBody`] encoding documented in `spec/FORMAT.md`.
 
 use super::bytes::{ByteReader, PutBytes};
-use super::{ChunkId, FormatError};
+use super::{ChunkId, FormatError, PointId};
 
 /// Bounds on strings and lists in a point.
 pub const MAX_STRING: usize = 1024;
@@ -47,7 +47,103 @@ pub struct DiskRecord {
     /// Plain BLAKE3 of the whole image (what `b3sum` prints).
     pub image_hash: [u8; 32],
     pub stats: DiskStats,
+    /// Where the disk's bytes came from (spec/FORMAT.md §10.2); a point
+    /// without the origins extension read every disk from a file or device.
+    pub origin: DiskOrigin,
 }
+
+/// How a disk's image reached the backup (spec/FORMAT.md §10.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A file or block device, read where it has data.
+    #[default]
+    File,
+    /// A stream (standard input): read once, in order, size unknown ahead.
+    Stream,
+    /// A file or device of which only the ranges listed as changed since a
+    /// parent point were read; everything else was taken from the parent.
+    ChangedBlocks,
+    /// A value this reader does not know (written by a newer writer).
+    Other(u8),
+}
+
+impl SourceKind {
+    fn code(self) -> u8 {
+        match self {
+            SourceKind::File => 0,
+            SourceKind::Stream => 1,
+            SourceKind::ChangedBlocks => 2,
+            SourceKind::Other(v) => v,
+        }
+    }
+
+    fn from_code(v: u8) -> Self {
+        match v {
+            0 => SourceKind::File,
+            1 => SourceKind::Stream,
+            2 => SourceKind::ChangedBlocks,
+            v => SourceKind::Other(v),
+        }
+    }
+
+    /// The name `show` and `--json` use.
+    pub fn name(self) -> String {
+        match self {
+            SourceKind::File => "file".into(),
+            SourceKind::Stream => "stream".into(),
+            SourceKind::ChangedBlocks => "changed-blocks".into(),
+            SourceKind::Other(v) => format!("unknown-{v}"),
+        }
+    }
+}
+
+/// Where one disk's bytes came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskOrigin {
+    pub kind: SourceKind,
+    /// The point whose manifest supplied the ranges that were not read.
+    pub parent: Option<PointId>,
+    /// Image bytes taken from the parent point without reading the source.
+    pub bytes_from_parent: u64,
+}
+
+/// Whether a point's images are consistent for the applications on the
+/// disks, or only as after a power cut (spec/FORMAT.md §10.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsistencyLevel {
+    /// As if the machine lost power at the instant of the read: file
+    /// systems recover by their journal, applications by their own logs.
+    Crash,
+    /// The pre-backup script (freeze, quiesce) succeeded before the read
+    /// and the post-backup script ran after it.
+    Application,
+}
+
+impl ConsistencyLevel {
+    /// The name `show` and `--json` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConsistencyLevel::Crash => "crash",
+            ConsistencyLevel::Application => "application",
+        }
+    }
+}
+
+/// A point's consistency and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consistency {
+    pub level: ConsistencyLevel,
+    /// What the consistency scripts did, in words (at most
+    /// [`MAX_STRING`] bytes).
+    pub reason: String,
+}
+
+/// Extension tags of a point (spec/FORMAT.md §10.2).
+const EXT_CONSISTENCY: u16 = 1;
+const EXT_ORIGINS: u16 = 2;
+/// Bounds on a point's extensions.
+pub const MAX_EXTENSIONS: usize = 64;
+pub const MAX_EXTENSION_BYTES: usize = 1 << 16;
 
 /// The plaintext of a recovery point.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +156,10 @@ pub struct PointBody {
     pub source: String,
     pub tags: Vec<String>,
     pub disks: Vec<DiskRecord>,
+    /// Recorded when the backup ran consistency scripts; `None` for a
+    /// point without the consistency extension (taken without scripts:
+    /// crash-consistent at best).
+    pub consistency: Option<Consistency>,
 }
 
 /// Checks a disk name against the rules of spec/FORMAT.md §10: 1 to
@@ -133,6 +233,9 @@ impl PointBody {
         for t in &self.tags {
             check_len("tag", t)?;
         }
+        if let Some(c) = &self.consistency {
+            check_len("consistency reason", &c.reason)?;
+        }
         check_disk_names(&self.disks)
     }
 
@@ -167,7 +270,45 @@ impl PointBody {
                 v.put_u64(x);
             }
         }
+        self.encode_extensions(&mut v);
         v
+    }
+
+    /// Appends the extensions (§10.2), only those with something to say,
+    /// so a point like those of earlier versions stays byte-compatible
+    /// with their readers.
+    fn encode_extensions(&self, v: &mut Vec<u8>) {
+        let mut exts: Vec<(u16, Vec<u8>)> = Vec::new();
+        if let Some(c) = &self.consistency {
+            let mut e = Vec::new();
+            e.put_u8(match c.level {
+                ConsistencyLevel::Crash => 0,
+                ConsistencyLevel::Application => 1,
+            });
+            e.put_string(&c.reason);
+            exts.push((EXT_CONSISTENCY, e));
+        }
+        if self.disks.iter().any(|d| d.origin != DiskOrigin::default()) {
+            let mut e = Vec::new();
+            e.put_u16(self.disks.len() as u16);
+            for d in &self.disks {
+                let o = &d.origin;
+                e.put_u8(o.kind.code());
+                e.put_u8(o.parent.is_some() as u8);
+                e.extend_from_slice(&o.parent.map(|p| p.0).unwrap_or([0; 32]));
+                e.put_u64(o.bytes_from_parent);
+            }
+            exts.push((EXT_ORIGINS, e));
+        }
+        if exts.is_empty() {
+            return;
+        }
+        v.put_u16(exts.len() as u16);
+        for (tag, bytes) in exts {
+            v.put_u16(tag);
+            v.put_u32(bytes.len() as u32);
+            v.extend_from_slice(&bytes);
+        }
     }
 
     /// Decodes a point's plaintext, refusing what spec/FORMAT.md §10
@@ -209,8 +350,10 @@ impl PointBody {
                 manifest_root,
                 image_hash,
                 stats,
+                origin: DiskOrigin::default(),
             });
         }
+        let consistency = decode_extensions(&mut r, &mut disks)?;
         r.finish()?;
         check_disk_names(&disks)?;
         Ok(PointBody {
@@ -221,6 +364,78 @@ impl PointBody {
             source,
             tags,
             disks,
+            consistency,
         })
     }
+}
+
+/// Reads the extensions after the disk records, if any (§10.2): tags in
+/// increasing order, each payload bounded and, for a known tag, read to
+/// its end; unknown tags are skipped.
+fn decode_extensions(
+    r: &mut ByteReader<'_>,
+    disks: &mut [DiskRecord],
+) -> Result<Option<Consistency>, FormatError> {
+    if r.remaining() == 0 {
+        return Ok(None);
+    }
+    let n = r.count_u16(MAX_EXTENSIONS, 6)?;
+    let mut consistency = None;
+    let mut last_tag = 0u16;
+    for _ in 0..n {
+        let tag = r.u16()?;
+        if tag <= last_tag {
+            return Err(r.invalid("point extensions out of order or repeated"));
+        }
+        last_tag = tag;
+        let len = r.u32()? as usize;
+        if len > MAX_EXTENSION_BYTES {
+            return Err(FormatError::TooLarge {
+                what: "point extension",
+                value: len as u64,
+                max: MAX_EXTENSION_BYTES as u64,
+            });
+        }
+        let payload = r.take(len)?;
+        let mut e = ByteReader::new(payload, "point extension");
+        match tag {
+            EXT_CONSISTENCY => {
+                let level = match e.u8()? {
+                    0 => ConsistencyLevel::Crash,
+                    1 => ConsistencyLevel::Application,
+                    _ => return Err(e.invalid("unknown consistency level")),
+                };
+                let reason = e.string(MAX_STRING)?;
+                e.finish()?;
+                consistency = Some(Consistency { level, reason });
+            }
+            EXT_ORIGINS => {
+                let count = e.u16()? as usize;
+                if count != disks.len() {
+                    return Err(e.invalid("disk origins do not match the disks"));
+                }
+                for d in disks.iter_mut() {
+                    let kind = SourceKind::from_code(e.u8()?);
+                    let has_parent = match e.u8()? {
+                        0 => false,
+                        1 => true,
+                        _ => return Err(e.invalid("parent flag is not 0 or 1")),
+                    };
+                    let parent: [u8; 32] = e.array()?;
+                    if !has_parent && parent != [0; 32] {
+                        return Err(e.invalid("a parent id without its flag"));
+                    }
+                    let bytes_from_parent = e.u64()?;
+                    d.origin = DiskOrigin {
+                        kind,
+                        parent: has_parent.then_some(PointId(parent)),
+                        bytes_from_parent,
+                    };
+                }
+                e.finish()?;
+            }
+            _ => {}
+        }
+    }
+    Ok(consistency)
 }

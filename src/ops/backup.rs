@@ -15,8 +15,10 @@
 //! "orphan packs", indexes them and reuses their chunks) and index files no
 //! point uses yet (reused through the index).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::io::Read;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -27,13 +29,18 @@ use rayon::prelude::*;
 use crate::chunker::{is_all_zero, Chunker};
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
+use crate::format::changes::ChangedRanges;
 use crate::format::config::CompressionSetting;
+use crate::format::manifest::{Extent, ManifestNode, NodeEntries, CV_SPAN};
 use crate::format::pack::PackEntry;
-use crate::format::point::{DiskRecord, DiskStats, PointBody};
+use crate::format::point::{
+    Consistency, ConsistencyLevel, DiskOrigin, DiskRecord, DiskStats, PointBody, SourceKind,
+};
 use crate::format::{ChunkId, PackId, PointId};
 use crate::imagehash::{subtree_cv, ImageHasher, Span};
 use crate::index::ChunkIndex;
-use crate::manifest::{leaf_digest, LeafValues, ManifestBuilder};
+use crate::manifest::{leaf_digest, LeafValues, ManifestBuilder, ManifestEvent};
+use crate::ops::hooks::{ConsistencyHooks, HookContext};
 use crate::packer::{
     read_pack_table_sized, FinishedPack, Member, PackBuilder, PackWriter, DEFAULT_PACK_TARGET,
 };
@@ -51,12 +58,31 @@ pub const GROUP_BYTES: usize = 2 << 20;
 const SEGMENT_QUEUE: usize = 2;
 
 /// One disk to back up.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DiskSource {
     /// Name of the disk inside the recovery point (e.g. `sda`, `root`).
     pub name: String,
-    /// Raw image file or block device.
+    /// Raw image file or block device (with [`DiskInput::Stdin`], only a
+    /// description of the stream, such as `-`).
     pub path: PathBuf,
+    /// Where the bytes come from.
+    pub input: DiskInput,
+    /// The ranges that changed since [`BackupOptions::parent`]: only they
+    /// are read, and the rest of the disk is taken from the parent point's
+    /// manifest. Needs a file or device input of the parent disk's size.
+    pub changed: Option<ChangedRanges>,
+}
+
+/// Where a disk's bytes come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DiskInput {
+    /// The file or block device at [`DiskSource::path`], read where it has
+    /// data (holes are not read).
+    #[default]
+    Path,
+    /// Standard input, read once to its end: its size is known only then.
+    /// All-zero chunks still become holes.
+    Stdin,
 }
 
 /// What to back up and how.
@@ -72,6 +98,21 @@ pub struct BackupOptions {
     pub threads: Option<usize>,
     /// Told the bytes of image processed so far, across all disks.
     pub progress: Option<Progress>,
+    /// The point (`latest`, an id or a prefix) whose manifests supply the
+    /// ranges that [`DiskSource::changed`] leaves out.
+    pub parent: Option<String>,
+    /// With changed-block input: read and hash every byte anyway, and fail
+    /// if one outside the lists differs from the parent point.
+    pub verify_unchanged: bool,
+    /// Called before the reads (freeze) and after them (thaw); the point
+    /// records the consistency they give.
+    pub hooks: Option<Arc<dyn ConsistencyHooks>>,
+    /// Fail, writing no point, unless the hooks made the point
+    /// application-consistent.
+    pub require_app_consistent: bool,
+    /// Set to stop the backup (from a signal handler, say): it fails with
+    /// [`Error::BackupInterrupted`] after the post-read hook ran.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// The outcome of a backup.
@@ -89,6 +130,11 @@ pub struct BackupReport {
     /// are not hashed again, so after the first backup this is about the
     /// bytes that changed.
     pub image_bytes_hashed: u64,
+    /// Bytes of image chunks read back from the repository to hash the
+    /// parts of changed 4 MiB spans that the changed-block lists left out.
+    pub bytes_from_repository: u64,
+    /// A post-read hook that failed (the point is still written).
+    pub hook_warning: Option<String>,
     pub duration: Duration,
 }
 
@@ -150,16 +196,28 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
             )));
         }
     }
-    // Open every source first, so a typo fails before anything is written.
-    let sources = opts
+    if opts
         .disks
         .iter()
-        .map(|d| {
-            ImageSource::open(&d.path).map_err(|source| Error::Source {
-                path: d.path.clone(),
-                source,
-            })
-        })
+        .filter(|d| d.input == DiskInput::Stdin)
+        .count()
+        > 1
+    {
+        return Err(Error::InvalidArgument(
+            "only one disk can be read from standard input".into(),
+        ));
+    }
+    let changed_input = opts.disks.iter().any(|d| d.changed.is_some());
+    if changed_input && opts.parent.is_none() {
+        return Err(Error::InvalidArgument(
+            "a changed-block list needs the point it is relative to: give --parent POINT".into(),
+        ));
+    }
+    // Open every source first, so a typo fails before anything is written.
+    let mut sources = opts
+        .disks
+        .iter()
+        .map(|d| Input::open(d).map_err(|source| source_error(d, source)))
         .collect::<Result<Vec<_>>>()?;
 
     let pool = crate::exec::worker_pool(opts.threads, "seal")?;
@@ -176,16 +234,36 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
     let mut recovered: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
     let recovered_packs = recover_orphan_packs(repo, &mut index, &mut recovered)?;
     index.finish();
+    let index = Arc::new(index);
+    let parent_point = match &opts.parent {
+        Some(p) => {
+            let id = repo.resolve_point(p)?;
+            Some((id, repo.read_point(&id)?))
+        }
+        None => None,
+    };
     let parents: Vec<LeafValues> = opts
         .disks
         .iter()
         .zip(&sources)
         .map(|(d, src)| parent_leaf_values(repo, &index, &d.name, src.size()))
         .collect();
+    // Plans of what to read and what to take from the parent, per disk.
+    let mut plans = Vec::with_capacity(sources.len());
+    for (d, src) in opts.disks.iter().zip(&mut sources) {
+        plans.push(plan_disk(
+            repo,
+            &index,
+            d,
+            src,
+            parent_point.as_ref(),
+            opts,
+        )?);
+    }
 
     let mut session = Session {
         sealer: repo.sealer().clone(),
-        index: Arc::new(index),
+        index: index.clone(),
         claimed: Arc::new(Mutex::new(HashSet::new())),
         compression: opts.compression.unwrap_or(repo.config().compression),
         chunker: Chunker::new(repo.config().chunker),
@@ -197,12 +275,39 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         pool,
         tracker: Tracker::new(
             opts.progress.clone(),
-            sources.iter().map(ImageSource::size).sum(),
+            sources
+                .iter()
+                .map(Input::size)
+                .filter(|&s| s != UNKNOWN_SIZE)
+                .sum(),
         ),
+        cancel: opts.cancel.clone(),
     };
+    let reader = CachedChunks::new(repo, &index);
+
+    // The consistency hooks bracket the reads: the pre hook runs before
+    // the first byte is read, the post hook once the reads end, however.
+    let host = opts.host.clone().unwrap_or_else(host_name);
+    let mut hook_ctx = HookContext {
+        host: host.clone(),
+        disks: opts.disks.iter().map(|d| d.name.clone()).collect(),
+        sources: opts.disks.iter().map(describe_source).collect(),
+        tags: opts.tags.clone(),
+        outcome: String::new(),
+    };
+    let pre = opts.hooks.as_ref().map(|h| h.before_read(&hook_ctx));
+    if let (Some(Err(reason)), true) = (&pre, opts.require_app_consistent) {
+        hook_ctx.outcome = "failed".into();
+        let post = opts.hooks.as_ref().map(|h| h.after_read(&hook_ctx));
+        let mut reason = reason.clone();
+        if let Some(Err(p)) = post {
+            reason = format!("{reason}; {p}");
+        }
+        return Err(Error::NotApplicationConsistent { reason });
+    }
 
     let mut hashed_bytes = 0;
-    let disks = thread::scope(|scope| -> Result<Vec<DiskRecord>> {
+    let read = thread::scope(|scope| -> Result<Vec<DiskRecord>> {
         let (pack_tx, pack_rx) = sync_channel::<FinishedPack>(1);
         let writer = thread::Builder::new()
             .name("diskvault-packs".into())
@@ -210,8 +315,13 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
             .map_err(|e| Error::InvalidArgument(format!("cannot start a thread: {e}")))?;
         let mut disks = Vec::new();
         let mut result = Ok(());
-        for ((src, d), parent) in sources.into_iter().zip(&opts.disks).zip(&parents) {
-            match session.backup_disk(src, d, parent, &pack_tx) {
+        for (((src, d), parent), plan) in sources
+            .into_iter()
+            .zip(&opts.disks)
+            .zip(&parents)
+            .zip(plans)
+        {
+            match session.backup_disk(src, d, parent, plan, &reader, &pack_tx) {
                 Ok(rec) => disks.push(rec),
                 Err(e) => {
                     result = Err(e);
@@ -233,17 +343,50 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         written?;
         result?;
         Ok(disks)
-    })?;
+    });
+
+    let (consistency, hook_warning) = match &opts.hooks {
+        None => (None, None),
+        Some(hooks) => {
+            hook_ctx.outcome = match &read {
+                Ok(_) => "ok",
+                Err(Error::BackupInterrupted) => "interrupted",
+                Err(_) => "failed",
+            }
+            .into();
+            let post = hooks.after_read(&hook_ctx);
+            let consistency = match (&pre, &post) {
+                (Some(Ok(())), Ok(())) => Consistency {
+                    level: ConsistencyLevel::Application,
+                    reason: "pre-backup script succeeded; post-backup script succeeded".into(),
+                },
+                (Some(Ok(())), Err(p)) => Consistency {
+                    level: ConsistencyLevel::Application,
+                    reason: format!("pre-backup script succeeded; {p}"),
+                },
+                (Some(Err(r)), _) => Consistency {
+                    level: ConsistencyLevel::Crash,
+                    reason: r.clone(),
+                },
+                (None, _) => Consistency {
+                    level: ConsistencyLevel::Crash,
+                    reason: "the pre-backup hook did not run".into(),
+                },
+            };
+            (Some(consistency), post.err())
+        }
+    };
+    let disks = read?;
 
     let body = PointBody {
         time_secs,
         time_nanos,
         duration_millis: started.elapsed().as_millis() as u64,
-        host: opts.host.clone().unwrap_or_else(host_name),
+        host,
         source: opts
             .disks
             .iter()
-            .map(|d| d.path.display().to_string())
+            .map(describe_source)
             .collect::<Vec<_>>()
             .join(", ")
             .chars()
@@ -251,6 +394,14 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
             .collect(),
         tags: opts.tags.clone(),
         disks,
+        consistency: consistency.map(|mut c| {
+            c.reason = c
+                .reason
+                .chars()
+                .take(crate::format::point::MAX_STRING / 4)
+                .collect();
+            c
+        }),
     };
     // The chunks this point reuses were protected by the lock: if it was
     // lost (removed by `unlock --all`), a prune may have deleted some.
@@ -262,8 +413,27 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         recovered_packs,
         damaged_index_files,
         image_bytes_hashed: hashed_bytes,
+        bytes_from_repository: reader.bytes.load(Ordering::Relaxed),
+        hook_warning,
         duration: started.elapsed(),
     })
+}
+
+fn describe_source(d: &DiskSource) -> String {
+    match d.input {
+        DiskInput::Path => d.path.display().to_string(),
+        DiskInput::Stdin => "standard input".into(),
+    }
+}
+
+fn source_error(d: &DiskSource, source: std::io::Error) -> Error {
+    Error::Source {
+        path: match d.input {
+            DiskInput::Path => d.path.clone(),
+            DiskInput::Stdin => PathBuf::from("standard input"),
+        },
+        source,
+    }
 }
 
 /// The chaining values the leaves of the newest point's disk of this name
@@ -282,7 +452,7 @@ fn parent_leaf_values(repo: &Repository, index: &ChunkIndex, name: &str, size: u
         .iter()
         .rev()
         .flat_map(|(_, p)| p.disks.iter())
-        .find(|d| d.name == name && d.size == size);
+        .find(|d| d.name == name && (d.size == size || size == UNKNOWN_SIZE));
     let Some(disk) = parent else {
         return LeafValues::new();
     };
@@ -337,10 +507,59 @@ fn store_packs(
     Ok(())
 }
 
+/// What the consuming stage of one disk works with besides the reads.
+struct DiskContext<'p, 'c> {
+    /// Chaining values of the previous point's leaves of this disk.
+    parent_values: &'p LeafValues,
+    plan: &'p mut DiskPlan,
+    chunks: &'p CachedChunks<'c>,
+    disk_name: &'p str,
+}
+
+/// The reader's view of the cancel flag.
+struct Stop(Option<Arc<AtomicBool>>);
+
+impl Stop {
+    fn check(&self) -> std::io::Result<()> {
+        match &self.0 {
+            Some(flag) if flag.load(Ordering::Relaxed) => Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "backup interrupted",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// With `--verify-unchanged`: fails if the image bytes at `[at, at + len)`
+/// lie outside the changed ranges and differ from the parent point's.
+#[allow(clippy::too_many_arguments)]
+fn verify_unchanged(
+    parent: &mut ParentExtents,
+    changed: &ChangedRanges,
+    at: u64,
+    id: Option<ChunkId>,
+    len: u64,
+    data: Option<&[u8]>,
+    chunks: &CachedChunks<'_>,
+    disk: &str,
+) -> Result<()> {
+    if changed.overlaps(at, at + len) || parent.same_as(at, id, len, data, chunks)? {
+        return Ok(());
+    }
+    Err(Error::ChangedOutsideList {
+        disk: disk.to_string(),
+        what: format!("bytes {at}..{}", at + len),
+        detail: "they differ from the parent point's".into(),
+    })
+}
+
 /// What the reader sends to the sealing stage.
 enum ReadItem {
     /// A hole of this many bytes.
     Hole(u64),
+    /// This many bytes unchanged since the parent point: its extents.
+    Reuse(u64),
     /// Image bytes (the first `len` of `buf`) and the lengths of the chunks
     /// cut from them.
     Data {
@@ -434,6 +653,7 @@ struct Session {
     hashed: u64,
     pool: rayon::ThreadPool,
     tracker: Tracker,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Session {
@@ -508,65 +728,78 @@ impl Session {
 
     fn backup_disk(
         &mut self,
-        src: ImageSource,
+        src: Input,
         disk: &DiskSource,
-        parent: &LeafValues,
+        parent_values: &LeafValues,
+        mut plan: DiskPlan,
+        chunks: &CachedChunks<'_>,
         tx: &SyncSender<FinishedPack>,
     ) -> Result<DiskRecord> {
         let size = src.size();
-        let regions = src.data_regions().map_err(|source| Error::Source {
-            path: disk.path.clone(),
-            source,
-        })?;
         let (item_tx, item_rx) = sync_channel::<ReadItem>(SEGMENT_QUEUE);
         let (recycle_tx, recycle_rx) = sync_channel::<Vec<u8>>(SEGMENT_QUEUE + 2);
         let chunker = self.chunker.clone();
-        let path = disk.path.clone();
+        let cancel = self.cancel.clone();
+        let pieces = std::mem::take(&mut plan.pieces);
         let reader = thread::Builder::new()
             .name("diskvault-read".into())
-            .spawn(move || read_image(src, regions, chunker, item_tx, recycle_rx))
-            .map_err(|source| Error::Source {
-                path: path.clone(),
-                source,
-            })?;
+            .spawn(move || {
+                let stop = Stop(cancel);
+                match src {
+                    Input::File(f) => read_image(f, pieces, chunker, item_tx, recycle_rx, stop),
+                    Input::Stream { head, rest } => {
+                        read_stream(head, rest, chunker, item_tx, recycle_rx, stop)
+                    }
+                }
+            })
+            .map_err(|e| source_error(disk, e))?;
 
-        let consumed = self.consume(size, parent, item_rx, recycle_tx, tx);
+        let mut ctx = DiskContext {
+            parent_values,
+            plan: &mut plan,
+            chunks,
+            disk_name: &disk.name,
+        };
+        let consumed = self.consume(size, &mut ctx, item_rx, recycle_tx, tx);
         let read = reader.join();
         let bytes_read = match read {
             Ok(Ok(v)) => v,
-            Ok(Err(source)) => {
-                return Err(Error::Source {
-                    path: disk.path.clone(),
-                    source,
-                })
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                return Err(Error::BackupInterrupted)
             }
+            Ok(Err(source)) => return Err(source_error(disk, source)),
             Err(_) => return Err(Error::InvalidArgument("reader thread panicked".into())),
         };
-        let (root, mut stats, covered, image_hash) = consumed?;
+        let (root, mut stats, covered, image_hash, from_parent) = consumed?;
+        // A stream's size is what it held.
+        let size = if size == UNKNOWN_SIZE { covered } else { size };
         let Some(image_hash) = image_hash.filter(|_| covered == size) else {
-            return Err(Error::Source {
-                path: disk.path.clone(),
-                source: std::io::Error::other("the image changed size while it was read"),
-            });
+            return Err(source_error(
+                disk,
+                std::io::Error::other("the image changed size while it was read"),
+            ));
         };
         stats.bytes_read = bytes_read;
+        let mut origin = plan.origin;
+        origin.bytes_from_parent = from_parent;
         Ok(DiskRecord {
             name: disk.name.clone(),
             size,
             manifest_root: root,
             image_hash,
             stats,
+            origin,
         })
     }
 
     fn consume(
         &mut self,
         size: u64,
-        parent: &LeafValues,
+        ctx: &mut DiskContext<'_, '_>,
         items: Receiver<ReadItem>,
         recycle: SyncSender<Vec<u8>>,
         tx: &SyncSender<FinishedPack>,
-    ) -> Result<(ChunkId, DiskStats, u64, Option<[u8; 32]>)> {
+    ) -> Result<(ChunkId, DiskStats, u64, Option<[u8; 32]>, u64)> {
         let sealer = self.sealer.clone();
         let mut manifest = ManifestBuilder::new(move |bytes: &[u8]| sealer.chunk_id(bytes))
             .with_format(self.version)
@@ -574,13 +807,64 @@ impl Session {
         let mut hasher = ImageHasher::new(size);
         let mut window = Window::default();
         let mut stats = DiskStats::default();
+        let mut from_parent = 0u64;
+        let parent = ctx.parent_values;
+        let chunks = ctx.chunks;
+        let load = |id: &ChunkId, len: u32| chunks.read(id, len);
         for item in items {
             match item {
                 ReadItem::Hole(len) => {
                     self.tracker.advance(len);
+                    if let (Some(changed), Some(p)) = (&ctx.plan.verify, &mut ctx.plan.parent) {
+                        verify_unchanged(
+                            p,
+                            changed,
+                            manifest.position(),
+                            None,
+                            len,
+                            None,
+                            ctx.chunks,
+                            ctx.disk_name,
+                        )?;
+                    }
                     stats.zero_bytes += len;
                     manifest.push_zero(len)?;
                     window.push(Pending::Zero(len));
+                }
+                ReadItem::Reuse(len) => {
+                    self.tracker.advance(len);
+                    let at = manifest.position();
+                    let Some(p) = &mut ctx.plan.parent else {
+                        return Err(Error::InvalidArgument(
+                            "internal: a reused range without a parent".into(),
+                        ));
+                    };
+                    let extents = p.take(at, at + len, ctx.chunks)?;
+                    for e in &extents {
+                        match *e {
+                            Extent::Data { id, length } => {
+                                stats.chunks += 1;
+                                manifest.push_data(id, length)?;
+                            }
+                            Extent::Zero { length } => {
+                                stats.zero_bytes += length;
+                                manifest.push_zero(length)?;
+                            }
+                        }
+                    }
+                    from_parent += len;
+                    window.push(Pending::Parent(extents, len));
+                    self.hashed += hash_leaves(
+                        &mut manifest,
+                        &mut hasher,
+                        &mut window,
+                        parent,
+                        size,
+                        &recycle,
+                        self.version,
+                        &self.pool,
+                        &load,
+                    )?;
                 }
                 ReadItem::Data { buf, len, cuts } => {
                     self.tracker.advance(len as u64);
@@ -609,6 +893,7 @@ impl Session {
                                             &recycle,
                                             version,
                                             pool,
+                                            &load,
                                         )
                                     },
                                 )
@@ -625,6 +910,25 @@ impl Session {
                             Sealed::Zero(len) | Sealed::Known(_, len) | Sealed::New(_, len, _) => {
                                 at += len
                             }
+                        }
+                        if let (Some(changed), Some(p)) = (&ctx.plan.verify, &mut ctx.plan.parent) {
+                            let (id, bytes) = match &r {
+                                Sealed::Zero(_) => (None, None),
+                                Sealed::Known(id, len) | Sealed::New(id, len, _) => {
+                                    (Some(*id), Some(&data[here..here + len]))
+                                }
+                            };
+                            let len = (at - here) as u64;
+                            verify_unchanged(
+                                p,
+                                changed,
+                                manifest.position(),
+                                id,
+                                len,
+                                bytes,
+                                ctx.chunks,
+                                ctx.disk_name,
+                            )?;
                         }
                         match r {
                             Sealed::Zero(len) => {
@@ -668,6 +972,14 @@ impl Session {
         // A disk's groups end with it, so its figures count its own.
         self.seal_groups(true, &mut stats, tx)?;
         manifest.close()?;
+        let covered = manifest.position();
+        // A stream's size is known now that it has ended.
+        let size = if size == UNKNOWN_SIZE {
+            hasher.set_size(covered);
+            covered
+        } else {
+            size
+        };
         self.hashed += hash_leaves(
             &mut manifest,
             &mut hasher,
@@ -677,13 +989,13 @@ impl Session {
             &recycle,
             self.version,
             &self.pool,
+            &load,
         )?;
-        let covered = manifest.position();
         let root = manifest.finish()?;
         self.store_nodes(&mut manifest, &mut stats, tx)?;
         // Short input (the image shrank) is reported by the caller.
         let image_hash = (hasher.position() == size).then(|| hasher.finalize());
-        Ok((root, stats, covered, image_hash))
+        Ok((root, stats, covered, image_hash, from_parent))
     }
 
     fn store_nodes<F: Fn(&[u8]) -> ChunkId>(
@@ -753,6 +1065,7 @@ fn hash_leaves<F: Fn(&[u8]) -> ChunkId>(
     recycle: &SyncSender<Vec<u8>>,
     version: u8,
     pool: &rayon::ThreadPool,
+    load: &(dyn Fn(&ChunkId, u32) -> Result<Vec<u8>> + Sync),
 ) -> Result<u64> {
     let mut hashed = 0;
     while let Some(leaf) = manifest.take_closed() {
@@ -770,7 +1083,7 @@ fn hash_leaves<F: Fn(&[u8]) -> ChunkId>(
             let cv = match known {
                 Some(cv) => cv,
                 None => {
-                    let spans = window.spans(start, start + covered);
+                    let spans = window.spans(start, start + covered, load)?;
                     hashed += covered;
                     pool.install(|| subtree_cv(&spans, start, covered))
                 }
@@ -778,7 +1091,7 @@ fn hash_leaves<F: Fn(&[u8]) -> ChunkId>(
             hasher.push_subtree(cv, covered);
             Some(cv)
         } else {
-            let spans = window.spans(start, start + covered);
+            let spans = window.spans(start, start + covered, load)?;
             hashed += covered;
             pool.install(|| hasher.update(&spans));
             None
@@ -802,12 +1115,15 @@ enum Pending {
     Zero(u64),
     /// A segment buffer and how many of its bytes are image.
     Data(Vec<u8>, usize),
+    /// Bytes taken from the parent point unread: its extents, loaded from
+    /// the repository only if a leaf must hash them.
+    Parent(Vec<Extent>, u64),
 }
 
 impl Pending {
     fn len(&self) -> u64 {
         match self {
-            Pending::Zero(n) => *n,
+            Pending::Zero(n) | Pending::Parent(_, n) => *n,
             Pending::Data(_, n) => *n as u64,
         }
     }
@@ -818,8 +1134,36 @@ impl Window {
         self.pieces.push_back(p);
     }
 
-    /// The content of image range [from, to), which the window holds.
-    fn spans(&self, from: u64, to: u64) -> Vec<Span<'_>> {
+    /// The content of image range [from, to), which the window holds,
+    /// loading with `load` the parent's chunks of pieces taken unread.
+    fn spans(
+        &mut self,
+        from: u64,
+        to: u64,
+        load: &(dyn Fn(&ChunkId, u32) -> Result<Vec<u8>> + Sync),
+    ) -> Result<Vec<Span<'_>>> {
+        let mut at = self.start;
+        for p in self.pieces.iter_mut() {
+            let len = p.len();
+            if at < to && at + len > from {
+                if let Pending::Parent(extents, n) = p {
+                    let mut buf = Vec::with_capacity(*n as usize);
+                    for e in extents.iter() {
+                        match *e {
+                            Extent::Data { id, length } => {
+                                buf.extend_from_slice(&load(&id, length)?)
+                            }
+                            Extent::Zero { length } => buf.resize(buf.len() + length as usize, 0),
+                        }
+                    }
+                    *p = Pending::Data(buf, *n as usize);
+                }
+            }
+            at += len;
+            if at >= to {
+                break;
+            }
+        }
         let mut out = Vec::new();
         let mut at = self.start;
         for p in &self.pieces {
@@ -829,6 +1173,7 @@ impl Window {
                 out.push(match p {
                     Pending::Zero(_) => Span::Zero(b - a),
                     Pending::Data(buf, _) => Span::Data(&buf[(a - at) as usize..(b - at) as usize]),
+                    Pending::Parent(..) => unreachable!("loaded above"),
                 });
             }
             at += len;
@@ -836,7 +1181,7 @@ impl Window {
                 break;
             }
         }
-        out
+        Ok(out)
     }
 
     /// Drops the pieces that end at or before `upto`, handing their
@@ -854,31 +1199,42 @@ impl Window {
     }
 }
 
-/// The reader thread: walks the data regions in segments and cuts chunks.
-/// Returns the bytes read.
+/// The reader thread: walks the disk's pieces in order, reading the data
+/// in segments and cutting chunks. Returns the bytes read.
 fn read_image(
     src: ImageSource,
-    regions: Vec<(u64, u64)>,
+    pieces: Vec<Piece>,
     chunker: Chunker,
     out: SyncSender<ReadItem>,
     recycled: Receiver<Vec<u8>>,
+    stop: Stop,
 ) -> std::io::Result<u64> {
     let stopped = || std::io::Error::other("backup stopped");
-    let mut pos = 0u64;
     let mut bytes_read = 0u64;
     let mut carry: Vec<u8> = Vec::new();
-    let regions_with_end = regions
-        .into_iter()
-        .chain(std::iter::once((src.size(), src.size())));
-    for (start, end) in regions_with_end {
-        if start > pos {
-            out.send(ReadItem::Hole(start - pos))
-                .map_err(|_| stopped())?;
-            pos = start;
-        }
-        // `pos` is the image offset of carry[0] from here on.
+    for piece in pieces {
+        stop.check()?;
+        let (start, end) = match piece {
+            Piece::Hole(a, b) => {
+                out.send(ReadItem::Hole(b - a)).map_err(|_| stopped())?;
+                continue;
+            }
+            Piece::Reuse(mut a, b) => {
+                while a < b {
+                    let n = (b - a).min(REUSE_ITEM);
+                    out.send(ReadItem::Reuse(n)).map_err(|_| stopped())?;
+                    a += n;
+                }
+                continue;
+            }
+            Piece::Read(a, b) => (a, b),
+        };
+        // `pos` is the image offset of carry[0] from here on; each piece
+        // is cut to its end, so nothing is carried into the next.
+        let mut pos = start;
         let mut next_read = start;
         while next_read < end || !carry.is_empty() {
+            stop.check()?;
             let want = (SEGMENT_BYTES as u64).min(end - next_read) as usize;
             // Recycled buffers keep their length, so only growth is zeroed.
             let mut buf = recycled.try_recv().unwrap_or_default();
@@ -908,4 +1264,532 @@ fn read_image(
         }
     }
     Ok(bytes_read)
+}
+
+/// The reader thread for a stream: reads `head`, then `rest` to its end,
+/// in segments, and cuts chunks. Returns the bytes read.
+fn read_stream(
+    head: Vec<u8>,
+    mut rest: Option<Box<dyn Read + Send>>,
+    chunker: Chunker,
+    out: SyncSender<ReadItem>,
+    recycled: Receiver<Vec<u8>>,
+    stop: Stop,
+) -> std::io::Result<u64> {
+    let stopped = || std::io::Error::other("backup stopped");
+    let mut bytes_read = 0u64;
+    let mut pos = 0u64;
+    let mut carry: Vec<u8> = Vec::new();
+    let mut head = std::io::Cursor::new(head);
+    loop {
+        stop.check()?;
+        let mut buf = recycled.try_recv().unwrap_or_default();
+        let filled = carry.len();
+        if buf.len() < filled + SEGMENT_BYTES {
+            buf.resize(filled + SEGMENT_BYTES, 0);
+        }
+        buf[..filled].copy_from_slice(&carry);
+        // Fill the segment: a pipe gives a few KiB per read.
+        let mut got = 0;
+        let mut at_end = false;
+        while got < SEGMENT_BYTES {
+            let target = &mut buf[filled + got..filled + SEGMENT_BYTES];
+            let n = match head.read(target)? {
+                0 => match rest.as_mut() {
+                    Some(r) => match r.read(target) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                            stop.check()?;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    },
+                    None => 0,
+                },
+                n => n,
+            };
+            if n == 0 {
+                at_end = true;
+                break;
+            }
+            got += n;
+        }
+        bytes_read += got as u64;
+        let valid = filled + got;
+        let mut cuts = Vec::new();
+        let consumed = chunker.cut(&buf[..valid], pos, at_end, &mut cuts);
+        carry.clear();
+        carry.extend_from_slice(&buf[consumed..valid]);
+        pos += consumed as u64;
+        if !cuts.is_empty() {
+            out.send(ReadItem::Data {
+                buf,
+                len: consumed,
+                cuts,
+            })
+            .map_err(|_| stopped())?;
+        }
+        if at_end {
+            return Ok(bytes_read);
+        }
+    }
+}
+
+/// Bytes of a stream read before its backup starts: a stream that ends
+/// within them has a known size; a longer one is known to be larger than
+/// one chaining-value span, which is all the hashing needs to know ahead.
+const STREAM_PEEK: usize = 2 * CV_SPAN as usize;
+/// The size of a stream until it ends.
+const UNKNOWN_SIZE: u64 = u64::MAX;
+/// Most image bytes one item taken from the parent point covers.
+const REUSE_ITEM: u64 = 16 << 20;
+
+/// An opened disk source.
+enum Input {
+    File(ImageSource),
+    /// A stream: the bytes read ahead, and the rest (none when the head
+    /// holds it all).
+    Stream {
+        head: Vec<u8>,
+        rest: Option<Box<dyn Read + Send>>,
+    },
+}
+
+impl Input {
+    fn open(d: &DiskSource) -> std::io::Result<Self> {
+        match d.input {
+            DiskInput::Path => Ok(Input::File(ImageSource::open(&d.path)?)),
+            DiskInput::Stdin => {
+                let mut rest: Box<dyn Read + Send> = Box::new(std::io::stdin());
+                let mut head = Vec::new();
+                (&mut rest)
+                    .take(STREAM_PEEK as u64)
+                    .read_to_end(&mut head)?;
+                let rest = (head.len() == STREAM_PEEK).then_some(rest);
+                Ok(Input::Stream { head, rest })
+            }
+        }
+    }
+
+    /// The image's size; [`UNKNOWN_SIZE`] for a stream longer than the
+    /// peek, until it ends.
+    fn size(&self) -> u64 {
+        match self {
+            Input::File(f) => f.size(),
+            Input::Stream { head, rest: None } => head.len() as u64,
+            Input::Stream { .. } => UNKNOWN_SIZE,
+        }
+    }
+}
+
+/// A stretch of a disk's address space, as the reader walks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    /// Read from the source.
+    Read(u64, u64),
+    /// A hole of the source: zeros, not read.
+    Hole(u64, u64),
+    /// Unchanged since the parent point: its extents are taken from there.
+    Reuse(u64, u64),
+}
+
+/// How one disk is backed up.
+struct DiskPlan {
+    /// For a file or device: its address space in order, each byte in one
+    /// piece. Empty for a stream.
+    pieces: Vec<Piece>,
+    /// The parent point's manifest of this disk, with changed-block input.
+    parent: Option<ParentExtents>,
+    /// With `verify_unchanged`: the ranges listed as changed; every other
+    /// byte read is compared with the parent's.
+    verify: Option<ChangedRanges>,
+    origin: DiskOrigin,
+}
+
+/// Decides what to read of a disk, and with changed-block input what to
+/// take from the parent point instead.
+fn plan_disk(
+    repo: &Repository,
+    index: &ChunkIndex,
+    d: &DiskSource,
+    src: &mut Input,
+    parent_point: Option<&(PointId, PointBody)>,
+    opts: &BackupOptions,
+) -> Result<DiskPlan> {
+    let file = match src {
+        Input::File(f) => f,
+        Input::Stream { .. } => {
+            if d.changed.is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "disk {}: a changed-block list needs a file or device to read the changed ranges from, not a stream",
+                    d.name
+                )));
+            }
+            return Ok(DiskPlan {
+                pieces: Vec::new(),
+                parent: None,
+                verify: None,
+                origin: DiskOrigin {
+                    kind: SourceKind::Stream,
+                    ..Default::default()
+                },
+            });
+        }
+    };
+    let size = file.size();
+    let regions = file.data_regions().map_err(|e| source_error(d, e))?;
+    let Some(changed) = &d.changed else {
+        return Ok(DiskPlan {
+            pieces: split_holes(&[(0, size)], &regions),
+            parent: None,
+            verify: None,
+            origin: DiskOrigin::default(),
+        });
+    };
+    let (pid, body) = parent_point.expect("checked: changed-block input has a parent");
+    let disk = body.disks.iter().find(|p| p.name == d.name).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "point {} has no disk named '{}' (it has: {}); a changed-block list is relative to the same disk in the parent point",
+            pid.short(),
+            d.name,
+            body.disks.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    if disk.size != size {
+        return Err(Error::InvalidArgument(format!(
+            "disk {} is {size} bytes but was {} bytes in point {}: a changed-block list describes a disk whose size did not change; back it up in full (without --changed-blocks)",
+            d.name,
+            disk.size,
+            pid.short()
+        )));
+    }
+    let (parent, reads) = ParentExtents::load(repo, index, disk, changed)?;
+    let origin = DiskOrigin {
+        kind: SourceKind::ChangedBlocks,
+        parent: Some(*pid),
+        bytes_from_parent: 0,
+    };
+    if opts.verify_unchanged {
+        return Ok(DiskPlan {
+            pieces: split_holes(&[(0, size)], &regions),
+            parent: Some(parent),
+            verify: Some(changed.clone()),
+            origin: DiskOrigin {
+                kind: SourceKind::File,
+                ..origin
+            },
+        });
+    }
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    for read in split_holes(&reads, &regions) {
+        let (Piece::Read(a, b) | Piece::Hole(a, b) | Piece::Reuse(a, b)) = read;
+        if a > at {
+            pieces.push(Piece::Reuse(at, a));
+        }
+        pieces.push(read);
+        at = b;
+    }
+    if at < size {
+        pieces.push(Piece::Reuse(at, size));
+    }
+    Ok(DiskPlan {
+        pieces,
+        parent: Some(parent),
+        verify: None,
+        origin,
+    })
+}
+
+/// The ranges `wanted` (sorted, disjoint) as pieces to read where the
+/// source has data (`regions`, sorted) and holes elsewhere; gaps between
+/// wanted ranges are left out.
+fn split_holes(wanted: &[(u64, u64)], regions: &[(u64, u64)]) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut r = 0;
+    for &(a, b) in wanted {
+        let mut at = a;
+        while r < regions.len() && regions[r].1 <= at {
+            r += 1;
+        }
+        let mut i = r;
+        while at < b {
+            match regions.get(i) {
+                Some(&(ra, rb)) if ra < b => {
+                    if ra > at {
+                        out.push(Piece::Hole(at, ra));
+                        at = ra;
+                    }
+                    let end = rb.min(b);
+                    out.push(Piece::Read(at, end));
+                    at = end;
+                    i += 1;
+                }
+                _ => {
+                    out.push(Piece::Hole(at, b));
+                    at = b;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A parent point's manifest of one disk, read in image order: the leaves
+/// are listed up front, each loaded when the backup reaches it.
+struct ParentExtents {
+    version: u8,
+    /// Start offset and node id of each leaf, in order.
+    leaves: Vec<(u64, ChunkId)>,
+    next_leaf: usize,
+    /// Extents loaded and not yet passed, with their offsets.
+    extents: VecDeque<(u64, Extent)>,
+}
+
+impl ParentExtents {
+    /// Lists the leaves of `disk`'s manifest and works out the ranges to
+    /// read: each data extent that a changed range touches, whole (chunks
+    /// are re-cut from extent boundaries, so unchanged chunks around a
+    /// change keep their ids), and the changed parts of zero runs.
+    fn load(
+        repo: &Repository,
+        index: &ChunkIndex,
+        disk: &DiskRecord,
+        changed: &ChangedRanges,
+    ) -> Result<(Self, Vec<(u64, u64)>)> {
+        let version = repo.format_major();
+        let mut leaves = Vec::new();
+        let mut reads: Vec<(u64, u64)> = Vec::new();
+        let mut add = |a: u64, b: u64| match reads.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => reads.push((a, b)),
+        };
+        let mut pending_node = None;
+        let mut load = |id: &ChunkId| crate::repo::reader::read_indexed_chunk(repo, index, id);
+        crate::manifest::walk(
+            &disk.manifest_root,
+            disk.size,
+            version,
+            &mut load,
+            &mut |event| {
+                match event {
+                    ManifestEvent::Node(id) => pending_node = Some(*id),
+                    ManifestEvent::Extent { offset, extent } => {
+                        // The first extent after a node starts that node,
+                        // which is then a leaf.
+                        if let Some(id) = pending_node.take() {
+                            leaves.push((offset, id));
+                        }
+                        let end = offset + extent.len();
+                        if !changed.overlaps(offset, end) {
+                            return Ok(());
+                        }
+                        match extent {
+                            Extent::Data { .. } => add(offset, end),
+                            Extent::Zero { .. } => {
+                                let rs = changed.ranges();
+                                let first = rs.partition_point(|&(_, b)| b <= offset);
+                                for &(a, b) in rs[first..].iter().take_while(|&&(a, _)| a < end) {
+                                    add(a.max(offset), b.min(end));
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        Ok((
+            ParentExtents {
+                version,
+                leaves,
+                next_leaf: 0,
+                extents: VecDeque::new(),
+            },
+            reads,
+        ))
+    }
+
+    /// The parent's extents that overlap `[from, to)`, whole, with their
+    /// offsets. Calls must come in increasing `from`.
+    fn covering(
+        &mut self,
+        from: u64,
+        to: u64,
+        chunks: &CachedChunks<'_>,
+    ) -> Result<Vec<(u64, Extent)>> {
+        while self
+            .extents
+            .front()
+            .is_some_and(|(o, e)| o + e.len() <= from)
+        {
+            self.extents.pop_front();
+        }
+        // Leaves wholly before `from` are skipped without loading.
+        while self.extents.is_empty()
+            && self
+                .leaves
+                .get(self.next_leaf + 1)
+                .is_some_and(|&(next_start, _)| next_start <= from)
+        {
+            self.next_leaf += 1;
+        }
+        loop {
+            let loaded_to = self.extents.back().map(|(o, e)| o + e.len());
+            if loaded_to.is_some_and(|end| end >= to) || self.next_leaf >= self.leaves.len() {
+                break;
+            }
+            let (start, id) = self.leaves[self.next_leaf];
+            self.next_leaf += 1;
+            let bytes = chunks.read_node(&id)?;
+            let node = ManifestNode::decode(&bytes, self.version)
+                .map_err(|e| Error::format(format!("manifest node {}", id.short()), e))?;
+            let NodeEntries::Leaf(extents) = node.entries else {
+                return Err(Error::damaged(
+                    format!("manifest node {}", id.short()),
+                    "it was a leaf when the backup started",
+                ));
+            };
+            let mut at = start;
+            for e in extents {
+                let len = e.len();
+                if at + len > from {
+                    self.extents.push_back((at, e));
+                }
+                at += len;
+            }
+        }
+        let out: Vec<_> = self
+            .extents
+            .iter()
+            .take_while(|(o, _)| *o < to)
+            .filter(|(o, e)| o + e.len() > from)
+            .copied()
+            .collect();
+        let covered_to = out.last().map(|(o, e)| o + e.len()).unwrap_or(from);
+        if out.first().is_none_or(|(o, _)| *o > from) || covered_to < to {
+            return Err(Error::damaged(
+                "the parent point's manifest",
+                format!("it does not cover image bytes {from}..{to}"),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The parent's extents for `[from, to)` exactly, zero runs cut at the
+    /// ends. The plan puts reused ranges on data extent boundaries.
+    fn take(&mut self, from: u64, to: u64, chunks: &CachedChunks<'_>) -> Result<Vec<Extent>> {
+        let mut out = Vec::new();
+        for (o, e) in self.covering(from, to, chunks)? {
+            let (a, b) = (o.max(from), (o + e.len()).min(to));
+            match e {
+                Extent::Zero { .. } => out.push(Extent::Zero { length: b - a }),
+                Extent::Data { .. } if a == o && b == o + e.len() => out.push(e),
+                Extent::Data { .. } => {
+                    return Err(Error::InvalidArgument(format!(
+                        "internal: a reused range {from}..{to} cuts a chunk of the parent point"
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The parent's image bytes `[from, to)`, from the repository.
+    fn bytes(&mut self, from: u64, to: u64, chunks: &CachedChunks<'_>) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; (to - from) as usize];
+        for (o, e) in self.covering(from, to, chunks)? {
+            if let Extent::Data { id, length } = e {
+                let data = chunks.read(&id, length)?;
+                let (a, b) = (o.max(from), (o + length as u64).min(to));
+                out[(a - from) as usize..(b - from) as usize]
+                    .copy_from_slice(&data[(a - o) as usize..(b - o) as usize]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the image bytes at `[from, from + len)`, a chunk with `id`
+    /// or zeros when `data` is `None`, are the parent's there. Compares
+    /// extents first and reads the parent's bytes only when they differ.
+    fn same_as(
+        &mut self,
+        from: u64,
+        id: Option<ChunkId>,
+        len: u64,
+        data: Option<&[u8]>,
+        chunks: &CachedChunks<'_>,
+    ) -> Result<bool> {
+        let to = from + len;
+        let ext = self.covering(from, to, chunks)?;
+        match (id, ext.as_slice()) {
+            (Some(id), [(o, Extent::Data { id: pid, length })])
+                if *o == from && *length as u64 == len && *pid == id =>
+            {
+                return Ok(true)
+            }
+            (None, all) if all.iter().all(|(_, e)| matches!(e, Extent::Zero { .. })) => {
+                return Ok(true)
+            }
+            _ => {}
+        }
+        let theirs = self.bytes(from, to, chunks)?;
+        Ok(match data {
+            Some(ours) => ours == theirs.as_slice(),
+            None => is_all_zero(&theirs),
+        })
+    }
+}
+
+/// Reads chunks of the repository during a backup (manifest nodes and,
+/// with changed-block input, the parent's bytes of changed spans),
+/// opening each group once while it stays among the last few.
+struct CachedChunks<'a> {
+    repo: &'a Repository,
+    index: &'a ChunkIndex,
+    groups: Mutex<crate::repo::reader::OpenedGroups>,
+    /// Plaintext bytes of image chunks read.
+    bytes: AtomicU64,
+}
+
+impl<'a> CachedChunks<'a> {
+    fn new(repo: &'a Repository, index: &'a ChunkIndex) -> Self {
+        CachedChunks {
+            repo,
+            index,
+            groups: Mutex::new(crate::repo::reader::OpenedGroups::with_budget(
+                3 * GROUP_BYTES,
+            )),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    fn read_node(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        crate::repo::reader::read_indexed_chunk(self.repo, self.index, id)
+    }
+
+    /// An image chunk, verified against its id, of `length` bytes.
+    fn read(&self, id: &ChunkId, length: u32) -> Result<Vec<u8>> {
+        let loc = self
+            .index
+            .get(id)
+            .ok_or_else(|| Error::MissingChunk { chunk: id.to_hex() })?;
+        let (_, plain) = crate::repo::reader::read_through_groups(
+            self.repo,
+            self.index,
+            &self.groups,
+            id,
+            loc,
+            true,
+            "",
+        )?;
+        if plain.len() != length as usize {
+            return Err(Error::damaged(
+                format!("chunk {}", id.short()),
+                "its length differs from the manifest's",
+            ));
+        }
+        self.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+        Ok(plain)
+    }
 }

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod check;
 pub mod forget;
+pub mod hooks;
 pub mod prune;
 pub mod reindex;
 pub mod repair;

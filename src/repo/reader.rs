@@ -22,16 +22,30 @@ pub(crate) struct ReplicaReader {
 }
 
 /// Opened group plaintexts by (pack number, offset), oldest dropped first
-/// beyond [`OpenedGroups::BUDGET`] bytes.
-#[derive(Default)]
-struct OpenedGroups {
+/// beyond a budget of bytes.
+pub(crate) struct OpenedGroups {
     by_place: std::collections::HashMap<(u32, u32), Arc<Vec<u8>>>,
     order: std::collections::VecDeque<(u32, u32)>,
     bytes: usize,
+    budget: usize,
+}
+
+impl Default for OpenedGroups {
+    fn default() -> Self {
+        Self::with_budget(64 << 20)
+    }
 }
 
 impl OpenedGroups {
-    const BUDGET: usize = 64 << 20;
+    /// Keeps at most `budget` bytes of opened groups.
+    pub(crate) fn with_budget(budget: usize) -> Self {
+        OpenedGroups {
+            by_place: Default::default(),
+            order: Default::default(),
+            bytes: 0,
+            budget,
+        }
+    }
 
     fn get(&self, place: (u32, u32)) -> Option<Arc<Vec<u8>>> {
         self.by_place.get(&place).cloned()
@@ -42,7 +56,7 @@ impl OpenedGroups {
         if self.by_place.insert(place, plain).is_none() {
             self.order.push_back(place);
         }
-        while self.bytes > Self::BUDGET {
+        while self.bytes > self.budget {
             let Some(old) = self.order.pop_front() else {
                 break;
             };
@@ -111,55 +125,69 @@ impl ReplicaReader {
 
     fn read_chunk(&self, id: &ChunkId, verify_id: bool) -> Result<(u64, Vec<u8>)> {
         let (index, loc) = self.locate(id)?;
-        let key = pack_key(&index.pack_id(loc.pack));
-        let what = || format!("chunk {} in {} of the replica", id.short(), key);
-        let fetch = || {
-            self.repo
-                .store()
-                .get_range(&key, loc.offset as u64, loc.length as usize)
-        };
-        if !loc.is_grouped() {
-            let sealed = fetch()?;
-            let plain = self
-                .repo
-                .open_located(&sealed, id, &loc, verify_id)
-                .map_err(|e| Error::damaged(what(), e))?;
-            return Ok((sealed.len() as u64, plain));
-        }
-        let place = (loc.pack, loc.offset);
-        let cached = self
-            .groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(place);
-        let (fetched, group) = match cached {
-            Some(g) => (0, g),
-            None => {
-                let sealed = fetch()?;
-                let plain = self
-                    .repo
-                    .sealer()
-                    .open_group(&sealed)
-                    .map_err(|e| Error::damaged(what(), e))?;
-                let plain = Arc::new(plain);
-                self.groups
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(place, plain.clone());
-                (sealed.len() as u64, plain)
-            }
-        };
-        let bytes = self
-            .repo
-            .sealer()
-            .group_member(&group, id, loc.member, loc.raw_length, verify_id)
-            .map_err(|e| Error::damaged(what(), e))?;
-        Ok((fetched, bytes.to_vec()))
+        read_through_groups(
+            &self.repo,
+            &index,
+            &self.groups,
+            id,
+            loc,
+            verify_id,
+            " of the replica",
+        )
     }
 }
 
-/// What a reader of chunks says when a chunk is in no index it could read
-/// while some index files were damaged: the likely cause, and the cure.
+/// Reads the chunk `id` at `loc` of `repo`, opening its group once for
+/// all the members read after it while it stays in `groups`. Returns the
+/// bytes fetched from the store (none for a group already open) and the
+/// plaintext. `place` finishes the name of the object in messages.
+pub(crate) fn read_through_groups(
+    repo: &Repository,
+    index: &ChunkIndex,
+    groups: &Mutex<OpenedGroups>,
+    id: &ChunkId,
+    loc: ChunkLocation,
+    verify_id: bool,
+    place: &str,
+) -> Result<(u64, Vec<u8>)> {
+    let key = pack_key(&index.pack_id(loc.pack));
+    let what = || format!("chunk {} in {}{}", id.short(), key, place);
+    let fetch = || {
+        repo.store()
+            .get_range(&key, loc.offset as u64, loc.length as usize)
+    };
+    if !loc.is_grouped() {
+        let sealed = fetch()?;
+        let plain = repo
+            .open_located(&sealed, id, &loc, verify_id)
+            .map_err(|e| Error::damaged(what(), e))?;
+        return Ok((sealed.len() as u64, plain));
+    }
+    let place = (loc.pack, loc.offset);
+    let cached = groups.lock().unwrap_or_else(|e| e.into_inner()).get(place);
+    let (fetched, group) = match cached {
+        Some(g) => (0, g),
+        None => {
+            let sealed = fetch()?;
+            let plain = repo
+                .sealer()
+                .open_group(&sealed)
+                .map_err(|e| Error::damaged(what(), e))?;
+            let plain = Arc::new(plain);
+            groups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(place, plain.clone());
+            (sealed.len() as u64, plain)
+        }
+    };
+    let bytes = repo
+        .sealer()
+        .group_member(&group, id, loc.member, loc.raw_length, verify_id)
+        .map_err(|e| Error::damaged(what(), e))?;
+    Ok((fetched, bytes.to_vec()))
+}
+
 pub(crate) fn blame_damaged_index(e: Error, damaged: &[super::Damaged]) -> Error {
     match (e, damaged.first()) {
         (Error::MissingChunk { chunk }, Some(first)) => Error::damaged(

@@ -168,6 +168,7 @@ pub fn backup_disks(repo: &Repository, disks: &[(&str, &Path)]) -> BackupReport 
                 .map(|(name, path)| DiskSource {
                     name: name.to_string(),
                     path: path.to_path_buf(),
+                    ..Default::default()
                 })
                 .collect(),
             ..BackupOptions::default()

@@ -1,0 +1,154 @@
+//! The backup options about what is read and around it: standard input,
+//! changed-block lists and their parent, consistency scripts.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use diskvault::format::changes::ChangedRanges;
+use diskvault::ops::hooks::ScriptHooks;
+use diskvault::{DiskInput, DiskSource};
+
+use super::args::parse_duration;
+use super::UsageError;
+
+/// Flags of `backup` about its input and its consistency hooks.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct BackupInputArgs {
+    /// Run this shell command before any disk is read (freeze or quiesce
+    /// the applications); a success makes the point application-consistent.
+    #[arg(long, value_name = "CMD")]
+    pub pre_script: Option<String>,
+    /// Run this shell command after the reads end (thaw), also when the
+    /// backup fails or is interrupted.
+    #[arg(long, value_name = "CMD")]
+    pub post_script: Option<String>,
+    /// Kill a script that runs longer than this (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    pub script_timeout: Duration,
+    /// Write no point unless it is application-consistent (the pre script
+    /// succeeded).
+    #[arg(long)]
+    pub require_app_consistent: bool,
+    /// The byte ranges of the image that changed since --parent (text
+    /// `OFFSET LENGTH` lines, JSON, or qemu-img map JSON of a dirty
+    /// bitmap; spec/CHANGED-BLOCKS.md). One per image, in order.
+    #[arg(long = "changed-blocks", value_name = "FILE")]
+    pub changed_blocks: Vec<PathBuf>,
+    /// The point the changed-block lists are relative to (`latest`, an id
+    /// or a prefix).
+    #[arg(long, value_name = "POINT")]
+    pub parent: Option<String>,
+    /// With --changed-blocks: read everything anyway and fail if a byte
+    /// outside the lists differs from the parent point.
+    #[arg(long)]
+    pub verify_unchanged: bool,
+}
+
+impl BackupInputArgs {
+    /// The disks to back up: `images` (`-` for standard input) named by
+    /// `names`, with their changed-block lists.
+    pub fn disks(&self, images: &[PathBuf], names: &[String]) -> anyhow::Result<Vec<DiskSource>> {
+        if !names.is_empty() && names.len() != images.len() {
+            bail!(UsageError(format!(
+                "{} --disk names for {} images: give one name per image, in order",
+                names.len(),
+                images.len()
+            )));
+        }
+        if !self.changed_blocks.is_empty() && self.changed_blocks.len() != images.len() {
+            bail!(UsageError(format!(
+                "{} --changed-blocks lists for {} images: give one list per image, in order",
+                self.changed_blocks.len(),
+                images.len()
+            )));
+        }
+        if self.changed_blocks.is_empty() && (self.parent.is_some() || self.verify_unchanged) {
+            bail!(UsageError(
+                "--parent and --verify-unchanged go with --changed-blocks".into()
+            ));
+        }
+        if !self.changed_blocks.is_empty() && self.parent.is_none() {
+            bail!(UsageError(
+                "--changed-blocks needs --parent POINT, the point the lists are relative to".into()
+            ));
+        }
+        if self.require_app_consistent && self.pre_script.is_none() {
+            bail!(UsageError(
+                "--require-app-consistent needs a --pre-script that makes the disks consistent"
+                    .into()
+            ));
+        }
+        let mut out = Vec::with_capacity(images.len());
+        for (i, path) in images.iter().enumerate() {
+            let stdin = path.as_os_str() == "-";
+            let name = match names.get(i) {
+                Some(n) => n.clone(),
+                None if stdin => bail!(UsageError(
+                    "name the disk read from standard input with --disk NAME".into()
+                )),
+                None => path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| format!("disk{i}")),
+            };
+            let changed = match self.changed_blocks.get(i) {
+                None => None,
+                Some(_) if stdin => bail!(UsageError(
+                    "a changed-block list needs an image file or device, not standard input".into()
+                )),
+                Some(list) => Some(read_list(list, path)?),
+            };
+            out.push(DiskSource {
+                name,
+                path: path.clone(),
+                input: if stdin {
+                    DiskInput::Stdin
+                } else {
+                    DiskInput::Path
+                },
+                changed,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The consistency hooks, if any script was given.
+    pub fn hooks(&self) -> Option<Arc<dyn diskvault::ops::hooks::ConsistencyHooks>> {
+        if self.pre_script.is_none() && self.post_script.is_none() {
+            return None;
+        }
+        Some(Arc::new(ScriptHooks {
+            pre: self.pre_script.clone(),
+            post: self.post_script.clone(),
+            timeout: self.script_timeout,
+        }))
+    }
+}
+
+/// Reads a changed-block list for the image at `image`, whose size bounds
+/// the ranges.
+fn read_list(list: &PathBuf, image: &PathBuf) -> anyhow::Result<ChangedRanges> {
+    let size = diskvault::source::ImageSource::open(image)
+        .with_context(|| format!("cannot open {}", image.display()))?
+        .size();
+    let meta = std::fs::metadata(list)
+        .with_context(|| format!("cannot read the changed-block list {}", list.display()))?;
+    if meta.len() > diskvault::format::changes::MAX_LIST_BYTES as u64 {
+        bail!(UsageError(format!(
+            "the changed-block list {} is {} bytes; at most {} are read",
+            list.display(),
+            meta.len(),
+            diskvault::format::changes::MAX_LIST_BYTES
+        )));
+    }
+    let bytes = std::fs::read(list)
+        .with_context(|| format!("cannot read the changed-block list {}", list.display()))?;
+    ChangedRanges::parse(&bytes, size).map_err(|e| {
+        anyhow::Error::new(UsageError(format!(
+            "the changed-block list {} is refused: {e}",
+            list.display()
+        )))
+    })
+}
