@@ -114,7 +114,7 @@ pub use ops::restore::{restore, RestoreOptions, RestoreReport, RestoredDisk};
 pub use ops::stats::{stats, RepoStats};
 pub use ops::status::{replica_status, ReplicaStatus};
 pub use ops::sync::{sync, sync_with_key, ObjectTally, SyncOptions, SyncReport};
-pub use progress::Progress;
+pub use progress::{Progress, ProgressSink};
 pub use repo::{
     InitOptions, KeyInfo, LockEvent, LockInfo, LockKind, LockNotifier, LockOptions, RepoLocation,
     RepoLock, Repository,

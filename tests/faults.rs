@@ -123,6 +123,7 @@ fn read_data() -> CheckOptions {
     CheckOptions {
         read_data: true,
         threads: None,
+        ..Default::default()
     }
 }
 

@@ -563,8 +563,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     exit::DAMAGED
                 });
             };
-            let report =
-                diskvault::repair(&r, &location(&from)?, &diskvault::RepairOptions { threads })?;
+            let report = diskvault::repair(
+                &r,
+                &location(&from)?,
+                &diskvault::RepairOptions {
+                    threads,
+                    progress: None,
+                },
+            )?;
             output::repair(&report, &repo, &from, json);
             Ok(if report.is_complete() {
                 exit::OK
@@ -580,7 +586,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             pass,
         } => {
             let r = open(&repo, &pass, &lock)?;
-            let report = diskvault::check(&r, &diskvault::CheckOptions { read_data, threads })?;
+            let report = diskvault::check(
+                &r,
+                &diskvault::CheckOptions {
+                    read_data,
+                    threads,
+                    progress: None,
+                },
+            )?;
             output::check(&report, read_data, json);
             Ok(if report.is_ok() {
                 exit::OK
@@ -653,6 +666,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                         .unwrap_or(diskvault::ops::prune::DEFAULT_MAX_UNUSED_PERCENT),
                     ignore_grace: now,
                     now: None,
+                    progress: None,
                 },
             )?;
             output::prune(&report, json);

@@ -15,7 +15,7 @@ pub const MAX_DISKS: usize = 256;
 /// them in the point's disk order (disks are backed up one after another),
 /// and known for the others; so summing the `new_*` figures over the disks
 /// gives what the backup added.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DiskStats {
     /// Bytes read from the source: the length of its data regions (holes
     /// are not read), all-zero chunks included.
@@ -38,28 +38,48 @@ pub struct DiskStats {
 }
 
 /// One disk of a recovery point.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialised (for reports) with the image hash as `image_blake3` in hex,
+/// and the [`DiskStats`] figures beside the other fields.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DiskRecord {
     pub name: String,
     pub size: u64,
     /// Root node of the manifest tree.
     pub manifest_root: ChunkId,
     /// Plain BLAKE3 of the whole image (what `b3sum` prints).
+    #[serde(rename = "image_blake3", serialize_with = "hex_bytes")]
     pub image_hash: [u8; 32],
+    #[serde(flatten)]
     pub stats: DiskStats,
 }
 
 /// The plaintext of a recovery point.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialised (for reports) with `time` for `time_secs` and the duration as
+/// `duration_seconds`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PointBody {
     /// Unix time of the backup's start.
+    #[serde(rename = "time")]
     pub time_secs: i64,
     pub time_nanos: u32,
+    #[serde(rename = "duration_seconds", serialize_with = "millis_as_seconds")]
     pub duration_millis: u64,
     pub host: String,
     pub source: String,
     pub tags: Vec<String>,
     pub disks: Vec<DiskRecord>,
+}
+
+/// Serializes bytes as lower-case hex.
+fn hex_bytes<S: serde::Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(bytes))
+}
+
+/// Serializes milliseconds as seconds with a fraction.
+fn millis_as_seconds<S: serde::Serializer>(millis: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(*millis as f64 / 1000.0)
 }
 
 /// Checks a disk name against the rules of spec/FORMAT.md §10: 1 to

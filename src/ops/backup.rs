@@ -75,7 +75,7 @@ pub struct BackupOptions {
 }
 
 /// The outcome of a backup.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct BackupReport {
     pub point: PointId,
     pub body: PointBody,
@@ -89,6 +89,7 @@ pub struct BackupReport {
     /// are not hashed again, so after the first backup this is about the
     /// bytes that changed.
     pub image_bytes_hashed: u64,
+    #[serde(rename = "duration_seconds", serialize_with = "crate::ops::seconds")]
     pub duration: Duration,
 }
 
