@@ -317,6 +317,17 @@ fn every_command_prints_the_documented_json() {
     t.json("unlock", &["unlock", &vault], 0);
     t.json("repair --index", &["repair", &vault, "--index"], 0);
 
+    // Passphrases last: `key passwd` retires the one this story used.
+    t.cli = Cli::new().new_password("a second passphrase");
+    let added = t.json("key add", &["key", "add", &vault], 0);
+    let added = added["key"].as_str().unwrap().to_string();
+    let removed = t.json("key remove", &["key", "remove", &vault, &added[..8]], 0);
+    assert_eq!(removed["key"], added.as_str());
+    let replaced = t.json("key passwd", &["key", "passwd", &vault], 0);
+    t.cli = Cli::with_password("a second passphrase");
+    let keys = t.json("key list", &["key", "list", &vault], 0);
+    assert_eq!(keys[0]["id"], replaced["key"]);
+
     let documented: BTreeSet<String> = t.schema.commands.keys().cloned().collect();
     assert_eq!(
         t.checked, documented,

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use diskvault::{KdfCost, KeyInfo};
+use diskvault::{KdfCost, KeyId, KeyInfo};
+use serde::Serialize;
 
 use crate::cli::human::time;
 use crate::cli::output::print_json;
@@ -18,6 +19,9 @@ pub enum KeyAction {
         repo: PathBuf,
         #[arg(long, value_name = "FILE")]
         new_password_file: Option<PathBuf>,
+        /// Print the new key's id as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         pass: PassArgs,
     },
@@ -34,6 +38,9 @@ pub enum KeyAction {
         repo: PathBuf,
         /// Key id or unique prefix (see `key list`).
         key: String,
+        /// Print the removed key's id as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         pass: PassArgs,
     },
@@ -42,9 +49,29 @@ pub enum KeyAction {
         repo: PathBuf,
         #[arg(long, value_name = "FILE")]
         new_password_file: Option<PathBuf>,
+        /// Print the new key's id as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         pass: PassArgs,
     },
+}
+
+/// `key add`, `key remove` and `key passwd --json`: the key added (or
+/// removed).
+#[derive(Serialize)]
+struct KeyJson {
+    key: KeyId,
+}
+
+/// Prints the key a command added or removed: as JSON, or the sentence
+/// `text` makes of its short id.
+fn report_key(id: KeyId, json: bool, text: impl FnOnce(&str) -> String) {
+    if json {
+        print_json(&KeyJson { key: id });
+    } else {
+        out!("{}", text(&id.short()));
+    }
 }
 
 /// Runs the key action.
@@ -53,12 +80,13 @@ pub fn run(action: KeyAction, g: &Globals) -> anyhow::Result<i32> {
         KeyAction::Add {
             repo,
             new_password_file,
+            json,
             pass,
         } => {
             let r = g.open(&repo, &pass)?;
             let p = new_passphrase(new_password_file.as_deref())?;
             let id = r.add_key(&p, KdfCost::default())?;
-            out!("added key {}", id.short());
+            report_key(id, json, |short| format!("added key {short}"));
         }
         KeyAction::List { repo, json, pass } => {
             let r = g.open(&repo, &pass)?;
@@ -69,23 +97,28 @@ pub fn run(action: KeyAction, g: &Globals) -> anyhow::Result<i32> {
                 render(&keys);
             }
         }
-        KeyAction::Remove { repo, key, pass } => {
+        KeyAction::Remove {
+            repo,
+            key,
+            json,
+            pass,
+        } => {
             let r = g.open(&repo, &pass)?;
             let id = r.remove_key(&key)?;
-            out!("removed key {}", id.short());
+            report_key(id, json, |short| format!("removed key {short}"));
         }
         KeyAction::Passwd {
             repo,
             new_password_file,
+            json,
             pass,
         } => {
             let mut r = g.open(&repo, &pass)?;
             let p = new_passphrase(new_password_file.as_deref())?;
             let id = r.change_passphrase(&p, KdfCost::default())?;
-            out!(
-                "passphrase changed: key {} replaces the old one",
-                id.short()
-            );
+            report_key(id, json, |short| {
+                format!("passphrase changed: key {short} replaces the old one")
+            });
         }
     }
     Ok(exit::OK)
