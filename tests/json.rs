@@ -292,9 +292,12 @@ fn every_command_prints_the_documented_json() {
     let repaired = t.json("repair --from", &["repair", &replica, "--from", &vault], 0);
     assert_eq!(repaired["complete"], true);
 
-    t.cli
-        .run(&["policy", "set", &vault, "--keep-last", "1", "--grace", "0"])
-        .expect_ok("policy set");
+    let set = t.json(
+        "policy set",
+        &["policy", "set", &vault, "--keep-last", "1", "--grace", "0"],
+        0,
+    );
+    assert_eq!(set["grace_secs"], 0);
     let policy = t.json("policy show", &["policy", "show", &vault], 0);
     assert_eq!(policy["rules"]["keep_last"], 1);
     let forget = t.json(

@@ -24,6 +24,9 @@ pub enum PolicyAction {
         /// them, e.g. 14d (the default), 0 for at once.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         grace: Option<Duration>,
+        /// Print the policy now stored as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         pass: PassArgs,
     },
@@ -44,6 +47,7 @@ pub fn run(action: PolicyAction, g: &Globals) -> anyhow::Result<i32> {
             repo,
             rules,
             grace,
+            json,
             pass,
         } => {
             let r = g.open(&repo, &pass)?;
@@ -62,7 +66,11 @@ pub fn run(action: PolicyAction, g: &Globals) -> anyhow::Result<i32> {
                 stored.grace_secs = grace.as_secs();
             }
             r.write_policy(&stored)?;
-            render(&stored);
+            if json {
+                print_json(&stored);
+            } else {
+                render(&stored);
+            }
         }
         PolicyAction::Show { repo, json, pass } => {
             let r = g.open(&repo, &pass)?;
