@@ -90,6 +90,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &CheckOptions {
             read_data: true,
             threads: None,
+            ..Default::default()
         },
     )?;
     println!(

@@ -49,6 +49,15 @@
 //! and [`RestoreOptions::fallback`] lets a restore read what the repository
 //! lacks from one.
 //!
+//! ## Progress and reports
+//! The options of every long operation ([`BackupOptions`],
+//! [`RestoreOptions`], [`CheckOptions`] with `read_data`, [`SyncOptions`],
+//! [`RepairOptions`], [`PruneOptions`]) carry an optional [`Progress`]:
+//! built from a closure `|done, total|` or from a [`ProgressSink`] of your
+//! own, it is told the bytes processed so far. Every report type
+//! implements `serde::Serialize`; the `diskvault` command's `--json` output
+//! is that serialisation (`spec/JSON.md` lists the fields).
+//!
 //! ## Retention
 //! [`forget`] marks points forgotten by a retention policy (restic's
 //! `--keep-*` rules, [`retention`]) or by id; they stay restorable by id
@@ -116,7 +125,7 @@ pub use ops::restore::{restore, RestoreOptions, RestoreReport, RestoredDisk};
 pub use ops::stats::{stats, RepoStats};
 pub use ops::status::{replica_status, ReplicaStatus};
 pub use ops::sync::{sync, sync_with_key, ObjectTally, SyncOptions, SyncReport};
-pub use progress::Progress;
+pub use progress::{Progress, ProgressSink};
 pub use repo::{
     InitOptions, KeyInfo, LockEvent, LockInfo, LockKind, LockNotifier, LockOptions, RepoLocation,
     RepoLock, Repository,

@@ -232,6 +232,7 @@ impl Vault {
             &CheckOptions {
                 read_data: true,
                 threads: None,
+                ..Default::default()
             },
         )
         .unwrap_or_else(|e| panic!("{case}: check --read-data failed instead of reporting: {e}"));
@@ -631,6 +632,7 @@ fn deleted_index_file_is_repaired_by_the_next_backup() {
         &CheckOptions {
             read_data: true,
             threads: None,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -691,6 +693,7 @@ fn damaged_points() {
         &CheckOptions {
             read_data: true,
             threads: None,
+            ..Default::default()
         },
     )
     .unwrap();

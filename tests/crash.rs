@@ -261,6 +261,7 @@ fn killed_backups_leave_a_sound_vault_and_are_resumed() {
             &CheckOptions {
                 read_data: true,
                 threads: None,
+                ..Default::default()
             },
         )
         .unwrap_or_else(|e| panic!("{case}: check --read-data: {e}"));
@@ -511,6 +512,7 @@ fn killed_prunes_leave_a_sound_vault_and_the_next_one_finishes() {
             &CheckOptions {
                 read_data: true,
                 threads: None,
+                ..Default::default()
             },
         )
         .unwrap();

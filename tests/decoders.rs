@@ -364,6 +364,7 @@ fn synthetic_samples() -> Vec<Sample> {
         tags: vec!["daily".into(), "ünïcode".into(), String::new()],
         disks: vec![disk("sda", 7), disk("sdb", 9)],
         consistency: None,
+        unknown_extensions: Vec::new(),
     };
     out.push(sample("point", "synthetic", point.encode()));
     point.consistency = Some(Consistency {

@@ -124,6 +124,7 @@ fn read_data() -> CheckOptions {
     CheckOptions {
         read_data: true,
         threads: None,
+        ..Default::default()
     }
 }
 

@@ -257,6 +257,7 @@ fn a_format_1_vault_keeps_format_1_writes() {
         &CheckOptions {
             read_data: true,
             threads: Some(2),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -291,6 +292,7 @@ fn a_damaged_group_is_mended_from_a_replica_fetching_it_once() {
         &CheckOptions {
             read_data: true,
             threads: Some(2),
+            ..Default::default()
         },
     )
     .unwrap();

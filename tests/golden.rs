@@ -82,6 +82,7 @@ fn full_check(repo: &Repository, points: usize) {
         &CheckOptions {
             read_data: true,
             threads: Some(2),
+            ..Default::default()
         },
     )
     .unwrap();

@@ -237,6 +237,7 @@ fn interrupted_backup_is_reused_by_the_next() {
         &CheckOptions {
             read_data: true,
             threads: None,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -290,6 +291,7 @@ fn backups_running_side_by_side() {
         &CheckOptions {
             read_data: true,
             threads: None,
+            ..Default::default()
         },
     )
     .unwrap();

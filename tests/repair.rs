@@ -23,6 +23,7 @@ fn read_data_check(repo: &Repository) -> diskvault::CheckReport {
         &CheckOptions {
             read_data: true,
             threads: None,
+            ..Default::default()
         },
     )
     .expect("check")

@@ -562,6 +562,7 @@ fn tiny_content_defined_chunks_fill_manifest_leaves_early() {
         &CheckOptions {
             read_data: true,
             threads: None,
+            ..Default::default()
         },
     )
     .unwrap();

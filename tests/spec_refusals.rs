@@ -893,6 +893,7 @@ fn point_with(names: &[&str]) -> PointBody {
             })
             .collect(),
         consistency: None,
+        unknown_extensions: Vec::new(),
     }
 }
 

@@ -99,6 +99,7 @@ fn assert_replica_serves(replica: &Path, saved: &[Saved]) {
         &CheckOptions {
             read_data: true,
             threads: None,
+            ..Default::default()
         },
     )
     .expect("check");

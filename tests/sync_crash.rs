@@ -110,6 +110,7 @@ fn a_sync_killed_at_any_moment_resumes_to_a_sound_replica() {
             &CheckOptions {
                 read_data: true,
                 threads: None,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -1,5 +1,6 @@
-//! The command-line front end: passphrase sources, output formatting and
-//! exit codes.
+//! The command-line front end: the parts every command shares (passphrase
+//! sources, opening repositories, locks, exit codes, writing output) and
+//! the dispatcher. Each command lives in its own file under `cmd/`.
 
 /// Writes a line to standard output without ever panicking (see
 /// [`write_out`]).
@@ -22,7 +23,9 @@ macro_rules! note {
 }
 
 mod args;
-mod backup_input;
+mod bar;
+mod cmd;
+mod human;
 mod output;
 mod signals;
 
@@ -34,12 +37,9 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use zeroize::Zeroizing;
 
-use args::{Cli, Command, EncryptionArg, KeyAction, LockArgs, PassArgs, PolicyAction, RuleArgs};
-use diskvault::format::policy::StoredPolicy;
-use diskvault::retention::RetentionPolicy;
+use args::{Cli, Command, LockArgs, PassArgs};
 use diskvault::{
-    Encryption, Error, ErrorCategory, InitOptions, KdfCost, LockEvent, LockOptions, RepoLocation,
-    Repository, SyncOptions,
+    Encryption, Error, ErrorCategory, LockEvent, LockOptions, RepoLocation, Repository,
 };
 
 /// Exit codes, documented in the README.
@@ -163,10 +163,10 @@ fn exit_code(e: &anyhow::Error) -> i32 {
     }
 }
 
-type Passphrase = Zeroizing<Vec<u8>>;
+pub(crate) type Passphrase = Zeroizing<Vec<u8>>;
 
 /// The passphrase from --password-file, DISKVAULT_PASSWORD, or a prompt.
-fn passphrase(pass: &PassArgs, confirm: bool) -> anyhow::Result<Option<Passphrase>> {
+pub(crate) fn passphrase(pass: &PassArgs, confirm: bool) -> anyhow::Result<Option<Passphrase>> {
     passphrase_from(
         pass.password_file.as_deref(),
         "DISKVAULT_PASSWORD",
@@ -180,7 +180,7 @@ const MAX_PASSPHRASE: usize = 4096;
 
 /// A mistake in how the command was called: exit code 2, like clap's own.
 #[derive(Debug)]
-struct UsageError(String);
+pub(crate) struct UsageError(pub String);
 
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -253,7 +253,7 @@ fn passphrase_from(
 
 /// How every command takes locks: `--wait`, and notes on standard error
 /// when it waits or reads a read-only repository without a lock.
-fn lock_options(lock: &LockArgs) -> LockOptions {
+pub(crate) fn lock_options(lock: &LockArgs) -> LockOptions {
     LockOptions {
         wait: lock.wait.unwrap_or_default(),
         notify: Some(std::sync::Arc::new(|event: &LockEvent| match event {
@@ -271,7 +271,7 @@ static REMOTES: Mutex<Vec<RepoLocation>> = Mutex::new(Vec::new());
 
 /// The repository a command-line argument names: a path, or an
 /// `az://`/`s3://` URL.
-fn location(arg: &Path) -> anyhow::Result<RepoLocation> {
+pub(crate) fn location(arg: &Path) -> anyhow::Result<RepoLocation> {
     let loc = match arg.to_str() {
         Some(text) => RepoLocation::parse(text)?,
         None => RepoLocation::local(arg),
@@ -295,7 +295,7 @@ pub(crate) fn remote_requests() -> Vec<(String, diskvault::store::RequestCounts)
         .collect()
 }
 
-fn open(repo: &Path, pass: &PassArgs, lock: &LockArgs) -> anyhow::Result<Repository> {
+pub(crate) fn open(repo: &Path, pass: &PassArgs, lock: &LockArgs) -> anyhow::Result<Repository> {
     let mut r = open_unlocked(repo, pass)?;
     r.set_lock_options(lock_options(lock));
     Ok(r)
@@ -327,7 +327,7 @@ fn open_unlocked(repo: &Path, pass: &PassArgs) -> anyhow::Result<Repository> {
     Ok(opened)
 }
 
-fn new_passphrase(file: Option<&Path>) -> anyhow::Result<Passphrase> {
+pub(crate) fn new_passphrase(file: Option<&Path>) -> anyhow::Result<Passphrase> {
     passphrase_from(file, "DISKVAULT_NEW_PASSWORD", "New passphrase", true)?.ok_or_else(|| {
         anyhow::anyhow!(
             "no new passphrase: set DISKVAULT_NEW_PASSWORD, pass --new-password-file, or run interactively"
@@ -335,429 +335,51 @@ fn new_passphrase(file: Option<&Path>) -> anyhow::Result<Passphrase> {
     })
 }
 
+/// What every command is given besides its own arguments: the global
+/// flags.
+pub(crate) struct Globals {
+    /// `--wait`: how long to wait for a conflicting lock.
+    pub lock: LockArgs,
+    /// `--quiet`: no progress bars.
+    pub quiet: bool,
+}
+
+impl Globals {
+    /// Opens the repository at `repo` (path or URL) with the passphrase of
+    /// `pass` and this command's lock options.
+    pub fn open(&self, repo: &Path, pass: &PassArgs) -> anyhow::Result<Repository> {
+        open(repo, pass, &self.lock)
+    }
+
+    /// A progress bar labelled `what` (hidden with `--quiet` or when
+    /// standard error is not a terminal).
+    pub fn bar(&self, what: &str) -> bar::Bar {
+        bar::Bar::new(what, self.quiet)
+    }
+}
+
+/// Runs the command given; each one's file says what it does.
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
-    let lock = cli.lock;
+    let g = Globals {
+        lock: cli.lock,
+        quiet: cli.quiet,
+    };
     match cli.command {
-        Command::Init {
-            repo,
-            encryption,
-            chunker,
-            compression,
-            format_major,
-            pass,
-        } => {
-            let encryption = match encryption {
-                EncryptionArg::Aes256Gcm => Encryption::Aes256Gcm,
-                EncryptionArg::None => Encryption::None,
-            };
-            let p = match encryption {
-                Encryption::Aes256Gcm => {
-                    Some(passphrase(&pass, true)?.ok_or(Error::PassphraseRequired)?)
-                }
-                Encryption::None => None,
-            };
-            let opts = InitOptions {
-                encryption,
-                chunker,
-                compression,
-                kdf: KdfCost::default(),
-                format_major,
-            };
-            let r = location(&repo)?.init(p.as_deref().map(|v| v.as_slice()), &opts)?;
-            output::init(&r);
-            Ok(exit::OK)
-        }
-        Command::Backup {
-            repo,
-            images,
-            disks,
-            tags,
-            host,
-            compression,
-            threads,
-            json,
-            input,
-            pass,
-        } => {
-            let sources = input.disks(&images, &disks)?;
-            let r = open(&repo, &pass, &lock)?;
-            let bar = output::Bar::new("backup");
-            let report = diskvault::backup(
-                &r,
-                &diskvault::BackupOptions {
-                    disks: sources,
-                    tags,
-                    host,
-                    compression,
-                    threads,
-                    progress: bar.progress(),
-                    parent: input.parent.clone(),
-                    verify_unchanged: input.verify_unchanged,
-                    hooks: input.hooks(),
-                    require_app_consistent: input.require_app_consistent,
-                    cancel: Some(signals::cancel_on_signals()),
-                },
-            );
-            bar.finish();
-            output::backup(
-                &report?,
-                r.config().encryption == Encryption::Aes256Gcm,
-                json,
-            );
-            Ok(exit::OK)
-        }
-        Command::Points {
-            repo,
-            forgotten,
-            json,
-            pass,
-        } => {
-            let r = open(&repo, &pass, &lock)?;
-            if forgotten {
-                output::forgotten(&diskvault::list_forgotten(&r)?, json);
-            } else {
-                let _lock = r.lock_for_reading("points")?;
-                let (points, damaged) = r.list_points_lenient()?;
-                output::damaged_warnings(
-                    &damaged,
-                    "the listing",
-                    "'diskvault check REPO' says what it affects",
-                );
-                output::points(&points, json);
-                // The listing is complete but for what is named above;
-                // scripts learn of the damage from the status.
-                if !damaged.is_empty() {
-                    return Ok(exit::DAMAGED);
-                }
-            }
-            Ok(exit::OK)
-        }
-        Command::Show {
-            repo,
-            point,
-            json,
-            pass,
-        } => {
-            let r = open(&repo, &pass, &lock)?;
-            let _lock = r.lock_for_reading("show")?;
-            let id = r.resolve_point(&point)?;
-            output::show(&id, &r.read_point(&id)?, json);
-            Ok(exit::OK)
-        }
-        Command::Restore {
-            repo,
-            point,
-            output: out,
-            into,
-            disk,
-            force,
-            threads,
-            fallback,
-            pass,
-        } => {
-            let r = open(&repo, &pass, &lock)?;
-            let into_existing = into.is_some();
-            let bar = output::Bar::new("restore");
-            let report = diskvault::restore(
-                &r,
-                &diskvault::RestoreOptions {
-                    point,
-                    disk,
-                    output: into.or(out).unwrap_or_default(),
-                    force,
-                    threads,
-                    into_existing,
-                    progress: bar.progress(),
-                    fallback: fallback.as_deref().map(location).transpose()?,
-                    cancel: Some(signals::cancel_on_signals()),
-                },
-            );
-            bar.finish();
-            output::restore(&report?, &repo, fallback.as_deref());
-            Ok(exit::OK)
-        }
-        Command::Sync {
-            src,
-            dst,
-            points,
-            tags,
-            verify,
-            threads,
-            delete,
-            json,
-            pass,
-        } => {
-            // Objects move verbatim, so the passphrase is needed only to
-            // read points (tags, `latest`), open chunks (--verify) or read
-            // and write forget records (--delete).
-            let needs_key =
-                verify || delete || !tags.is_empty() || points.iter().any(|p| p == "latest");
-            let bar = output::Bar::new("sync");
-            let opts = SyncOptions {
-                points,
-                tags,
-                verify,
-                threads,
-                progress: bar.progress(),
-                delete,
-                lock: Some(lock_options(&lock)),
-            };
-            let destination = location(&dst)?;
-            // The replica marker records where the source is: make that
-            // path mean something from anywhere.
-            let is_url = src
-                .to_str()
-                .is_some_and(|t| diskvault::store::ObjectUrl::parse(t).is_some());
-            let src = if is_url {
-                src
-            } else {
-                std::path::absolute(&src).unwrap_or(src)
-            };
-            let report = if needs_key {
-                let r = open(&src, &pass, &lock)?;
-                diskvault::sync_with_key(&r, &destination, &opts)
-            } else {
-                diskvault::sync(&location(&src)?, &destination, &opts)
-            };
-            bar.finish();
-            output::sync(&report?, json);
-            Ok(exit::OK)
-        }
-        Command::Status {
-            repo,
-            replica,
-            json,
-            pass,
-        } => {
-            let r = open(&repo, &pass, &lock)?;
-            let status = diskvault::replica_status(&r, &location(&replica)?)?;
-            output::status(&status, json);
-            Ok(exit::OK)
-        }
-        Command::Repair {
-            repo,
-            from,
-            index,
-            threads,
-            json,
-            pass,
-        } => {
-            let r = open(&repo, &pass, &lock)?;
-            let Some(from) = from.filter(|_| !index) else {
-                let report = diskvault::rebuild_index(&r)?;
-                output::reindex(&report, json);
-                return Ok(if report.damaged_packs.is_empty() {
-                    exit::OK
-                } else {
-                    exit::DAMAGED
-                });
-            };
-            let report =
-                diskvault::repair(&r, &location(&from)?, &diskvault::RepairOptions { threads })?;
-            output::repair(&report, &repo, &from, json);
-            Ok(if report.is_complete() {
-                exit::OK
-            } else {
-                exit::DAMAGED
-            })
-        }
-        Command::Check {
-            repo,
-            read_data,
-            threads,
-            json,
-            pass,
-        } => {
-            let r = open(&repo, &pass, &lock)?;
-            let report = diskvault::check(&r, &diskvault::CheckOptions { read_data, threads })?;
-            output::check(&report, read_data, json);
-            Ok(if report.is_ok() {
-                exit::OK
-            } else {
-                exit::DAMAGED
-            })
-        }
-        Command::Stats { repo, json, pass } => {
-            let r = open(&repo, &pass, &lock)?;
-            let stats = diskvault::stats(&r)?;
-            output::damaged_warnings(
-                &stats.unreadable,
-                "the figures",
-                "'diskvault check REPO' says what it affects",
-            );
-            output::stats(&stats, json);
-            Ok(if stats.unreadable.is_empty() {
-                exit::OK
-            } else {
-                exit::DAMAGED
-            })
-        }
-        Command::Key { action } => key(action, &lock),
-        Command::Forget {
-            repo,
-            points,
-            rules,
-            dry_run,
-            allow_remove_all,
-            json,
-            pass,
-        } => {
-            let r = open(&repo, &pass, &lock)?;
-            let given = policy_of(&rules);
-            let report = diskvault::forget(
-                &r,
-                &diskvault::ForgetOptions {
-                    policy: (!given.is_empty()).then_some(given),
-                    points,
-                    dry_run,
-                    allow_remove_all,
-                    now: None,
-                },
-            )?;
-            output::forget(&report, json);
-            Ok(exit::OK)
-        }
-        Command::Unforget { repo, points, pass } => {
-            let r = open(&repo, &pass, &lock)?;
-            for id in diskvault::unforget(&r, &points)? {
-                out!("unforgot {}", id.short());
-            }
-            Ok(exit::OK)
-        }
-        Command::Policy { action } => policy(action, &lock),
-        Command::Prune {
-            repo,
-            dry_run,
-            max_unused,
-            now,
-            json,
-            pass,
-        } => {
-            let r = open(&repo, &pass, &lock)?;
-            let report = diskvault::prune(
-                &r,
-                &diskvault::PruneOptions {
-                    dry_run,
-                    max_unused_percent: max_unused
-                        .unwrap_or(diskvault::ops::prune::DEFAULT_MAX_UNUSED_PERCENT),
-                    ignore_grace: now,
-                    now: None,
-                },
-            )?;
-            output::prune(&report, json);
-            Ok(exit::OK)
-        }
-        Command::Unlock { repo, all, json } => {
-            let location = location(&repo)?;
-            // Refuse a path that is no repository before touching it.
-            location.read_config()?;
-            let opts = lock_options(&lock);
-            if all {
-                note!(
-                    "warning: removing every lock of {}, also those of commands that may still be running; a prune or backup running now is no longer protected",
-                    repo.display()
-                );
-            }
-            let removed =
-                diskvault::repo::lock::remove_locks(location.store().as_ref(), all, &opts)?;
-            let left = diskvault::repo::lock::list_locks(location.store().as_ref(), &opts)?;
-            output::unlock(&removed, &left, json);
-            Ok(exit::OK)
-        }
+        Command::Init(a) => cmd::init::run(a, &g),
+        Command::Backup(a) => cmd::backup::run(a, &g),
+        Command::Points(a) => cmd::points::run(a, &g),
+        Command::Show(a) => cmd::show::run(a, &g),
+        Command::Restore(a) => cmd::restore::run(a, &g),
+        Command::Sync(a) => cmd::sync::run(a, &g),
+        Command::Status(a) => cmd::status::run(a, &g),
+        Command::Repair(a) => cmd::repair::run(a, &g),
+        Command::Check(a) => cmd::check::run(a, &g),
+        Command::Stats(a) => cmd::stats::run(a, &g),
+        Command::Key { action } => cmd::key::run(action, &g),
+        Command::Forget(a) => cmd::forget::run(a, &g),
+        Command::Unforget(a) => cmd::unforget::run(a, &g),
+        Command::Policy { action } => cmd::policy::run(action, &g),
+        Command::Prune(a) => cmd::prune::run(a, &g),
+        Command::Unlock(a) => cmd::unlock::run(a, &g),
     }
-}
-
-/// The rules given on the command line.
-fn policy_of(rules: &RuleArgs) -> RetentionPolicy {
-    RetentionPolicy {
-        keep_last: rules.keep_last,
-        keep_hourly: rules.keep_hourly,
-        keep_daily: rules.keep_daily,
-        keep_weekly: rules.keep_weekly,
-        keep_monthly: rules.keep_monthly,
-        keep_yearly: rules.keep_yearly,
-        keep_within: rules.keep_within,
-        keep_tags: rules.keep_tags.clone(),
-        group_by: rules.group_by.unwrap_or_default(),
-    }
-}
-
-fn policy(action: PolicyAction, lock: &LockArgs) -> anyhow::Result<i32> {
-    match action {
-        PolicyAction::Set {
-            repo,
-            rules,
-            grace,
-            pass,
-        } => {
-            let r = open(&repo, &pass, lock)?;
-            let mut stored = r.read_policy()?.unwrap_or_default();
-            let given = policy_of(&rules);
-            if given.is_empty() && grace.is_none() {
-                bail!(Error::InvalidArgument(
-                    "nothing to set: give rules (--keep-daily 7 ...) and/or --grace DURATION"
-                        .into()
-                ));
-            }
-            if !given.is_empty() {
-                stored.rules = given;
-            }
-            if let Some(g) = grace {
-                stored.grace_secs = g.as_secs();
-            }
-            r.write_policy(&stored)?;
-            output::policy(&stored, false);
-            Ok(exit::OK)
-        }
-        PolicyAction::Show { repo, json, pass } => {
-            let r = open(&repo, &pass, lock)?;
-            match r.read_policy()? {
-                Some(p) => output::policy(&p, json),
-                None if json => out!("null"),
-                None => out!(
-                    "no policy stored (forgotten points are kept {} before prune frees them); set one with 'diskvault policy set'",
-                    output::duration(StoredPolicy::default().grace_secs)
-                ),
-            }
-            Ok(exit::OK)
-        }
-    }
-}
-
-fn key(action: KeyAction, lock: &LockArgs) -> anyhow::Result<i32> {
-    match action {
-        KeyAction::Add {
-            repo,
-            new_password_file,
-            pass,
-        } => {
-            let r = open(&repo, &pass, lock)?;
-            let p = new_passphrase(new_password_file.as_deref())?;
-            let id = r.add_key(&p, KdfCost::default())?;
-            out!("added key {}", id.short());
-        }
-        KeyAction::List { repo, json, pass } => {
-            let r = open(&repo, &pass, lock)?;
-            output::keys(&r.list_keys()?, json);
-        }
-        KeyAction::Remove { repo, key, pass } => {
-            let r = open(&repo, &pass, lock)?;
-            let id = r.remove_key(&key)?;
-            out!("removed key {}", id.short());
-        }
-        KeyAction::Passwd {
-            repo,
-            new_password_file,
-            pass,
-        } => {
-            let mut r = open(&repo, &pass, lock)?;
-            let p = new_passphrase(new_password_file.as_deref())?;
-            let id = r.change_passphrase(&p, KdfCost::default())?;
-            out!(
-                "passphrase changed: key {} replaces the old one",
-                id.short()
-            );
-        }
-    }
-    Ok(exit::OK)
 }

@@ -15,7 +15,7 @@ pub const MAX_DISKS: usize = 256;
 /// them in the point's disk order (disks are backed up one after another),
 /// and known for the others; so summing the `new_*` figures over the disks
 /// gives what the backup added.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DiskStats {
     /// Bytes read from the source: the length of its data regions (holes
     /// are not read), all-zero chunks included.
@@ -38,14 +38,19 @@ pub struct DiskStats {
 }
 
 /// One disk of a recovery point.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialised (for reports) with the image hash as `image_blake3` in hex,
+/// and the [`DiskStats`] figures beside the other fields.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DiskRecord {
     pub name: String,
     pub size: u64,
     /// Root node of the manifest tree.
     pub manifest_root: ChunkId,
     /// Plain BLAKE3 of the whole image (what `b3sum` prints).
+    #[serde(rename = "image_blake3", serialize_with = "hex_bytes")]
     pub image_hash: [u8; 32],
+    #[serde(flatten)]
     pub stats: DiskStats,
     /// Where the disk's bytes came from (spec/FORMAT.md §10.2); a point
     /// without the origins extension read every disk from a file or device.
@@ -98,7 +103,7 @@ impl SourceKind {
 }
 
 /// Where one disk's bytes came from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DiskOrigin {
     pub kind: SourceKind,
     /// The point whose manifest supplied the ranges that were not read.
@@ -130,12 +135,24 @@ impl ConsistencyLevel {
 }
 
 /// A point's consistency and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Consistency {
     pub level: ConsistencyLevel,
     /// What the consistency scripts did, in words (at most
     /// [`MAX_STRING`] bytes).
     pub reason: String,
+}
+
+impl serde::Serialize for SourceKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl serde::Serialize for ConsistencyLevel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
 }
 
 /// Extension tags of a point (spec/FORMAT.md §10.2).
@@ -146,11 +163,16 @@ pub const MAX_EXTENSIONS: usize = 64;
 pub const MAX_EXTENSION_BYTES: usize = 1 << 16;
 
 /// The plaintext of a recovery point.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialised (for reports) with `time` for `time_secs` and the duration as
+/// `duration_seconds`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PointBody {
     /// Unix time of the backup's start.
+    #[serde(rename = "time")]
     pub time_secs: i64,
     pub time_nanos: u32,
+    #[serde(rename = "duration_seconds", serialize_with = "millis_as_seconds")]
     pub duration_millis: u64,
     pub host: String,
     pub source: String,
@@ -160,6 +182,20 @@ pub struct PointBody {
     /// point without the consistency extension (taken without scripts:
     /// crash-consistent at best).
     pub consistency: Option<Consistency>,
+    /// Extensions this reader does not know, by tag, kept so the point
+    /// encodes back to the same bytes.
+    #[serde(skip)]
+    pub unknown_extensions: Vec<(u16, Vec<u8>)>,
+}
+
+/// Serializes bytes as lower-case hex.
+fn hex_bytes<S: serde::Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(bytes))
+}
+
+/// Serializes milliseconds as seconds with a fraction.
+fn millis_as_seconds<S: serde::Serializer>(millis: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(*millis as f64 / 1000.0)
 }
 
 /// Checks a disk name against the rules of spec/FORMAT.md §10: 1 to
@@ -300,6 +336,8 @@ impl PointBody {
             }
             exts.push((EXT_ORIGINS, e));
         }
+        exts.extend(self.unknown_extensions.iter().cloned());
+        exts.sort_by_key(|(tag, _)| *tag);
         if exts.is_empty() {
             return;
         }
@@ -353,7 +391,7 @@ impl PointBody {
                 origin: DiskOrigin::default(),
             });
         }
-        let consistency = decode_extensions(&mut r, &mut disks)?;
+        let (consistency, unknown_extensions) = decode_extensions(&mut r, &mut disks)?;
         r.finish()?;
         check_disk_names(&disks)?;
         Ok(PointBody {
@@ -365,22 +403,31 @@ impl PointBody {
             tags,
             disks,
             consistency,
+            unknown_extensions,
         })
     }
 }
 
+/// What a point's extensions say: its consistency, and the extensions
+/// this reader does not know.
+type Extensions = (Option<Consistency>, Vec<(u16, Vec<u8>)>);
+
 /// Reads the extensions after the disk records, if any (§10.2): tags in
 /// increasing order, each payload bounded and, for a known tag, read to
-/// its end; unknown tags are skipped.
+/// its end; unknown tags are kept as they are.
 fn decode_extensions(
     r: &mut ByteReader<'_>,
     disks: &mut [DiskRecord],
-) -> Result<Option<Consistency>, FormatError> {
+) -> Result<Extensions, FormatError> {
     if r.remaining() == 0 {
-        return Ok(None);
+        return Ok((None, Vec::new()));
     }
     let n = r.count_u16(MAX_EXTENSIONS, 6)?;
+    if n == 0 {
+        return Err(r.invalid("an empty list of point extensions"));
+    }
     let mut consistency = None;
+    let mut unknown = Vec::new();
     let mut last_tag = 0u16;
     for _ in 0..n {
         let tag = r.u16()?;
@@ -433,9 +480,16 @@ fn decode_extensions(
                     };
                 }
                 e.finish()?;
+                if disks.iter().all(|d| d.origin == DiskOrigin::default()) {
+                    return Err(FormatError::Invalid {
+                        what: "point extension",
+                        reason: "disk origins that say nothing (every disk a file read whole)"
+                            .into(),
+                    });
+                }
             }
-            _ => {}
+            _ => unknown.push((tag, payload.to_vec())),
         }
     }
-    Ok(consistency)
+    Ok((consistency, unknown))
 }

@@ -116,7 +116,7 @@ pub struct BackupOptions {
 }
 
 /// The outcome of a backup.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct BackupReport {
     pub point: PointId,
     pub body: PointBody,
@@ -135,6 +135,7 @@ pub struct BackupReport {
     pub bytes_from_repository: u64,
     /// A post-read hook that failed (the point is still written).
     pub hook_warning: Option<String>,
+    #[serde(rename = "duration_seconds", serialize_with = "crate::ops::seconds")]
     pub duration: Duration,
 }
 
@@ -402,6 +403,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
                 .collect();
             c
         }),
+        unknown_extensions: Vec::new(),
     };
     // The chunks this point reuses were protected by the lock: if it was
     // lost (removed by `unlock --all`), a prune may have deleted some.
@@ -514,6 +516,18 @@ struct DiskContext<'p, 'c> {
     plan: &'p mut DiskPlan,
     chunks: &'p CachedChunks<'c>,
     disk_name: &'p str,
+}
+
+/// What consuming one disk's reads gave.
+struct Consumed {
+    root: ChunkId,
+    stats: DiskStats,
+    /// Image bytes the manifest covers.
+    covered: u64,
+    /// `None` when fewer bytes than the size were read.
+    image_hash: Option<[u8; 32]>,
+    /// Image bytes taken from the parent point unread.
+    from_parent: u64,
 }
 
 /// The reader's view of the cancel flag.
@@ -762,6 +776,14 @@ impl Session {
         };
         let consumed = self.consume(size, &mut ctx, item_rx, recycle_tx, tx);
         let read = reader.join();
+        // A failure to consume stops the reader ("backup stopped"): report
+        // the cause, not that consequence.
+        let consumed = match consumed {
+            Err(e) if !matches!(read, Ok(Err(ref r)) if r.kind() == std::io::ErrorKind::Interrupted) => {
+                return Err(e)
+            }
+            other => other,
+        };
         let bytes_read = match read {
             Ok(Ok(v)) => v,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
@@ -770,7 +792,13 @@ impl Session {
             Ok(Err(source)) => return Err(source_error(disk, source)),
             Err(_) => return Err(Error::InvalidArgument("reader thread panicked".into())),
         };
-        let (root, mut stats, covered, image_hash, from_parent) = consumed?;
+        let Consumed {
+            root,
+            mut stats,
+            covered,
+            image_hash,
+            from_parent,
+        } = consumed?;
         // A stream's size is what it held.
         let size = if size == UNKNOWN_SIZE { covered } else { size };
         let Some(image_hash) = image_hash.filter(|_| covered == size) else {
@@ -799,7 +827,7 @@ impl Session {
         items: Receiver<ReadItem>,
         recycle: SyncSender<Vec<u8>>,
         tx: &SyncSender<FinishedPack>,
-    ) -> Result<(ChunkId, DiskStats, u64, Option<[u8; 32]>, u64)> {
+    ) -> Result<Consumed> {
         let sealer = self.sealer.clone();
         let mut manifest = ManifestBuilder::new(move |bytes: &[u8]| sealer.chunk_id(bytes))
             .with_format(self.version)
@@ -995,7 +1023,13 @@ impl Session {
         self.store_nodes(&mut manifest, &mut stats, tx)?;
         // Short input (the image shrank) is reported by the caller.
         let image_hash = (hasher.position() == size).then(|| hasher.finalize());
-        Ok((root, stats, covered, image_hash, from_parent))
+        Ok(Consumed {
+            root,
+            stats,
+            covered,
+            image_hash,
+            from_parent,
+        })
     }
 
     fn store_nodes<F: Fn(&[u8]) -> ChunkId>(

@@ -17,6 +17,7 @@ use crate::format::{ChunkId, ForgetId, PackId, PointId};
 use crate::index::{ChunkIndex, ChunkLocation};
 use crate::manifest::{ReachWalk, Reached};
 use crate::packer::parse_pack_table;
+use crate::progress::{Progress, SharedTracker};
 use crate::repo::layout::{
     chunk_name, forget_key, list_ids, stray_keys, FORGOTTEN, STALE_TEMPORARY, TMP,
 };
@@ -30,10 +31,13 @@ pub struct CheckOptions {
     pub read_data: bool,
     /// Worker threads; all cores when `None`.
     pub threads: Option<usize>,
+    /// With `read_data`: told the bytes of packs read so far and the bytes
+    /// of every indexed pack (phase `"check"`).
+    pub progress: Option<Progress>,
 }
 
 /// One thing found wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
     /// The damaged or missing object, e.g. `packs/ab/ab12...` or `chunk 1a2b3c4d`.
     pub object: String,
@@ -43,7 +47,7 @@ pub struct Problem {
 }
 
 /// The outcome of a check.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CheckReport {
     pub problems: Vec<Problem>,
     pub points: usize,
@@ -148,12 +152,26 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     let mut bad_chunks: HashMap<ChunkId, String> = HashMap::new();
     // Reading whole packs waits for storage: on the request pool; each
     // pack's chunks are then opened on the CPU pool.
+    let to_read: u64 = if opts.read_data {
+        index.packs().iter().filter_map(|p| present.get(p)).sum()
+    } else {
+        0
+    };
+    let tracker = SharedTracker::begin(
+        opts.progress.as_ref().filter(|_| opts.read_data),
+        "check",
+        to_read,
+    );
     let results: Vec<PackCheck> = crate::exec::request_pool().install(|| {
         index
             .packs()
             .par_iter()
             .enumerate()
-            .map(|(n, pack)| check_pack(repo, &pool, pack, &by_pack[n], &present, opts.read_data))
+            .map(|(n, pack)| {
+                let checked = check_pack(repo, &pool, pack, &by_pack[n], &present, opts.read_data);
+                tracker.advance(present.get(pack).copied().unwrap_or(0));
+                checked
+            })
             .collect()
     });
     for (pack_problem, chunk_problems, bytes, verified) in results {

@@ -44,7 +44,6 @@ pub struct ForgetOptions {
 /// A recovery point as retention reports show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PointLine {
-    #[serde(serialize_with = "crate::ops::hex_id")]
     pub id: PointId,
     /// Start time of the backup, Unix seconds.
     pub time: i64,

@@ -41,6 +41,7 @@ use crate::format::{ChunkId, IndexId, PackId, PointId};
 use crate::index::ChunkIndex;
 use crate::manifest::{ReachWalk, Reached};
 use crate::packer::{parse_pack_table, Member, PackWriter};
+use crate::progress::{Progress, SharedTracker};
 use crate::repo::layout::read_object;
 use crate::repo::reader::ReplicaReader;
 use crate::repo::{index_key, pack_key, point_key, LockKind, RepoLocation, Repository};
@@ -51,10 +52,13 @@ use crate::store::PutMode;
 pub struct RepairOptions {
     /// Worker threads for reading packs; all cores when `None`.
     pub threads: Option<usize>,
+    /// Told the bytes of packs read and hashed so far, and the bytes of
+    /// every pack the index names (phase `"repair"`).
+    pub progress: Option<Progress>,
 }
 
 /// What a repair did, and what it could not do.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RepairReport {
     /// Objects (packs, index files, points) replaced whole by the
     /// replica's copy of the same name.
@@ -79,7 +83,9 @@ pub struct RepairReport {
     /// Packs read and hashed.
     pub packs_checked: usize,
     /// What is still wrong: object and reason.
+    #[serde(serialize_with = "crate::ops::object_reasons")]
     pub unrepaired: Vec<(String, String)>,
+    #[serde(rename = "duration_seconds", serialize_with = "crate::ops::seconds")]
     pub duration: Duration,
 }
 
@@ -147,17 +153,28 @@ pub fn repair(
 
     // Packs the index names: read and hashed; replaced whole when the
     // replica has the same pack.
-    let present: HashSet<PackId> = repo.list_packs()?.into_iter().collect();
+    let sizes: HashMap<PackId, u64> = repo.list_packs_sized()?.into_iter().collect();
+    let present: HashSet<PackId> = sizes.keys().copied().collect();
     let named: BTreeSet<PackId> = bodies
         .iter()
         .flat_map(|(_, b)| b.packs.iter().copied())
         .collect();
     let named: Vec<PackId> = named.into_iter().collect();
     report.packs_checked = named.len();
+    let size_of = |p: &PackId| sizes.get(p).copied().unwrap_or(0);
+    let tracker = SharedTracker::begin(
+        opts.progress.as_ref(),
+        "repair",
+        named.iter().map(size_of).sum(),
+    );
     let intact: Vec<bool> = pool.install(|| {
         named
             .par_iter()
-            .map(|p| pack_is_intact(repo, p, &present))
+            .map(|p| {
+                let intact = pack_is_intact(repo, p, &present);
+                tracker.advance(size_of(p));
+                intact
+            })
             .collect::<Result<_>>()
     })?;
     let mut damaged: BTreeSet<PackId> = BTreeSet::new();

@@ -9,7 +9,7 @@ use crate::repo::location::Listing;
 use crate::repo::{open_copy, RepoLocation, Repository};
 
 /// How far a replica lags behind its source.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ReplicaStatus {
     pub source: String,
     pub replica: String,
@@ -19,6 +19,7 @@ pub struct ReplicaStatus {
     pub marker: Option<ReplicaMarker>,
     /// Points of the source that the replica lacks, oldest first, with
     /// their start times (Unix seconds).
+    #[serde(serialize_with = "crate::ops::point_times")]
     pub missing_points: Vec<(PointId, i64)>,
     /// Points the replica holds that the source does not (backups taken
     /// into the replica; a sync the other way would send them).
@@ -28,8 +29,10 @@ pub struct ReplicaStatus {
     /// Their bytes.
     pub bytes_to_send: u64,
     /// Newest point of the source: id and start time.
+    #[serde(serialize_with = "crate::ops::point_time")]
     pub source_newest: Option<(PointId, i64)>,
     /// Newest point of the replica.
+    #[serde(serialize_with = "crate::ops::point_time")]
     pub replica_newest: Option<(PointId, i64)>,
 }
 

@@ -80,7 +80,8 @@ pub struct SyncOptions {
     pub lock: Option<LockOptions>,
 }
 
-/// Counts of objects by kind, and their bytes.
+/// Counts of objects by kind, and their bytes. Serialised with `objects`,
+/// their sum, beside the counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ObjectTally {
     pub packs: usize,
@@ -107,8 +108,22 @@ impl ObjectTally {
     }
 }
 
+impl serde::Serialize for ObjectTally {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut t = s.serialize_struct("ObjectTally", 6)?;
+        t.serialize_field("packs", &self.packs)?;
+        t.serialize_field("index_files", &self.index_files)?;
+        t.serialize_field("points", &self.points)?;
+        t.serialize_field("key_files", &self.key_files)?;
+        t.serialize_field("objects", &self.objects())?;
+        t.serialize_field("bytes", &self.bytes)?;
+        t.end()
+    }
+}
+
 /// The outcome of a sync.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SyncReport {
     pub source: String,
     pub destination: String,
@@ -133,6 +148,7 @@ pub struct SyncReport {
     /// Destination points unforgotten because they are live in the source
     /// (`delete`).
     pub points_unforgotten: usize,
+    #[serde(rename = "duration_seconds", serialize_with = "crate::ops::seconds")]
     pub duration: Duration,
 }
 

@@ -100,17 +100,33 @@ pub const DEFAULT_REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 const RACE_RETRIES: u32 = 5;
 
 /// One lock object as found in the repository.
-#[derive(Debug, Clone)]
+///
+/// Serialised with `record` as `lock`, and `modified` as Unix seconds.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct LockInfo {
     /// The lock's id (its key is `locks/<id>`).
     pub id: String,
     /// Its contents; `None` when the object could not be read or parsed
     /// (treated as an exclusive lock of an unknown holder).
+    #[serde(rename = "lock")]
     pub record: Option<LockRecord>,
     /// Why it is stale, when it is.
     pub stale: Option<String>,
     /// When the store last saw it written.
+    #[serde(serialize_with = "unix_seconds")]
     pub modified: SystemTime,
+}
+
+/// Serializes a time as Unix seconds (0 before 1970).
+fn unix_seconds<S: serde::Serializer>(
+    t: &SystemTime,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    s.serialize_u64(secs)
 }
 
 impl LockInfo {

@@ -60,11 +60,12 @@ impl Default for InitOptions {
 }
 
 /// A key file as listed by [`Repository::list_keys`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct KeyInfo {
     pub id: KeyId,
     pub created: i64,
     pub host: String,
+    #[serde(rename = "user")]
     pub username: String,
     /// True for the key that opened this repository handle.
     pub current: bool,

@@ -201,6 +201,7 @@ pub fn assert_reads_clean(repo: &Repository, what: &str) -> CheckReport {
         &CheckOptions {
             read_data: true,
             threads: None,
+            ..Default::default()
         },
     )
     .unwrap_or_else(|e| panic!("{what}: check --read-data: {e}"));

@@ -11,6 +11,7 @@ use crate::format::index::IndexRecord;
 use crate::format::{IndexId, PackId, PointId};
 use crate::index::ChunkIndex;
 use crate::packer::{Member, PackWriter};
+use crate::progress::{Progress, Tracker};
 use crate::repo::layout::STALE_TEMPORARY;
 use crate::repo::{RepoLock, Repository};
 
@@ -19,8 +20,9 @@ pub(super) fn execute(
     shared: &RepoLock,
     plan: &mut Plan,
     report: &mut PruneReport,
+    progress: Option<&Progress>,
 ) -> Result<()> {
-    let written = repack(repo, plan, report)?;
+    let written = repack(repo, plan, report, progress)?;
 
     // Everything above only added; from here on objects are deleted, so no
     // other command may run. Waits for running backups to finish.
@@ -59,7 +61,12 @@ pub(super) fn execute(
 /// packs, and indexes them. A pack whose bytes do not match its name is
 /// left alone (and reported): copying from it could spread its damage.
 /// Returns the bytes of the packs written.
-fn repack(repo: &Repository, plan: &mut Plan, report: &mut PruneReport) -> Result<u64> {
+fn repack(
+    repo: &Repository,
+    plan: &mut Plan,
+    report: &mut PruneReport,
+    progress: Option<&Progress>,
+) -> Result<u64> {
     let mut by_pack: HashMap<u32, Vec<usize>> = HashMap::new();
     for (i, e) in plan.table.entries.iter().enumerate() {
         if plan.chosen[i] && plan.fates[e.pack as usize] == PackFate::Repack {
@@ -75,10 +82,16 @@ fn repack(repo: &Repository, plan: &mut Plan, report: &mut PruneReport) -> Resul
             *unit_sizes.entry((e.pack, e.offset)).or_default() += 1;
         }
     }
+    let to_read: u64 = packs.iter().map(|&p| plan.sizes[p as usize]).sum();
+    let mut tracker = Tracker::new(progress.cloned(), to_read);
+    if let Some(p) = progress {
+        p.begin("repack", to_read);
+    }
     let mut writer = PackWriter::new(repo);
     for p in packs {
         let id = plan.table.packs[p as usize];
         let bytes = repo.read_pack(&id)?;
+        tracker.advance(plan.sizes[p as usize]);
         if PackId::hash_of(&bytes) != id {
             plan.fates[p as usize] = PackFate::Keep;
             report.damaged_packs.push(crate::repo::pack_key(&id));

@@ -37,6 +37,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::format::PointId;
+use crate::progress::Progress;
 use crate::repo::Repository;
 
 /// How to prune.
@@ -53,6 +54,10 @@ pub struct PruneOptions {
     pub ignore_grace: bool,
     /// The current time in Unix seconds; the clock when `None` (tests fix it).
     pub now: Option<i64>,
+    /// Told the bytes of packs read for repacking so far, and the bytes of
+    /// every pack to repack (phase `"repack"`; planning reads manifests
+    /// and the index, and is not counted).
+    pub progress: Option<Progress>,
 }
 
 impl Default for PruneOptions {
@@ -62,6 +67,7 @@ impl Default for PruneOptions {
             max_unused_percent: DEFAULT_MAX_UNUSED_PERCENT,
             ignore_grace: false,
             now: None,
+            progress: None,
         }
     }
 }
@@ -79,7 +85,6 @@ pub struct PruneReport {
     /// Forgotten points whose grace period has not ended: kept for now.
     pub points_in_grace: usize,
     /// Forgotten points deleted.
-    #[serde(serialize_with = "hex_ids")]
     pub points_removed: Vec<PointId>,
     /// Forget records deleted (of deleted points, or naming no point).
     pub forget_records_removed: usize,
@@ -128,10 +133,6 @@ pub struct PruneReport {
     pub duration: Duration,
 }
 
-fn hex_ids<S: serde::Serializer>(ids: &[PointId], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(ids.iter().map(|i| i.to_hex()))
-}
-
 /// Two prunes would each wait, at their exclusive phase, for the other's
 /// shared lock: the second one to come is refused at once instead.
 fn refuse_a_second_prune(repo: &Repository, mine: &crate::repo::RepoLock) -> Result<()> {
@@ -174,7 +175,13 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut report = plan.report(opts.dry_run);
     report.plan_duration = started.elapsed();
     if !opts.dry_run {
-        execute::execute(repo, &shared, &mut plan, &mut report)?;
+        execute::execute(
+            repo,
+            &shared,
+            &mut plan,
+            &mut report,
+            opts.progress.as_ref(),
+        )?;
     }
     report.duration = started.elapsed();
     Ok(report)

@@ -85,9 +85,10 @@ pub struct RestoreOptions {
 }
 
 /// One restored disk.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct RestoredDisk {
     pub name: String,
+    #[serde(serialize_with = "crate::ops::path_text")]
     pub path: PathBuf,
     pub size: u64,
     /// Plaintext bytes written (zero runs are not written to files).
@@ -105,13 +106,14 @@ pub struct RestoredDisk {
 }
 
 /// The outcome of a restore.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct RestoreReport {
     pub point: PointId,
     pub disks: Vec<RestoredDisk>,
     /// Index files that could not be read: the restore went on without
     /// them, and found every chunk it needed elsewhere.
     pub damaged_index_files: Vec<Damaged>,
+    #[serde(rename = "duration_seconds", serialize_with = "crate::ops::seconds")]
     pub duration: Duration,
 }
 

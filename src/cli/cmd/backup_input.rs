@@ -1,7 +1,7 @@
 //! The backup options about what is read and around it: standard input,
 //! changed-block lists and their parent, consistency scripts.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +10,8 @@ use diskvault::format::changes::ChangedRanges;
 use diskvault::ops::hooks::ScriptHooks;
 use diskvault::{DiskInput, DiskSource};
 
-use super::args::parse_duration;
-use super::UsageError;
+use crate::cli::args::parse_duration;
+use crate::cli::UsageError;
 
 /// Flags of `backup` about its input and its consistency hooks.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -129,7 +129,7 @@ impl BackupInputArgs {
 
 /// Reads a changed-block list for the image at `image`, whose size bounds
 /// the ranges.
-fn read_list(list: &PathBuf, image: &PathBuf) -> anyhow::Result<ChangedRanges> {
+fn read_list(list: &Path, image: &Path) -> anyhow::Result<ChangedRanges> {
     let size = diskvault::source::ImageSource::open(image)
         .with_context(|| format!("cannot open {}", image.display()))?
         .size();
