@@ -17,12 +17,19 @@
 //! written (reading the local copy is much cheaper than fetching and
 //! decompressing).
 //!
+//! [`restore_to_writer`] restores one disk to a sequential sink (standard
+//! output, a pipe) instead, in image order, zero runs written as zeros,
+//! with the same fetching and the same final hash check (`stream.rs`).
+//!
 //! With [`RestoreOptions::fallback`], a replica of the repository backs the
 //! restore up: a chunk that is missing from the index, whose pack cannot be
 //! read, or that fails verification is read from the replica instead
 //! (whose index is loaded only then), and the report counts those chunks.
 
+mod stream;
 mod target;
+
+pub use stream::restore_to_writer;
 
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
@@ -90,7 +97,8 @@ pub struct RestoredDisk {
     pub name: String,
     pub path: PathBuf,
     pub size: u64,
-    /// Plaintext bytes written (zero runs are not written to files).
+    /// Plaintext bytes written (zero runs are not written to files; to a
+    /// stream they are, so it receives the whole size).
     pub bytes_written: u64,
     /// Data chunks in the disk's manifest.
     pub chunks: u64,
