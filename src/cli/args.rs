@@ -209,7 +209,9 @@ pub enum Command {
         repo: PathBuf,
         /// Point id, unique id prefix, or `latest`.
         point: String,
-        /// Output file or block device (a directory when restoring several disks).
+        /// Output file or block device (a directory when restoring several
+        /// disks), or `-` for standard output: one disk's raw image, in
+        /// order (the report then goes to standard error).
         #[arg(required_unless_present = "into")]
         output: Option<PathBuf>,
         /// Update an existing older copy of the disk in place instead: only

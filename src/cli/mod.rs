@@ -23,6 +23,7 @@ macro_rules! note {
 
 mod args;
 mod output;
+mod restore_stdout;
 mod signals;
 
 use std::io::IsTerminal;
@@ -466,25 +467,37 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             fallback,
             pass,
         } => {
+            // `-`: the image goes to standard output, the report to
+            // standard error.
+            let mut stdout = restore_stdout::is_stdout(out.as_deref())
+                .then(restore_stdout::open_stdout)
+                .transpose()?;
             let r = open(&repo, &pass, &lock)?;
             let into_existing = into.is_some();
             let bar = output::Bar::new("restore");
-            let report = diskvault::restore(
-                &r,
-                &diskvault::RestoreOptions {
-                    point,
-                    disk,
-                    output: into.or(out).unwrap_or_default(),
-                    force,
-                    threads,
-                    into_existing,
-                    progress: bar.progress(),
-                    fallback: fallback.as_deref().map(location).transpose()?,
-                    cancel: Some(signals::cancel_on_signals()),
+            let opts = diskvault::RestoreOptions {
+                point,
+                disk,
+                output: match stdout {
+                    Some(_) => restore_stdout::NAME.into(),
+                    None => into.or(out).unwrap_or_default(),
                 },
-            );
+                force,
+                threads,
+                into_existing,
+                progress: bar.progress(),
+                fallback: fallback.as_deref().map(location).transpose()?,
+                cancel: Some(signals::cancel_on_signals()),
+            };
+            let (report, to) = match &mut stdout {
+                Some(sink) => (
+                    diskvault::restore_to_writer(&r, &opts, sink),
+                    output::ReportTo::Stderr,
+                ),
+                None => (diskvault::restore(&r, &opts), output::ReportTo::Stdout),
+            };
             bar.finish();
-            output::restore(&report?, &repo, fallback.as_deref());
+            output::restore(&report?, &repo, fallback.as_deref(), to);
             Ok(exit::OK)
         }
         Command::Sync {

@@ -260,12 +260,29 @@ pub fn show(id: &PointId, p: &PointBody, json: bool) {
     }
 }
 
-pub fn restore(rep: &RestoreReport, repo: &Path, fallback: Option<&Path>) {
+/// Where a report goes: standard output, unless that carries the data
+/// itself (a restore to `-`), when nothing but the data may reach it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ReportTo {
+    Stdout,
+    Stderr,
+}
+
+fn say(to: ReportTo, line: std::fmt::Arguments<'_>) {
+    match to {
+        ReportTo::Stdout => super::write_out(line),
+        ReportTo::Stderr => note!("{line}"),
+    }
+}
+
+pub fn restore(rep: &RestoreReport, repo: &Path, fallback: Option<&Path>, to: ReportTo) {
     damaged_warnings(&rep.damaged_index_files, "the restore", REINDEX);
     let secs = rep.duration.as_secs_f64();
     for d in &rep.disks {
         if d.chunks_reused > 0 {
-            out!(
+            say(
+        to,
+        format_args!(
                 "updated disk {} in {} ({}: {} chunks already correct, {} fetched, {} written, verified)",
                 d.name,
                 d.path.display(),
@@ -273,32 +290,40 @@ pub fn restore(rep: &RestoreReport, repo: &Path, fallback: Option<&Path>) {
                 d.chunks_reused,
                 d.chunks_fetched,
                 size(d.bytes_written)
-            );
+            ));
         } else {
-            out!(
-                "restored disk {} to {} ({}, {} chunks, verified)",
-                d.name,
-                d.path.display(),
-                size(d.size),
-                d.chunks
+            say(
+                to,
+                format_args!(
+                    "restored disk {} to {} ({}, {} chunks, verified)",
+                    d.name,
+                    d.path.display(),
+                    size(d.size),
+                    d.chunks
+                ),
             );
         }
     }
     let total: u64 = rep.disks.iter().map(|d| d.size).sum();
-    out!(
-        "point {} in {secs:.2} s ({} of image)",
-        rep.point.short(),
-        rate(total, secs)
+    say(
+        to,
+        format_args!(
+            "point {} in {secs:.2} s ({} of image)",
+            rep.point.short(),
+            rate(total, secs)
+        ),
     );
     let from_replica: u64 = rep.disks.iter().map(|d| d.chunks_from_replica).sum();
     if let (true, Some(replica)) = (from_replica > 0, fallback) {
-        out!(
+        say(
+        to,
+        format_args!(
             "{from_replica} chunks were missing or damaged in {} and were read from the replica {}; run 'diskvault repair {} --from {}'",
             repo.display(),
             replica.display(),
             repo.display(),
             replica.display()
-        );
+        ));
     }
 }
 
