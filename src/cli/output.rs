@@ -281,16 +281,17 @@ pub fn restore(rep: &RestoreReport, repo: &Path, fallback: Option<&Path>, to: Re
     for d in &rep.disks {
         if d.chunks_reused > 0 {
             say(
-        to,
-        format_args!(
-                "updated disk {} in {} ({}: {} chunks already correct, {} fetched, {} written, verified)",
-                d.name,
-                d.path.display(),
-                size(d.size),
-                d.chunks_reused,
-                d.chunks_fetched,
-                size(d.bytes_written)
-            ));
+                to,
+                format_args!(
+                    "updated disk {} in {} ({}: {} chunks already correct, {} fetched, {} written, verified)",
+                    d.name,
+                    d.path.display(),
+                    size(d.size),
+                    d.chunks_reused,
+                    d.chunks_fetched,
+                    size(d.bytes_written)
+                ),
+            );
         } else {
             say(
                 to,
@@ -316,14 +317,15 @@ pub fn restore(rep: &RestoreReport, repo: &Path, fallback: Option<&Path>, to: Re
     let from_replica: u64 = rep.disks.iter().map(|d| d.chunks_from_replica).sum();
     if let (true, Some(replica)) = (from_replica > 0, fallback) {
         say(
-        to,
-        format_args!(
-            "{from_replica} chunks were missing or damaged in {} and were read from the replica {}; run 'diskvault repair {} --from {}'",
-            repo.display(),
-            replica.display(),
-            repo.display(),
-            replica.display()
-        ));
+            to,
+            format_args!(
+                "{from_replica} chunks were missing or damaged in {} and were read from the replica {}; run 'diskvault repair {} --from {}'",
+                repo.display(),
+                replica.display(),
+                repo.display(),
+                replica.display()
+            ),
+        );
     }
 }
 
