@@ -106,6 +106,19 @@ pub enum Error {
         point: String,
         cause: Box<Error>,
     },
+    /// A restore to a stream (standard output, a pipe) failed after it had
+    /// begun to write: the reader holds part of the image, or all of one
+    /// that did not verify. Unlike a file, a stream cannot be taken back,
+    /// so the message tells whoever reads it not to use what it received.
+    #[error("{output} received {written} bytes of disk '{disk}' that are not a faithful copy of it and must not be used: {}", stream_cause(cause))]
+    StreamFailed {
+        /// Names the stream, e.g. `standard output`.
+        output: String,
+        disk: String,
+        /// Bytes written before the failure.
+        written: u64,
+        cause: Box<Error>,
+    },
     #[error("{0}")]
     InvalidArgument(String),
     #[error("interrupted; no recovery point was written (the chunks stored so far are reused by the next backup)")]
@@ -141,7 +154,9 @@ impl Error {
             Error::Locked { .. } | Error::LockLost { .. } => ErrorCategory::Locked,
             Error::Interrupted | Error::BackupInterrupted => ErrorCategory::Interrupted,
             Error::NotApplicationConsistent { .. } => ErrorCategory::Refused,
-            Error::PartlyWritten { cause, .. } => cause.category(),
+            Error::PartlyWritten { cause, .. } | Error::StreamFailed { cause, .. } => {
+                cause.category()
+            }
             Error::AlreadyExists(_)
             | Error::AmbiguousPoint { .. }
             | Error::DiskRequired { .. }
@@ -219,3 +234,13 @@ impl From<StoreError> for Error {
 
 /// Result with the library's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The cause of a failed stream, as [`Error::StreamFailed`] quotes it. An
+/// interruption's own message speaks of a file removed, which a stream
+/// does not have.
+fn stream_cause(cause: &Error) -> String {
+    match cause {
+        Error::Interrupted => "interrupted".into(),
+        other => other.to_string(),
+    }
+}

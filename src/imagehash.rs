@@ -18,7 +18,9 @@ use rayon::prelude::*;
 /// aligned block is a complete BLAKE3 subtree.
 pub const HASH_BLOCK: u64 = 64 << 10;
 
-static ZEROS: [u8; HASH_BLOCK as usize] = [0u8; HASH_BLOCK as usize];
+/// One block of zeros: zero runs are hashed (and written to streams) from
+/// it, never from a buffer allocated per run.
+pub(crate) static ZEROS: [u8; HASH_BLOCK as usize] = [0u8; HASH_BLOCK as usize];
 
 /// A contiguous piece of image content.
 #[derive(Clone, Copy)]

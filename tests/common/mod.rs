@@ -355,7 +355,9 @@ impl Cli {
         }
     }
 
-    pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Run {
+    /// The `diskvault` command with this user's environment, not yet run:
+    /// for tests that need its raw output or a pipe.
+    pub fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_diskvault"));
         cmd.args(args)
             .env_remove("DISKVAULT_PASSWORD")
@@ -368,6 +370,11 @@ impl Cli {
             cmd.env("DISKVAULT_NEW_PASSWORD", p);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Run {
+        let mut cmd = self.command(args);
         let shown: Vec<String> = args
             .iter()
             .map(|a| a.as_ref().to_string_lossy().into_owned())

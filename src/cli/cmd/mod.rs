@@ -12,6 +12,7 @@ pub mod policy;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod restore_stdout;
 pub mod show;
 pub mod stats;
 pub mod status;

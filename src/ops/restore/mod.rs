@@ -17,12 +17,19 @@
 //! written (reading the local copy is much cheaper than fetching and
 //! decompressing).
 //!
+//! [`restore_to_writer`] restores one disk to a sequential sink (standard
+//! output, a pipe) instead, in image order, zero runs written as zeros,
+//! with the same fetching and the same final hash check (`stream.rs`).
+//!
 //! With [`RestoreOptions::fallback`], a replica of the repository backs the
 //! restore up: a chunk that is missing from the index, whose pack cannot be
 //! read, or that fails verification is read from the replica instead
 //! (whose index is loaded only then), and the report counts those chunks.
 
+mod stream;
 mod target;
+
+pub use stream::restore_to_writer;
 
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
@@ -38,7 +45,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::format::manifest::Extent;
-use crate::format::point::DiskRecord;
+use crate::format::point::{DiskRecord, PointBody};
 use crate::format::{ChunkId, PointId};
 use crate::imagehash::{ImageHasher, Span};
 use crate::index::{ChunkIndex, ChunkLocation};
@@ -47,7 +54,7 @@ use crate::progress::{Progress, Tracker};
 use crate::repo::reader::{blame_damaged_index, ChunkReader, ReplicaReader};
 use crate::repo::Damaged;
 use crate::repo::RepoLocation;
-use crate::repo::{pack_key, Repository};
+use crate::repo::{pack_key, RepoLock, Repository};
 use target::{
     open_for_restore, open_in_place, output_error, write_pieces, Output, OutputKind, Target,
 };
@@ -91,7 +98,8 @@ pub struct RestoredDisk {
     #[serde(serialize_with = "crate::ops::path_text")]
     pub path: PathBuf,
     pub size: u64,
-    /// Plaintext bytes written (zero runs are not written to files).
+    /// Plaintext bytes written (zero runs are not written to files; to a
+    /// stream they are, so it receives the whole size).
     pub bytes_written: u64,
     /// Data chunks in the disk's manifest.
     pub chunks: u64,
@@ -103,6 +111,22 @@ pub struct RestoredDisk {
     /// Chunks (data and manifest) missing or damaged in the repository and
     /// read from the fallback replica instead.
     pub chunks_from_replica: u64,
+}
+
+impl RestoredDisk {
+    /// The report of `disk` restored to `path`.
+    fn new(disk: &DiskRecord, path: PathBuf, bytes_written: u64, counts: Counts) -> Self {
+        RestoredDisk {
+            name: disk.name.clone(),
+            path,
+            size: disk.size,
+            bytes_written,
+            chunks: counts.chunks,
+            chunks_fetched: counts.fetched,
+            chunks_reused: counts.reused,
+            chunks_from_replica: counts.from_replica,
+        }
+    }
 }
 
 /// The outcome of a restore.
@@ -120,29 +144,13 @@ pub struct RestoreReport {
 /// Restores disks of a recovery point.
 pub fn restore(repo: &Repository, opts: &RestoreOptions) -> Result<RestoreReport> {
     let started = Instant::now();
-    let _lock = repo.lock_for_reading("restore")?;
-    let _replica_lock = opts
-        .fallback
-        .as_ref()
-        .map(|r| r.lock_for_reading("restore (fallback)", repo.lock_options()))
-        .transpose()?;
-    let fallback = opts
-        .fallback
-        .as_ref()
-        .map(|r| ReplicaReader::open(repo, r))
-        .transpose()?;
-    let point_id = repo.resolve_point(&opts.point)?;
-    let point = match (repo.read_point(&point_id), &fallback) {
-        (Err(e), Some(f)) if e.category() == crate::ErrorCategory::Damaged => {
-            f.repo().read_point(&point_id)?
-        }
-        (result, _) => result?,
-    };
+    let opened = open_point(repo, opts)?;
+    let (point_id, point, fallback) = (opened.id, &opened.body, opened.fallback.as_ref());
     if opts.into_existing {
-        return restore_into(repo, opts, point_id, &point, fallback.as_ref(), started);
+        return restore_into(repo, opts, point_id, point, fallback, started);
     }
     let targets: Vec<(&DiskRecord, PathBuf)> = match &opts.disk {
-        Some(name) => vec![(find_disk(&point, &point_id, name)?, opts.output.clone())],
+        Some(name) => vec![(find_disk(point, &point_id, name)?, opts.output.clone())],
         None if point.disks.len() == 1 => vec![(&point.disks[0], opts.output.clone())],
         None => {
             if opts.output.exists() && !opts.output.is_dir() {
@@ -194,7 +202,7 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions) -> Result<RestoreReport
     }
     let pool = crate::exec::worker_pool(opts.threads, "restore")?;
     let (index, damaged) = repo.load_index_lenient()?;
-    let reader = ChunkReader::new(repo, &index, fallback.as_ref());
+    let reader = ChunkReader::new(repo, &index, fallback);
     let mut tracker = Tracker::new(
         opts.progress.clone(),
         targets.iter().map(|(d, _)| d.size).sum(),
@@ -215,12 +223,52 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions) -> Result<RestoreReport
     })
 }
 
+/// A recovery point read for a restore, with the locks that keep it (and
+/// the chunks it needs, in the repository and its replica) from being
+/// pruned while the restore runs.
+struct OpenedPoint {
+    id: PointId,
+    body: PointBody,
+    fallback: Option<ReplicaReader>,
+    _locks: (RepoLock, Option<RepoLock>),
+}
+
+/// Locks the repository (and the fallback replica) for reading, and reads
+/// the point `opts` names; a point damaged in the repository is read from
+/// the replica.
+fn open_point(repo: &Repository, opts: &RestoreOptions) -> Result<OpenedPoint> {
+    let lock = repo.lock_for_reading("restore")?;
+    let replica_lock = opts
+        .fallback
+        .as_ref()
+        .map(|r| r.lock_for_reading("restore (fallback)", repo.lock_options()))
+        .transpose()?;
+    let fallback = opts
+        .fallback
+        .as_ref()
+        .map(|r| ReplicaReader::open(repo, r))
+        .transpose()?;
+    let id = repo.resolve_point(&opts.point)?;
+    let body = match (repo.read_point(&id), &fallback) {
+        (Err(e), Some(f)) if e.category() == crate::ErrorCategory::Damaged => {
+            f.repo().read_point(&id)?
+        }
+        (result, _) => result?,
+    };
+    Ok(OpenedPoint {
+        id,
+        body,
+        fallback,
+        _locks: (lock, replica_lock),
+    })
+}
+
 /// `restore --into`: update an existing copy of one disk in place.
 fn restore_into(
     repo: &Repository,
     opts: &RestoreOptions,
     point_id: PointId,
-    point: &crate::format::point::PointBody,
+    point: &PointBody,
     fallback: Option<&ReplicaReader>,
     started: Instant,
 ) -> Result<RestoreReport> {
@@ -295,27 +343,19 @@ fn restore_into(
     })?;
     Ok(RestoreReport {
         point: point_id,
-        disks: vec![RestoredDisk {
-            name: disk.name.clone(),
-            path: opts.output.clone(),
-            size: disk.size,
+        disks: vec![RestoredDisk::new(
+            disk,
+            opts.output.clone(),
             bytes_written,
-            chunks: counts.chunks,
-            chunks_fetched: counts.fetched,
-            chunks_reused: counts.reused,
-            chunks_from_replica: counts.from_replica,
-        }],
+            counts,
+        )],
         damaged_index_files: damaged,
         duration: started.elapsed(),
     })
 }
 
 /// The disk of `point` named `name`, or an error listing the ones it has.
-fn find_disk<'a>(
-    point: &'a crate::format::point::PointBody,
-    point_id: &PointId,
-    name: &str,
-) -> Result<&'a DiskRecord> {
+fn find_disk<'a>(point: &'a PointBody, point_id: &PointId, name: &str) -> Result<&'a DiskRecord> {
     point
         .disks
         .iter()
@@ -362,16 +402,7 @@ fn restore_disk(
         Ok((written, counts))
     });
     match finished {
-        Ok((written, counts)) => Ok(RestoredDisk {
-            name: disk.name.clone(),
-            path: out.given.clone(),
-            size: disk.size,
-            bytes_written: written,
-            chunks: counts.chunks,
-            chunks_fetched: counts.fetched,
-            chunks_reused: counts.reused,
-            chunks_from_replica: counts.from_replica,
-        }),
+        Ok((written, counts)) => Ok(RestoredDisk::new(disk, out.given.clone(), written, counts)),
         Err(e) => {
             if !target.in_place() {
                 let _ = fs::remove_file(&target.write_path);
@@ -456,27 +487,69 @@ fn write_disk(
     };
 
     let mut hasher = ImageHasher::new(disk.size);
+    let existing = target.compare_existing.then_some(&target.file);
+    let fetched = fetch_disk(
+        reader,
+        pool,
+        disk,
+        existing,
+        tracker,
+        cancel,
+        &mut |pieces| {
+            pool.install(|| hasher.update(&spans(&pieces)));
+            match pass {
+                Pass::Write => tx.send(pieces).map_err(|_| writer_gone()),
+                Pass::Verify => Ok(()),
+            }
+        },
+    );
+    drop(tx);
+    let written = match writer {
+        Some(w) => w
+            .join()
+            .map_err(|_| Error::InvalidArgument("writer thread panicked".into()))?,
+        None => Ok(0),
+    };
+    let (bytes, counts) = match (fetched, written) {
+        // A failed writer explains why sending to it failed: report it first.
+        (_, Err(source)) => {
+            return Err(Error::Output {
+                path: out_path,
+                source,
+            })
+        }
+        (Err(e), _) => return Err(e),
+        (Ok(counts), Ok(bytes)) => (bytes, counts),
+    };
+    verify_image(disk, hasher)?;
+    Ok((bytes, counts))
+}
+
+/// Walks the disk's manifest in image order and resolves its extents batch
+/// by batch ([`fetch_batch`]: chunks read and opened in parallel, or with
+/// `existing` reused from it), handing each batch's pieces to `deliver`,
+/// in image order. The next batch is fetched only once `deliver` returns:
+/// a `deliver` that passes pieces to a writer thread through a bounded
+/// channel keeps the restore's memory to a few batches whatever the disk's
+/// size, while fetching overlaps writing.
+fn fetch_disk(
+    reader: &ChunkReader<'_>,
+    pool: &rayon::ThreadPool,
+    disk: &DiskRecord,
+    existing: Option<&File>,
+    tracker: &mut Tracker,
+    cancel: Option<&AtomicBool>,
+    deliver: &mut dyn FnMut(Vec<Piece>) -> Result<()>,
+) -> Result<Counts> {
     let mut counts = Counts::default();
     let replica_reads_before = reader.replica_reads();
     let mut batch: Vec<(u64, Extent)> = Vec::new();
     let mut batch_bytes = 0u64;
-    let existing = target.compare_existing.then_some(&target.file);
     let mut run_batch = |batch: Vec<(u64, Extent)>, counts: &mut Counts| -> Result<()> {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(Error::Interrupted);
         }
-        let pieces = pool.install(|| -> Result<Vec<Piece>> {
-            let pieces = fetch_batch(reader, &batch, existing)?;
-            let spans: Vec<Span<'_>> = pieces
-                .iter()
-                .map(|p| match p {
-                    Piece::Data { bytes, .. } => Span::Data(bytes),
-                    Piece::Zero { len, .. } => Span::Zero(*len),
-                })
-                .collect();
-            hasher.update(&spans);
-            Ok(pieces)
-        })?;
+        let pieces = pool.install(|| fetch_batch(reader, &batch, existing))?;
         for p in &pieces {
             tracker.advance(match p {
                 Piece::Data { bytes, .. } => bytes.len() as u64,
@@ -491,10 +564,7 @@ fn write_disk(
                 }
             }
         }
-        match pass {
-            Pass::Write => tx.send(pieces).map_err(|_| writer_gone()),
-            Pass::Verify => Ok(()),
-        }
+        deliver(pieces)
     };
     let mut load = |id: &ChunkId| reader.read(id);
     let walked = walk(
@@ -516,26 +586,26 @@ fn write_disk(
             Ok(())
         },
     );
-    let last = walked.and_then(|_| run_batch(std::mem::take(&mut batch), &mut counts));
-    drop(tx);
-    let written = match writer {
-        Some(w) => w
-            .join()
-            .map_err(|_| Error::InvalidArgument("writer thread panicked".into()))?,
-        None => Ok(0),
-    };
-    let bytes = match (last, written) {
-        // A failed writer explains why sending to it failed: report it first.
-        (_, Err(source)) => {
-            return Err(Error::Output {
-                path: out_path,
-                source,
-            })
-        }
-        (Err(e), _) => return Err(e),
-        (Ok(()), Ok(v)) => v,
-    };
+    walked.and_then(|_| run_batch(std::mem::take(&mut batch), &mut counts))?;
     counts.from_replica = reader.replica_reads() - replica_reads_before;
+    Ok(counts)
+}
+
+/// The pieces of a batch as the image hasher takes them.
+fn spans(pieces: &[Piece]) -> Vec<Span<'_>> {
+    pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Data { bytes, .. } => Span::Data(bytes),
+            Piece::Zero { len, .. } => Span::Zero(*len),
+        })
+        .collect()
+}
+
+/// Compares the hash of the whole restored image with the one the point
+/// records: the last check, which catches what the per-chunk checks cannot
+/// (a manifest listing the wrong chunks, a bug in the restore itself).
+fn verify_image(disk: &DiskRecord, hasher: ImageHasher) -> Result<()> {
     if hasher.position() != disk.size {
         return Err(Error::damaged(
             format!("manifest of disk '{}'", disk.name),
@@ -553,7 +623,7 @@ fn write_disk(
             ),
         });
     }
-    Ok((bytes, counts))
+    Ok(())
 }
 
 /// One read of neighbouring chunks in a pack: `(pack, start, length)` and
