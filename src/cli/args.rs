@@ -391,6 +391,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Predict what backups of some images would store with each chunker and compression; writes nothing.
+    Analyze(crate::cli::cmd::analyze::AnalyzeArgs),
 }
 
 #[derive(Subcommand, Debug)]

@@ -22,6 +22,7 @@ macro_rules! note {
 }
 
 mod args;
+mod cmd;
 mod output;
 mod signals;
 
@@ -337,6 +338,7 @@ fn new_passphrase(file: Option<&Path>) -> anyhow::Result<Passphrase> {
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let lock = cli.lock;
     match cli.command {
+        Command::Analyze(args) => cmd::analyze::run(args),
         Command::Init {
             repo,
             encryption,

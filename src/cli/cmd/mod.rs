@@ -1,0 +1,3 @@
+//! One file per command: its arguments, the library call, its output.
+
+pub mod analyze;
