@@ -102,7 +102,8 @@ pub use format::policy::StoredPolicy;
 pub use format::replica::ReplicaMarker;
 pub use format::{ChunkId, IndexId, KeyId, PackId, PointId};
 pub use ops::analyze::{
-    analyze, AnalyzeOptions, AnalyzeReport, AnalyzedImage, Figures, ImageFigures, SettingReport,
+    analyze, AnalyzeFigures, AnalyzeOptions, AnalyzeReport, AnalyzedImage, ImageFigures,
+    SettingReport,
 };
 pub use ops::backup::{backup, BackupOptions, BackupReport, DiskSource};
 pub use ops::check::{check, CheckOptions, CheckReport, Problem};

@@ -112,7 +112,7 @@ pub struct SettingReport {
     /// images'.
     pub images: Vec<ImageFigures>,
     /// The sums over all images.
-    pub totals: Figures,
+    pub totals: AnalyzeFigures,
     /// Non-zero chunk bytes of all images divided by the unique bytes
     /// among them (before compression): how much deduplication saves.
     pub dedup_ratio: f64,
@@ -141,12 +141,12 @@ pub struct ImageFigures {
     pub path: String,
     /// The figures.
     #[serde(flatten)]
-    pub figures: Figures,
+    pub figures: AnalyzeFigures,
 }
 
 /// Byte and object counts of one simulated backup (or their sums).
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Figures {
+pub struct AnalyzeFigures {
     /// Logical size of the image.
     pub size: u64,
     /// Bytes read: the data regions (holes of sparse files are not read).
@@ -195,8 +195,8 @@ pub struct Figures {
     pub seal_seconds: f64,
 }
 
-impl Figures {
-    fn add(&mut self, o: &Figures) {
+impl AnalyzeFigures {
+    fn add(&mut self, o: &AnalyzeFigures) {
         self.size += o.size;
         self.bytes_read += o.bytes_read;
         self.zero_bytes += o.zero_bytes;
@@ -328,7 +328,7 @@ fn setting_report(
     unique_chunks: u64,
     seconds: f64,
 ) -> SettingReport {
-    let mut totals = Figures::default();
+    let mut totals = AnalyzeFigures::default();
     for i in &images {
         totals.add(&i.figures);
     }
@@ -369,13 +369,13 @@ struct Output {
     pending: Vec<(PackId, IndexRecord)>,
     /// Full groups waiting to be sealed, several at once on the pool.
     ready: Vec<ChunkGroup>,
-    figures: Figures,
+    figures: AnalyzeFigures,
     seal_time: Duration,
 }
 
 impl Simulation<'_> {
     /// Simulates the backup of one image after the earlier ones.
-    fn image(&mut self, path: &Path, src: &ImageSource) -> Result<Figures> {
+    fn image(&mut self, path: &Path, src: &ImageSource) -> Result<AnalyzeFigures> {
         let started = Instant::now();
         let size = src.size();
         let source_error = |source| Error::Source {
@@ -391,9 +391,9 @@ impl Simulation<'_> {
             pack: PackBuilder::new(DEFAULT_PACK_TARGET, FORMAT),
             pending: Vec::new(),
             ready: Vec::new(),
-            figures: Figures {
+            figures: AnalyzeFigures {
                 size,
-                ..Figures::default()
+                ..AnalyzeFigures::default()
             },
             seal_time: Duration::ZERO,
         };
