@@ -112,6 +112,10 @@ pub use format::point::{
 pub use format::policy::StoredPolicy;
 pub use format::replica::ReplicaMarker;
 pub use format::{ChunkId, IndexId, KeyId, PackId, PointId};
+pub use ops::analyze::{
+    analyze, AnalyzeFigures, AnalyzeOptions, AnalyzeReport, AnalyzedImage, ImageFigures,
+    SettingReport,
+};
 pub use ops::backup::{backup, BackupOptions, BackupReport, DiskInput, DiskSource};
 pub use ops::check::{check, CheckOptions, CheckReport, Problem};
 pub use ops::forget::{

@@ -6,6 +6,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
+use crate::format::config::CompressionSetting;
 use crate::format::group::SOLE;
 use crate::format::index::IndexRecord;
 use crate::format::pack::{self, PackEntry, PACK_FOOTER_LEN, PACK_TABLE_AAD};
@@ -103,7 +104,7 @@ impl PackBuilder {
         let table = sealer.seal(
             &pack::encode_table(&self.entries, self.version),
             PACK_TABLE_AAD,
-            crate::format::config::CompressionSetting::None,
+            CompressionSetting::None,
         );
         self.buf.extend_from_slice(&table);
         self.buf
@@ -113,6 +114,76 @@ impl PackBuilder {
             bytes: self.buf,
             entries: self.entries,
         }
+    }
+}
+
+/// Plaintext bytes of new data chunks sealed together as one group, in
+/// repositories of format 2 (a group closes at the first chunk that takes
+/// it to this size or beyond). Chosen by measurement: spec/FORMAT.md §20.
+pub const GROUP_BYTES: usize = 2 << 20;
+
+/// New data chunks waiting to be sealed together as one chunk group
+/// (format 2, spec/FORMAT.md §20): backup fills one in image order, and
+/// `analyze` fills one the same way to predict what a backup stores.
+#[derive(Debug, Default)]
+pub struct ChunkGroup {
+    ids: Vec<ChunkId>,
+    lengths: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl ChunkGroup {
+    /// Appends a chunk (its bytes are copied).
+    pub fn push(&mut self, id: ChunkId, bytes: &[u8]) {
+        self.ids.push(id);
+        self.lengths.push(bytes.len());
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// True when no chunk was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// True once the group holds [`GROUP_BYTES`] of chunks or more: it is
+    /// then closed and sealed.
+    pub fn is_full(&self) -> bool {
+        self.data.len() >= GROUP_BYTES
+    }
+
+    /// Number of chunks in the group.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Seals the group; returns the sealed blob and its members as a pack
+    /// lists them.
+    pub fn seal(&self, sealer: &Sealer, compression: CompressionSetting) -> (Vec<u8>, Vec<Member>) {
+        let mut at = 0;
+        let members: Vec<(ChunkId, &[u8])> = self
+            .ids
+            .iter()
+            .zip(&self.lengths)
+            .map(|(id, &len)| {
+                let m = (*id, &self.data[at..at + len]);
+                at += len;
+                m
+            })
+            .collect();
+        let sealed = sealer.seal_group(&members, compression);
+        let offsets = crate::format::group::member_offsets(self.lengths.iter().copied());
+        let listed = self
+            .ids
+            .iter()
+            .zip(&self.lengths)
+            .zip(offsets)
+            .map(|((id, &len), member)| Member {
+                id: *id,
+                member,
+                raw_length: len as u32,
+            })
+            .collect();
+        (sealed, listed)
     }
 }
 

@@ -153,6 +153,7 @@ impl RuleArgs {
 pub enum Command {
     Init(cmd::init::InitArgs),
     Backup(cmd::backup::BackupArgs),
+    Analyze(cmd::analyze::AnalyzeArgs),
     Points(cmd::points::PointsArgs),
     Show(cmd::show::ShowArgs),
     Restore(cmd::restore::RestoreArgs),

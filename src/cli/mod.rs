@@ -367,6 +367,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Init(a) => cmd::init::run(a, &g),
         Command::Backup(a) => cmd::backup::run(a, &g),
+        Command::Analyze(a) => cmd::analyze::run(a, &g),
         Command::Points(a) => cmd::points::run(a, &g),
         Command::Show(a) => cmd::show::run(a, &g),
         Command::Restore(a) => cmd::restore::run(a, &g),

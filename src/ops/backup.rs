@@ -42,7 +42,8 @@ use crate::index::ChunkIndex;
 use crate::manifest::{leaf_digest, LeafValues, ManifestBuilder, ManifestEvent};
 use crate::ops::hooks::{ConsistencyHooks, HookContext};
 use crate::packer::{
-    read_pack_table_sized, FinishedPack, Member, PackBuilder, PackWriter, DEFAULT_PACK_TARGET,
+    read_pack_table_sized, ChunkGroup as Group, FinishedPack, Member, PackBuilder, PackWriter,
+    DEFAULT_PACK_TARGET,
 };
 use crate::progress::{Progress, Tracker};
 use crate::repo::{host_name, now_unix, Damaged, LockKind, Repository};
@@ -50,10 +51,8 @@ use crate::source::ImageSource;
 
 /// Bytes read from the image per segment.
 const SEGMENT_BYTES: usize = 4 << 20;
-/// Plaintext bytes of new data chunks sealed together as one group, in
-/// repositories of format 2 (a group closes at the first chunk that takes
-/// it to this size or beyond). Chosen by measurement: spec/FORMAT.md §20.
-pub const GROUP_BYTES: usize = 2 << 20;
+/// Where the group size now lives (kept here for callers of this path).
+pub use crate::packer::GROUP_BYTES;
 /// Segments queued between the reader and the sealing stage.
 const SEGMENT_QUEUE: usize = 2;
 
@@ -604,52 +603,6 @@ fn seal_all(
         .collect()
 }
 
-/// New chunks waiting to be sealed together (format 2).
-#[derive(Default)]
-struct Group {
-    ids: Vec<ChunkId>,
-    lengths: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl Group {
-    fn push(&mut self, id: ChunkId, bytes: &[u8]) {
-        self.ids.push(id);
-        self.lengths.push(bytes.len());
-        self.data.extend_from_slice(bytes);
-    }
-
-    /// Seals the group; returns the sealed blob and its members as a pack
-    /// lists them.
-    fn seal(&self, sealer: &Sealer, compression: CompressionSetting) -> (Vec<u8>, Vec<Member>) {
-        let mut at = 0;
-        let members: Vec<(ChunkId, &[u8])> = self
-            .ids
-            .iter()
-            .zip(&self.lengths)
-            .map(|(id, &len)| {
-                let m = (*id, &self.data[at..at + len]);
-                at += len;
-                m
-            })
-            .collect();
-        let sealed = sealer.seal_group(&members, compression);
-        let offsets = crate::format::group::member_offsets(self.lengths.iter().copied());
-        let listed = self
-            .ids
-            .iter()
-            .zip(&self.lengths)
-            .zip(offsets)
-            .map(|((id, &len), member)| Member {
-                id: *id,
-                member,
-                raw_length: len as u32,
-            })
-            .collect();
-        (sealed, listed)
-    }
-}
-
 struct Session {
     sealer: Arc<Sealer>,
     index: Arc<ChunkIndex>,
@@ -704,7 +657,7 @@ impl Session {
         stats: &mut DiskStats,
         tx: &SyncSender<FinishedPack>,
     ) -> Result<()> {
-        if all && !self.group.ids.is_empty() {
+        if all && !self.group.is_empty() {
             let last = std::mem::take(&mut self.group);
             self.ready.push(last);
         }
@@ -982,7 +935,7 @@ impl Session {
                                     }
                                     None => {
                                         self.group.push(id, &data[here..here + len]);
-                                        if self.group.data.len() >= GROUP_BYTES {
+                                        if self.group.is_full() {
                                             let full = std::mem::take(&mut self.group);
                                             self.ready.push(full);
                                         }

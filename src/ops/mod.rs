@@ -1,5 +1,6 @@
 //! One module per user operation.
 
+pub mod analyze;
 pub mod backup;
 pub mod check;
 pub mod forget;

@@ -1,6 +1,7 @@
 //! One file per command: its arguments (with their help), the library
 //! call, and the rendering of the report as text or `--json`.
 
+pub mod analyze;
 pub mod backup;
 pub mod backup_input;
 pub mod check;
