@@ -82,6 +82,7 @@ pub(crate) struct Tracker {
     progress: Option<Progress>,
     done: u64,
     total: u64,
+    open_ended: bool,
 }
 
 impl Tracker {
@@ -90,14 +91,27 @@ impl Tracker {
             progress,
             done: 0,
             total,
+            open_ended: false,
+        }
+    }
+
+    /// A tracker whose `total` may be passed (a stream's size is known
+    /// only at its end): the total reported grows with what was done.
+    pub(crate) fn open_ended(progress: Option<Progress>, total: u64) -> Self {
+        Tracker {
+            open_ended: true,
+            ..Tracker::new(progress, total)
         }
     }
 
     pub(crate) fn advance(&mut self, bytes: u64) {
         self.done += bytes;
         if let Some(p) = &self.progress {
-            // A stream's total is known only at its end.
-            p.report(self.done, self.total.max(self.done));
+            if self.open_ended {
+                p.report(self.done, self.total.max(self.done));
+            } else {
+                p.report(self.done.min(self.total), self.total);
+            }
         }
     }
 }

@@ -331,6 +331,12 @@ fn every_command_prints_the_documented_json() {
     assert_eq!(pruned["points_removed"][0], first_id.as_str());
 
     t.json("unlock", &["unlock", &vault], 0);
+    let analyzed = t.json(
+        "analyze",
+        &["analyze", &r, &d, "--chunker", "fixed:16K,fastcdc"],
+        0,
+    );
+    assert_eq!(analyzed["settings"].as_array().unwrap().len(), 2);
     t.json("repair --index", &["repair", &vault, "--index"], 0);
 
     // Passphrases last: `key passwd` retires the one this story used.

@@ -273,7 +273,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         ready: Vec::new(),
         hashed: 0,
         pool,
-        tracker: Tracker::new(
+        tracker: Tracker::open_ended(
             opts.progress.clone(),
             sources
                 .iter()
