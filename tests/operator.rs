@@ -3,6 +3,10 @@
 
 mod common;
 
+#[allow(dead_code)]
+#[path = "../examples/mkimages.rs"]
+mod mkimages;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -444,4 +448,61 @@ fn changed_block_input_reads_only_the_changes_and_restores_the_new_image() {
     )
     .expect_code(7, "parent lacks the disk")
     .expect_mentions("no disk named 'root'", "parent lacks the disk");
+}
+
+/// The case: the generator's ext4 disk and its next day, the list
+/// of changed 4 KiB blocks, a point that restores to the new day while
+/// reading little more than the changed bytes.
+#[test]
+fn an_ext4_day_of_churn_backs_up_from_its_changed_blocks() {
+    if let Some(why) = mkimages::missing_tool() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = mkimages::Options::new(dir.path().join("images"), 128);
+    opts.versions = 2;
+    let made = mkimages::generate(&opts).unwrap();
+    let (v1, v2) = (&made.images[0], &made.images[1]);
+    let (old, new) = (std::fs::read(v1).unwrap(), std::fs::read(v2).unwrap());
+    let list = changed_blocks(&old, &new);
+    let changed =
+        diskvault::format::changes::ChangedRanges::parse(list.as_bytes(), new.len() as u64)
+            .unwrap();
+    assert!(changed.bytes() > 0, "a day of churn changed nothing");
+
+    let repo = init_repo(&dir.path().join("v"));
+    let first = backup_one(&repo, "root", v1);
+    let report = diskvault::backup(
+        &repo,
+        &diskvault::BackupOptions {
+            disks: vec![diskvault::DiskSource {
+                name: "root".into(),
+                path: v2.clone(),
+                changed: Some(changed.clone()),
+                ..Default::default()
+            }],
+            parent: Some(first.point.to_hex()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let read = report.totals().bytes_read;
+    eprintln!(
+        "changed {} bytes, read {read} of {}, read back {}",
+        changed.bytes(),
+        new.len(),
+        report.bytes_from_repository
+    );
+    assert!(read >= changed.bytes() && read <= 4 * changed.bytes());
+    let disk = &report.body.disks[0];
+    assert_eq!(disk.origin.kind, diskvault::SourceKind::ChangedBlocks);
+    assert_eq!(disk.origin.parent, Some(first.point));
+    // Everything not read was taken from the parent (or was a hole).
+    assert!(disk.origin.bytes_from_parent > new.len() as u64 / 2);
+    assert!(disk.origin.bytes_from_parent + read <= new.len() as u64);
+    let out = dir.path().join("out.img");
+    restore_to(&repo, &report.point.to_hex(), &out);
+    assert_same_bytes(&out, v2);
+    assert_reads_clean(&repo, "after a changed-block backup");
 }

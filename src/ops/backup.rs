@@ -1207,8 +1207,10 @@ fn read_image(
                 continue;
             }
             Piece::Reuse(mut a, b) => {
+                // Items end at 4 MiB boundaries: a leaf that must be hashed
+                // then loads only the parent's bytes of its own span.
                 while a < b {
-                    let n = (b - a).min(REUSE_ITEM);
+                    let n = (b - a).min(CV_SPAN - a % CV_SPAN);
                     out.send(ReadItem::Reuse(n)).map_err(|_| stopped())?;
                     a += n;
                 }
@@ -1328,8 +1330,6 @@ fn read_stream(
 const STREAM_PEEK: usize = 2 * CV_SPAN as usize;
 /// The size of a stream until it ends.
 const UNKNOWN_SIZE: u64 = u64::MAX;
-/// Most image bytes one item taken from the parent point covers.
-const REUSE_ITEM: u64 = 16 << 20;
 
 /// An opened disk source.
 enum Input {
@@ -1767,7 +1767,10 @@ impl<'a> CachedChunks<'a> {
             &self.groups,
             id,
             loc,
-            true,
+            // Sealed groups are authenticated (AES-GCM): their members are
+            // the bytes that were stored. Without encryption only the id
+            // vouches for them.
+            self.repo.config().encryption != crate::format::config::Encryption::Aes256Gcm,
             "",
         )?;
         if plain.len() != length as usize {
