@@ -133,8 +133,13 @@ fn read_list(list: &Path, image: &Path) -> anyhow::Result<ChangedRanges> {
     let size = diskvault::source::ImageSource::open(image)
         .with_context(|| format!("cannot open {}", image.display()))?
         .size();
-    let meta = std::fs::metadata(list)
-        .with_context(|| format!("cannot read the changed-block list {}", list.display()))?;
+    // A list that cannot be read is named like an image that cannot be
+    // (exit 5).
+    let unreadable = |source| diskvault::Error::Source {
+        path: list.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(list).map_err(unreadable)?;
     if meta.len() > diskvault::format::changes::MAX_LIST_BYTES as u64 {
         bail!(UsageError(format!(
             "the changed-block list {} is {} bytes; at most {} are read",
@@ -143,8 +148,7 @@ fn read_list(list: &Path, image: &Path) -> anyhow::Result<ChangedRanges> {
             diskvault::format::changes::MAX_LIST_BYTES
         )));
     }
-    let bytes = std::fs::read(list)
-        .with_context(|| format!("cannot read the changed-block list {}", list.display()))?;
+    let bytes = std::fs::read(list).map_err(unreadable)?;
     ChangedRanges::parse(&bytes, size).map_err(|e| {
         anyhow::Error::new(UsageError(format!(
             "the changed-block list {} is refused: {e}",
