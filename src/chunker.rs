@@ -18,6 +18,7 @@ pub struct Chunker {
 }
 
 impl Chunker {
+    /// Makes a chunker that cuts with `params` (the repository's `chunker` setting).
     pub fn new(params: ChunkerParams) -> Self {
         let (mask_s, mask_l) = match params {
             ChunkerParams::FastCdc2020 { avg_size, .. } => {

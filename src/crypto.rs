@@ -17,14 +17,21 @@ use crate::format::{group, ChunkId, FormatError, MAX_BLOB_PLAINTEXT};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
+    /// The blob's envelope does not decode (truncated, bad lengths or version).
     #[error(transparent)]
     Format(#[from] FormatError),
+    /// AES-256-GCM authentication failed: the blob was modified, or belongs
+    /// to another object or repository. The object is damaged; run `diskvault check`.
     #[error("authentication failed: the data was modified or belongs elsewhere")]
     Authentication,
+    /// The blob is encrypted but the repository has no key, or the reverse.
     #[error("blob is encrypted but the repository has no key, or the reverse")]
     CipherMismatch,
+    /// zstd decompression failed, or the result is not the declared
+    /// plaintext length; holds the reason.
     #[error("decompression failed: {0}")]
     Decompress(String),
+    /// The plaintext's keyed hash does not match the chunk id it is stored under.
     #[error("content does not match its id")]
     IdMismatch,
 }
@@ -93,14 +100,19 @@ pub fn fill_random(buf: &mut [u8]) {
 /// Argon2id cost for new key files. 64 MiB and 3 passes take a few hundred
 /// milliseconds here: slow for guessing, fine once per command.
 pub const DEFAULT_KDF_MEMORY_KIB: u32 = 64 * 1024;
+/// Argon2id passes for new key files.
 pub const DEFAULT_KDF_ITERATIONS: u32 = 3;
+/// Argon2id lanes for new key files.
 pub const DEFAULT_KDF_PARALLELISM: u32 = 1;
 
 /// Argon2id cost of a key file to create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KdfCost {
+    /// Memory, in KiB.
     pub memory_kib: u32,
+    /// Number of passes over the memory.
     pub iterations: u32,
+    /// Degree of parallelism (lanes).
     pub parallelism: u32,
 }
 

@@ -36,74 +36,172 @@ pub enum ErrorCategory {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The path holds no repository (no `config` object). Check the path,
+    /// or create a repository there with `diskvault init`. Holds the path.
     #[error(
         "no diskvault repository at {0} (no config object); create one with 'diskvault init {0}'"
     )]
     NotARepository(String),
+    /// `init` was given a path that already exists and is not empty; the
+    /// existing content is left alone. Choose a new path. Holds the path.
     #[error("{0} already exists and is not empty; choose a new path for the repository")]
     AlreadyExists(String),
+    /// None of the repository's key files opens with the given passphrase.
+    /// Give the right passphrase.
     #[error("wrong passphrase: none of the repository's key files opens with it")]
     WrongPassphrase,
+    /// The repository is encrypted and no passphrase was given. Set
+    /// `DISKVAULT_PASSWORD`, pass `--password-file`, or run interactively.
     #[error("the repository is encrypted and no passphrase was given; set DISKVAULT_PASSWORD, pass --password-file, or run interactively")]
     PassphraseRequired,
+    /// The repository's config declares a newer format version than this
+    /// build reads; nothing is changed. Upgrade diskvault.
     #[error("the repository was written by a newer diskvault (format {found}, this build reads up to {supported}); upgrade diskvault")]
-    NewerFormat { found: u32, supported: u32 },
+    NewerFormat {
+        /// The format version the repository's config declares.
+        found: u32,
+        /// The newest format version this build reads.
+        supported: u32,
+    },
+    /// An object was read but does not decode, fails authentication, or
+    /// does not match its id. Run `diskvault check` to see what is affected.
     #[error("{object} is damaged: {reason}; run 'diskvault check' to see what is affected")]
-    Damaged { object: String, reason: String },
+    Damaged {
+        /// Names the damaged object (its kind and id, or its key).
+        object: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An object is encrypted while the repository is not, or the reverse:
+    /// the config may have been changed or the object planted. Examine the
+    /// repository (spec/SECURITY.md §6) before writing to it.
     #[error("{object} is damaged: it is encrypted but the repository is not, or the reverse; its config may have been changed or the object planted: examine the repository (spec/SECURITY.md §6) before writing to it")]
-    CipherMismatch { object: String },
+    CipherMismatch {
+        /// Names the object whose encryption disagrees with the config.
+        object: String,
+    },
+    /// A manifest references a chunk that no index file lists: the
+    /// repository is missing data. Run `diskvault check`.
     #[error(
         "chunk {chunk} is not in the index (the repository is missing data); run 'diskvault check'"
     )]
-    MissingChunk { chunk: String },
+    MissingChunk {
+        /// The missing chunk's id, in hex.
+        chunk: String,
+    },
+    /// No recovery point id starts with the given text. `diskvault points`
+    /// lists them. Holds the text given.
     #[error("no recovery point matches '{0}'; 'diskvault points REPO' lists them")]
     UnknownPoint(String),
+    /// A point id prefix matches more than one recovery point. Give more
+    /// characters of the id.
     #[error("'{spec}' matches {count} recovery points; give more characters of the id")]
-    AmbiguousPoint { spec: String, count: usize },
+    AmbiguousPoint {
+        /// The id prefix given.
+        spec: String,
+        /// How many recovery points it matches.
+        count: usize,
+    },
+    /// The recovery point has no disk of the given name. Use one of the
+    /// names listed in `available`.
     #[error("recovery point {point} has no disk '{disk}'; its disks are: {available}")]
     UnknownDisk {
+        /// The recovery point's id, in hex.
         point: String,
+        /// The disk name asked for.
         disk: String,
+        /// The point's disk names, comma-separated.
         available: String,
     },
+    /// Restoring to a single file from a point with several disks needs a
+    /// disk name. Name one with `--disk`, or restore into a directory.
     #[error("recovery point {point} has {count} disks; name one with --disk, or restore into a directory")]
-    DiskRequired { point: String, count: usize },
+    DiskRequired {
+        /// The recovery point's id, in hex.
+        point: String,
+        /// How many disks it holds.
+        count: usize,
+    },
+    /// The restore output already exists and overwriting was not asked for.
+    /// Pass `--force` to overwrite it. Holds the output path.
     #[error("{0} already exists; pass --force to overwrite it")]
     OutputExists(PathBuf),
+    /// A backup source (disk image or device) could not be opened or read.
+    /// Check the path and its permissions.
     #[error("cannot read {path}: {source}")]
     Source {
+        /// The disk image or device that could not be read.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: io::Error,
     },
+    /// A restore output could not be created or written. Check the path,
+    /// its permissions and the free space.
     #[error("cannot write {path}: {source}")]
     Output {
+        /// The file or device that could not be written.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: io::Error,
     },
+    /// A restored disk does not match the image hash or size the recovery
+    /// point records: the output is not a faithful copy and must not be
+    /// used. Run `diskvault check`.
     #[error("restored disk '{disk}' does not match the recovery point: {reason}; the output is not a faithful copy")]
-    VerificationFailed { disk: String, reason: String },
-    #[error("{destination} cannot hold chunks of {source_repo}: {reason}; a replica must be created by 'diskvault sync' into a new or empty directory")]
-    IncompatibleRepositories {
-        source_repo: String,
-        destination: String,
+    VerificationFailed {
+        /// The disk's name in the recovery point.
+        disk: String,
+        /// What did not match, e.g. the image hash found and the one recorded.
         reason: String,
     },
+    /// `sync` was pointed at a destination whose chunk ids or keys differ
+    /// from the source's. Create the replica with `diskvault sync` into a
+    /// new or empty directory.
+    #[error("{destination} cannot hold chunks of {source_repo}: {reason}; a replica must be created by 'diskvault sync' into a new or empty directory")]
+    IncompatibleRepositories {
+        /// The source repository's location.
+        source_repo: String,
+        /// The destination repository's location.
+        destination: String,
+        /// What differs: repository id, chunker or encryption.
+        reason: String,
+    },
+    /// Another command holds a lock that conflicts with the one needed.
+    /// Wait for it to finish (or pass `--wait`); if its holder is gone,
+    /// `diskvault unlock` removes stale locks.
     #[error("{location} is locked: {holders}; cannot take {wanted}. Wait for it to finish (or pass --wait DURATION); if its holder is gone, 'diskvault unlock {location}' removes stale locks")]
     Locked {
+        /// The repository's location.
         location: String,
+        /// The lock mode asked for (shared or exclusive).
         wanted: String,
+        /// The conflicting locks: mode, command, pid, host, user, since when.
         holders: String,
     },
+    /// The lock this command held was removed by another command (e.g.
+    /// `diskvault unlock --all`); it stopped before changing anything that
+    /// depends on it. Run the command again.
     #[error("the lock on {location} was removed by another command while this one held it (for example 'diskvault unlock --all'); stopped before changing anything that depends on it; run the command again")]
-    LockLost { location: String },
+    LockLost {
+        /// The repository's location.
+        location: String,
+    },
+    /// A restore was interrupted (e.g. Ctrl-C); the file being written was
+    /// removed and nothing else changed.
     #[error("interrupted; the file being written was removed, and nothing else changed")]
     Interrupted,
+    /// A `restore --into` failed midway: the target holds a mix of its old
+    /// content and the point. Fix the cause and run the same restore again
+    /// (it writes only what still differs), or restore to a new file.
     #[error("{path} now holds a mix of its old content and point {point}, because updating it failed midway: {cause}. Run the same 'restore --into' again once the cause is fixed (it writes only what still differs), or restore the point to a new file")]
     PartlyWritten {
+        /// The file or device being updated in place.
         path: PathBuf,
+        /// The recovery point's id, in hex.
         point: String,
+        /// The failure that stopped the update.
         cause: Box<Error>,
     },
     /// A restore to a stream (standard output, a pipe) failed after it had
@@ -114,25 +212,45 @@ pub enum Error {
     StreamFailed {
         /// Names the stream, e.g. `standard output`.
         output: String,
+        /// The disk's name in the recovery point.
         disk: String,
         /// Bytes written before the failure.
         written: u64,
+        /// The failure that stopped the stream.
         cause: Box<Error>,
     },
+    /// An option or argument is invalid; the message says which and why.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A backup was interrupted (e.g. Ctrl-C); no recovery point was
+    /// written. The chunks stored so far are reused by the next backup.
     #[error("interrupted; no recovery point was written (the chunks stored so far are reused by the next backup)")]
     BackupInterrupted,
+    /// Application consistency was required but the pre-backup script
+    /// failed or is missing; no point was written. Fix the script, or drop
+    /// `--require-app-consistent` to accept a crash-consistent point.
     #[error("the backup would not be application-consistent: {reason}; no recovery point was written (fix the pre-backup script, or drop --require-app-consistent to accept a crash-consistent point)")]
-    NotApplicationConsistent { reason: String },
+    NotApplicationConsistent {
+        /// Why the point would only be crash-consistent.
+        reason: String,
+    },
+    /// A changed-block backup found data changed outside the given list,
+    /// so the list cannot be trusted. Back up the disk in full, without
+    /// `--changed-blocks`.
     #[error("{disk}: {what} changed outside the changed-block list ({detail}); the list cannot be trusted (a dirty bitmap lost or reset since the parent point?): back up this disk in full, without --changed-blocks")]
     ChangedOutsideList {
+        /// The disk's name.
         disk: String,
+        /// Which bytes changed, e.g. `bytes 0..4096`.
         what: String,
+        /// How they differ, e.g. from the parent point's.
         detail: String,
     },
+    /// A key file command was refused: no key file or several match the id
+    /// given, the repository has no keys, ...; the message says what to do.
     #[error("{0}")]
     KeyManagement(String),
+    /// The storage backend failed; see [`StoreError`].
     #[error(transparent)]
     Store(StoreError),
 }

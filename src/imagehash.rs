@@ -25,7 +25,9 @@ pub(crate) static ZEROS: [u8; HASH_BLOCK as usize] = [0u8; HASH_BLOCK as usize];
 /// A contiguous piece of image content.
 #[derive(Clone, Copy)]
 pub enum Span<'a> {
+    /// Bytes as they are.
     Data(&'a [u8]),
+    /// This many zero bytes.
     Zero(u64),
 }
 

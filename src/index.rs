@@ -20,6 +20,7 @@ pub struct ChunkLocation {
     /// Where the chunk starts in its group's plaintext, or
     /// [`crate::format::group::SOLE`] for a chunk sealed alone.
     pub member: u32,
+    /// Length of the chunk's plaintext, in bytes.
     pub raw_length: u32,
 }
 

@@ -86,6 +86,7 @@
 //! create-only, so concurrent `init`s or replica creations have one winner.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
 pub mod chunker;
 pub mod crypto;

@@ -52,6 +52,7 @@ pub struct ManifestBuilder<F: Fn(&[u8]) -> ChunkId> {
 pub struct ClosedLeaf {
     /// Image offset of its first byte.
     pub start: u64,
+    /// Its extents, in image order.
     pub extents: Vec<Extent>,
 }
 
@@ -262,7 +263,12 @@ pub enum ManifestEvent<'a> {
     /// A manifest node, before its contents.
     Node(&'a ChunkId),
     /// An extent starting at `offset`.
-    Extent { offset: u64, extent: &'a Extent },
+    Extent {
+        /// Image offset of the extent's first byte.
+        offset: u64,
+        /// The extent.
+        extent: &'a Extent,
+    },
 }
 
 /// Walks the manifest rooted at `root` of a disk of `size` bytes, loading
@@ -330,21 +336,30 @@ pub enum Reached<'a> {
     /// is `None`) references it. Its contents are read and reported only
     /// the first time (`first`).
     Node {
+        /// The node's id.
         id: &'a ChunkId,
+        /// The node that references it; `None` for a disk's root.
         parent: Option<&'a ChunkId>,
+        /// True the first time the walk reaches this node.
         first: bool,
     },
     /// A data extent of a node read for the first time.
     Data {
+        /// The data chunk's id.
         id: &'a ChunkId,
+        /// Length of the extent (the chunk's plaintext), in bytes.
         length: u32,
+        /// The leaf node that references it.
         node: &'a ChunkId,
     },
     /// A node that could not be read, or that does not fit where its
     /// parent places it; its subtree is skipped, the walk goes on.
     Damaged {
+        /// The node's id.
         id: &'a ChunkId,
+        /// The node that references it; `None` for a disk's root.
         parent: Option<&'a ChunkId>,
+        /// Why it could not be used.
         error: Error,
     },
 }

@@ -30,9 +30,11 @@ pub struct PackBuilder {
 /// chunk itself (`member` is [`SOLE`]) or a group holding it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Member {
+    /// The chunk's id.
     pub id: ChunkId,
     /// Where the chunk starts in its group's plaintext, or [`SOLE`].
     pub member: u32,
+    /// Length of the chunk's plaintext, in bytes.
     pub raw_length: u32,
 }
 
@@ -58,8 +60,12 @@ impl Member {
 
 /// A finished pack, ready to be stored.
 pub struct FinishedPack {
+    /// The pack's id: the hash of its bytes, which names its object under
+    /// `packs/`.
     pub id: PackId,
+    /// The whole pack file, header and table included.
     pub bytes: Vec<u8>,
+    /// Where each chunk sits in it, for the index.
     pub entries: Vec<PackEntry>,
 }
 
@@ -235,6 +241,7 @@ pub struct PacksWritten {
 }
 
 impl<'a> PackWriter<'a> {
+    /// Makes a writer that stores packs and index files in `repo`.
     pub fn new(repo: &'a Repository) -> Self {
         PackWriter {
             repo,

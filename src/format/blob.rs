@@ -16,14 +16,18 @@ use super::FormatError;
 /// How a blob's payload is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// Payload stored as is (code 0).
     Stored = 0,
+    /// Payload compressed with zstd (code 1).
     Zstd = 1,
 }
 
 /// How a blob's payload is encrypted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cipher {
+    /// Payload not encrypted (code 0): a repository without encryption.
     None = 0,
+    /// Payload encrypted with AES-256-GCM (code 1).
     Aes256Gcm = 1,
 }
 
@@ -37,9 +41,13 @@ pub const FIXED_HEADER_LEN: usize = 8;
 /// The decoded envelope header of a sealed blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobHeader {
+    /// How the payload is compressed.
     pub compression: Compression,
+    /// How the payload is encrypted.
     pub cipher: Cipher,
+    /// Length of the plaintext in bytes, after decompression.
     pub plain_len: u32,
+    /// The 12-byte AES-GCM nonce; `None` when not encrypted.
     pub nonce: Option<[u8; NONCE_LEN]>,
 }
 

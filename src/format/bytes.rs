@@ -44,22 +44,27 @@ impl<'a> ByteReader<'a> {
         Ok(out)
     }
 
+    /// Reads one byte.
     pub fn u8(&mut self) -> Result<u8, FormatError> {
         Ok(self.take(1)?[0])
     }
 
+    /// Reads a little-endian u16.
     pub fn u16(&mut self) -> Result<u16, FormatError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
 
+    /// Reads a little-endian u32.
     pub fn u32(&mut self) -> Result<u32, FormatError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
+    /// Reads a little-endian u64.
     pub fn u64(&mut self) -> Result<u64, FormatError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
+    /// Reads a little-endian i64.
     pub fn i64(&mut self) -> Result<i64, FormatError> {
         Ok(i64::from_le_bytes(self.array()?))
     }
@@ -124,10 +129,15 @@ impl<'a> ByteReader<'a> {
 
 /// Appends little-endian fields to a byte vector.
 pub trait PutBytes {
+    /// Appends one byte.
     fn put_u8(&mut self, v: u8);
+    /// Appends a little-endian u16.
     fn put_u16(&mut self, v: u16);
+    /// Appends a little-endian u32.
     fn put_u32(&mut self, v: u32);
+    /// Appends a little-endian u64.
     fn put_u64(&mut self, v: u64);
+    /// Appends a little-endian i64.
     fn put_i64(&mut self, v: i64);
     /// Writes a u16 length prefix then the bytes. Callers bound the length.
     fn put_string(&mut self, s: &str);

@@ -30,14 +30,20 @@ pub enum ChunkerParams {
     /// normalization level 1, unseeded gear table).
     #[serde(rename = "fastcdc-v2020")]
     FastCdc2020 {
+        /// Smallest chunk, in bytes (except the last chunk of an image).
         min_size: u32,
+        /// Target average chunk size, in bytes.
         avg_size: u32,
+        /// Largest chunk, in bytes.
         max_size: u32,
     },
     /// Fixed-size chunks aligned to multiples of `size` in the image. Any
     /// size in 512..=8 MiB: boundaries are computed by division, so it need
     /// not be a power of two.
-    Fixed { size: u32 },
+    Fixed {
+        /// Chunk size, in bytes.
+        size: u32,
+    },
 }
 
 impl ChunkerParams {
@@ -170,7 +176,9 @@ impl FromStr for ChunkerParams {
 /// between backups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompressionSetting {
+    /// Chunks are stored uncompressed.
     None,
+    /// Chunks are compressed with zstd at this level.
     Zstd(i32),
 }
 
@@ -258,12 +266,16 @@ impl fmt::Display for Encryption {
 /// The `config` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoConfig {
+    /// The repository's format version; fixes which extensions apply.
     pub format: FormatVersion,
     /// 64 lower-case hex characters, random at init.
     pub id: String,
+    /// How images are cut into chunks. Chunk boundaries, and so
+    /// deduplication between backups, depend on it.
     pub chunker: ChunkerParams,
     /// Default compression for new chunks.
     pub compression: CompressionSetting,
+    /// Whether and how objects are encrypted.
     pub encryption: Encryption,
     /// Unix seconds at init.
     pub created: i64,

@@ -39,6 +39,7 @@ impl ForgetRecord {
         }
     }
 
+    /// Encodes the record as the plaintext of a `forgotten/` object.
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(48 + self.host.len() + self.reason.len());
         v.extend_from_slice(&self.point.0);
@@ -48,6 +49,7 @@ impl ForgetRecord {
         v
     }
 
+    /// Decodes a record from the plaintext of a `forgotten/` object.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut r = ByteReader::new(bytes, "forget record");
         let point = PointId(r.array()?);

@@ -66,9 +66,11 @@ pub fn member_offsets(lengths: impl Iterator<Item = usize> + Clone) -> Vec<u32> 
 /// One member of a group, as its header lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupMember {
+    /// The member chunk's id.
     pub id: ChunkId,
     /// Where its plaintext starts in the group's plaintext.
     pub offset: u32,
+    /// Length of its plaintext, in bytes.
     pub length: u32,
 }
 

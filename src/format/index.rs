@@ -23,13 +23,17 @@ pub const MAX_INDEX_PACKS: usize = 1 << 20;
 /// One chunk's location.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexRecord {
+    /// The chunk's id.
     pub id: ChunkId,
     /// Number of the pack in [`IndexBody::packs`].
     pub pack: u32,
+    /// Offset, in bytes, of the sealed blob holding the chunk in the pack.
     pub offset: u32,
+    /// Length, in bytes, of that sealed blob.
     pub length: u32,
     /// Member offset in its group, or [`super::group::SOLE`].
     pub member: u32,
+    /// Length of the chunk's plaintext, in bytes.
     pub raw_length: u32,
 }
 
@@ -65,7 +69,9 @@ impl IndexRecord {
 /// The plaintext of an index file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IndexBody {
+    /// The packs the records point into; a record names one by position.
     pub packs: Vec<PackId>,
+    /// One record per chunk indexed.
     pub records: Vec<IndexRecord>,
 }
 

@@ -18,19 +18,28 @@ pub const LOCK_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LockMode {
+    /// Taken by commands that add or read (backup, restore, check, sync,
+    /// forget, ...); coexists with other shared locks.
     Shared,
+    /// Taken by commands that delete or rewrite (prune while it deletes,
+    /// key remove, key passwd, repair); coexists with no other lock.
     Exclusive,
 }
 
 /// The contents of a lock object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockRecord {
+    /// Lock record format version (1).
     pub version: u32,
+    /// Shared or exclusive.
     pub mode: LockMode,
     /// The command holding it (`backup`, `prune`, ...).
     pub command: String,
+    /// Host name of the machine holding it.
     pub host: String,
+    /// User name of the process holding it.
     pub user: String,
+    /// Process id of the holder, on its host.
     pub pid: u32,
     /// The process's start time in clock ticks since boot (Linux
     /// `/proc/PID/stat` field 22), so a reused pid is not taken for the

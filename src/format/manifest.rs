@@ -34,9 +34,17 @@ pub const MAX_LEVEL: u8 = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Extent {
     /// Bytes stored as a chunk.
-    Data { id: ChunkId, length: u32 },
+    Data {
+        /// The chunk holding the bytes.
+        id: ChunkId,
+        /// Number of bytes: the chunk's plaintext length.
+        length: u32,
+    },
     /// Bytes that are all zero; never stored.
-    Zero { length: u64 },
+    Zero {
+        /// Number of zero bytes.
+        length: u64,
+    },
 }
 
 impl Extent {
@@ -57,22 +65,29 @@ impl Extent {
 /// A child of an interior node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChildRef {
+    /// Id of the child node.
     pub id: ChunkId,
+    /// Bytes of the image the child's subtree covers.
     pub covered: u64,
 }
 
 /// The entries of a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeEntries {
+    /// A level-0 node: the extents of its part of the image.
     Leaf(Vec<Extent>),
+    /// A node at level 1 or above: its children, in image order.
     Interior(Vec<ChildRef>),
 }
 
 /// A decoded manifest node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestNode {
+    /// Level in the tree: 0 for a leaf, 1..=16 for interior nodes.
     pub level: u8,
+    /// Image offset, in bytes, of the first byte the node covers.
     pub start: u64,
+    /// The node's extents or children.
     pub entries: NodeEntries,
     /// Format 2 leaves that cover one whole aligned [`CV_SPAN`] of an
     /// image larger than that: the BLAKE3 chaining value of the span's

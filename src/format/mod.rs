@@ -51,20 +51,39 @@ pub(crate) fn is_lower_hex(s: &str, bytes: usize) -> bool {
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FormatError {
+    /// The bytes end before the structure does.
     #[error("{what} is truncated")]
-    Truncated { what: &'static str },
+    Truncated {
+        /// What was being decoded, e.g. `pack table`.
+        what: &'static str,
+    },
+    /// A count or length in the bytes exceeds its format limit.
     #[error("{what} declares {value}, more than the limit {max}")]
     TooLarge {
+        /// What was being decoded, e.g. `manifest node`.
         what: &'static str,
+        /// The value the bytes declare.
         value: u64,
+        /// The largest value the format allows.
         max: u64,
     },
+    /// A field holds a value the format does not allow.
     #[error("{what} is invalid: {reason}")]
-    Invalid { what: &'static str, reason: String },
+    Invalid {
+        /// What was being decoded, e.g. `recovery point`.
+        what: &'static str,
+        /// Which field is wrong, and how.
+        reason: String,
+    },
+    /// The object declares a newer format version than this build reads.
+    /// Upgrade diskvault to read it.
     #[error("{what} has format version {found}, newer than this diskvault supports ({supported}); upgrade diskvault to read it")]
     NewerVersion {
+        /// What was being decoded, e.g. `index file`.
         what: &'static str,
+        /// The version the object declares.
         found: u32,
+        /// The newest version this build reads.
         supported: u32,
     },
 }
@@ -72,8 +91,11 @@ pub enum FormatError {
 /// The kind of a repository object, as stored in its header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectKind {
+    /// A pack file under `packs/` (kind 1).
     Pack = 1,
+    /// An index file under `index/` (kind 2).
     Index = 2,
+    /// A recovery point under `points/` (kind 3).
     Point = 3,
     /// A forget record (format 1.1).
     Forget = 4,
@@ -120,7 +142,9 @@ pub const OBJECT_HEADER_LEN: usize = 8;
 /// | 6 | 2 | reserved, zero |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ObjectHeader {
+    /// What kind of object follows (byte 4 of the header).
     pub kind: ObjectKind,
+    /// The object's format major version (byte 5 of the header).
     pub version: u8,
 }
 
@@ -131,6 +155,7 @@ impl ObjectHeader {
         ObjectHeader { kind, version }
     }
 
+    /// The 8 header bytes: magic, kind, version, two reserved zero bytes.
     pub fn encode(&self) -> [u8; OBJECT_HEADER_LEN] {
         let mut v = Vec::with_capacity(OBJECT_HEADER_LEN);
         v.extend_from_slice(&OBJECT_MAGIC);

@@ -29,6 +29,7 @@ pub const PACK_TABLE_AAD: &[u8] = b"diskvault pack table";
 /// Where one chunk sits inside its pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackEntry {
+    /// The chunk's id.
     pub id: ChunkId,
     /// Offset of the sealed blob holding the chunk (the sealed chunk, or
     /// its sealed group) from the start of the pack file.

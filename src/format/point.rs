@@ -6,7 +6,9 @@ use super::{ChunkId, FormatError, PointId};
 
 /// Bounds on strings and lists in a point.
 pub const MAX_STRING: usize = 1024;
+/// Most tags a point may carry.
 pub const MAX_TAGS: usize = 256;
+/// Most disks a point may hold.
 pub const MAX_DISKS: usize = 256;
 
 /// Counters measured while backing up one disk (spec/FORMAT.md §10.1).
@@ -43,13 +45,17 @@ pub struct DiskStats {
 /// and the [`DiskStats`] figures beside the other fields.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DiskRecord {
+    /// The disk's name, e.g. `sda`; unique within the point.
     pub name: String,
+    /// The disk's size in bytes.
     pub size: u64,
     /// Root node of the manifest tree.
     pub manifest_root: ChunkId,
     /// Plain BLAKE3 of the whole image (what `b3sum` prints).
     #[serde(rename = "image_blake3", serialize_with = "hex_bytes")]
     pub image_hash: [u8; 32],
+    /// Figures on how the disk was stored: bytes read, zero bytes, chunks,
+    /// new chunks.
     #[serde(flatten)]
     pub stats: DiskStats,
     /// Where the disk's bytes came from (spec/FORMAT.md §10.2); a point
@@ -105,6 +111,8 @@ impl SourceKind {
 /// Where one disk's bytes came from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DiskOrigin {
+    /// Whether the disk was read from a file or device, a stream, or only
+    /// its changed blocks.
     pub kind: SourceKind,
     /// The point whose manifest supplied the ranges that were not read.
     pub parent: Option<PointId>,
@@ -137,6 +145,7 @@ impl ConsistencyLevel {
 /// A point's consistency and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Consistency {
+    /// Crash- or application-consistent.
     pub level: ConsistencyLevel,
     /// What the consistency scripts did, in words (at most
     /// [`MAX_STRING`] bytes).
@@ -160,6 +169,7 @@ const EXT_CONSISTENCY: u16 = 1;
 const EXT_ORIGINS: u16 = 2;
 /// Bounds on a point's extensions.
 pub const MAX_EXTENSIONS: usize = 64;
+/// Most bytes of all extensions of a point together.
 pub const MAX_EXTENSION_BYTES: usize = 1 << 16;
 
 /// The plaintext of a recovery point.
@@ -171,12 +181,18 @@ pub struct PointBody {
     /// Unix time of the backup's start.
     #[serde(rename = "time")]
     pub time_secs: i64,
+    /// Nanoseconds past `time_secs` (less than 10^9).
     pub time_nanos: u32,
+    /// How long the backup took, in milliseconds.
     #[serde(rename = "duration_seconds", serialize_with = "millis_as_seconds")]
     pub duration_millis: u64,
+    /// Host name of the machine backed up.
     pub host: String,
+    /// Free-text description of where the disks came from.
     pub source: String,
+    /// Labels given at backup time, for selecting points.
     pub tags: Vec<String>,
+    /// One record per disk, in the order backed up.
     pub disks: Vec<DiskRecord>,
     /// Recorded when the backup ran consistency scripts; `None` for a
     /// point without the consistency extension (taken without scripts:

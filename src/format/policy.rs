@@ -55,10 +55,12 @@ impl StoredPolicy {
         Ok(())
     }
 
+    /// Encodes the policy as the JSON of the `policy` object.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("policy serializes")
     }
 
+    /// Decodes and validates the JSON of the `policy` object.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let what = "retention policy";
         if bytes.len() > MAX_POLICY_LEN {

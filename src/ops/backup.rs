@@ -87,7 +87,9 @@ pub enum DiskInput {
 /// What to back up and how.
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
+    /// The disks to read; each becomes one disk record of the point.
     pub disks: Vec<DiskSource>,
+    /// Tags recorded in the point.
     pub tags: Vec<String>,
     /// Host recorded in the point; this machine's name when `None`.
     pub host: Option<String>,
@@ -117,7 +119,9 @@ pub struct BackupOptions {
 /// The outcome of a backup.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BackupReport {
+    /// Id of the recovery point written.
     pub point: PointId,
+    /// The recovery point as written.
     pub body: PointBody,
     /// Packs left by an interrupted backup that this one indexed and reused.
     pub recovered_packs: usize,
@@ -134,6 +138,7 @@ pub struct BackupReport {
     pub bytes_from_repository: u64,
     /// A post-read hook that failed (the point is still written).
     pub hook_warning: Option<String>,
+    /// Wall-clock time the backup took.
     #[serde(rename = "duration_seconds", serialize_with = "crate::ops::seconds")]
     pub duration: Duration,
 }

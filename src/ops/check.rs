@@ -41,6 +41,7 @@ pub struct CheckOptions {
 pub struct Problem {
     /// The damaged or missing object, e.g. `packs/ab/ab12...` or `chunk 1a2b3c4d`.
     pub object: String,
+    /// What is wrong with it.
     pub reason: String,
     /// Recovery points that cannot be fully restored because of it.
     pub affected_points: Vec<PointId>,
@@ -49,10 +50,15 @@ pub struct Problem {
 /// The outcome of a check.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CheckReport {
+    /// Everything found wrong; empty for a healthy repository.
     pub problems: Vec<Problem>,
+    /// Recovery points checked.
     pub points: usize,
+    /// Index files read.
     pub index_files: usize,
+    /// Pack files checked.
     pub packs: usize,
+    /// Distinct chunks in the index.
     pub chunks: usize,
     /// Chunks opened and verified (with `read_data`).
     pub chunks_verified: usize,

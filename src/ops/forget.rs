@@ -44,11 +44,15 @@ pub struct ForgetOptions {
 /// A recovery point as retention reports show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PointLine {
+    /// The point's id.
     pub id: PointId,
     /// Start time of the backup, Unix seconds.
     pub time: i64,
+    /// Host recorded in the point.
     pub host: String,
+    /// Names of its disks.
     pub disks: Vec<String>,
+    /// Its tags.
     pub tags: Vec<String>,
 }
 
@@ -67,6 +71,7 @@ impl PointLine {
 /// One point as `forget` decided about it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ForgetDecision {
+    /// The point decided about.
     #[serde(flatten)]
     pub point: PointLine,
     /// Whether it stays.
@@ -92,6 +97,7 @@ pub struct ForgetReport {
     /// Seconds the forgotten points stay restorable before prune may free
     /// their data.
     pub grace_secs: u64,
+    /// True when nothing was written (`--dry-run`).
     pub dry_run: bool,
 }
 
@@ -233,6 +239,7 @@ fn refuse_emptying_a_group(decisions: &[Decision]) -> Result<()> {
 /// A forgotten point, as `points --forgotten` lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ForgottenPoint {
+    /// The forgotten point.
     #[serde(flatten)]
     pub point: PointLine,
     /// When it was (first) forgotten, Unix seconds.

@@ -36,6 +36,7 @@ pub struct ReindexReport {
     /// Packs that could not be indexed: their bytes do not match their
     /// name, or their table does not open.
     pub damaged_packs: Vec<Damaged>,
+    /// Wall-clock time the reindex took.
     #[serde(serialize_with = "crate::ops::millis")]
     pub duration: Duration,
 }

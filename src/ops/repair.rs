@@ -85,6 +85,7 @@ pub struct RepairReport {
     /// What is still wrong: object and reason.
     #[serde(serialize_with = "crate::ops::object_reasons")]
     pub unrepaired: Vec<(String, String)>,
+    /// Wall-clock time the repair took.
     #[serde(rename = "duration_seconds", serialize_with = "crate::ops::seconds")]
     pub duration: Duration,
 }

@@ -15,6 +15,7 @@ pub struct RepoStats {
     /// Objects under `points/` and `index/` that do not open (`check`
     /// says more); the figures leave them out.
     pub unreadable: Vec<Damaged>,
+    /// Disks over all points (a disk in two points counts twice).
     pub disks: usize,
     /// Sum of the logical sizes of every disk of every point.
     pub logical_bytes: u64,
@@ -28,8 +29,11 @@ pub struct RepoStats {
     pub chunk_stored_bytes: u64,
     /// Bytes of every object in the repository.
     pub repository_bytes: u64,
+    /// Objects in the repository, of every kind.
     pub objects: usize,
+    /// Pack files.
     pub packs: usize,
+    /// Index files.
     pub index_files: usize,
     /// `logical_data_bytes / unique_bytes`.
     pub dedup_ratio: f64,

@@ -11,7 +11,9 @@ use crate::repo::{open_copy, RepoLocation, Repository};
 /// How far a replica lags behind its source.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ReplicaStatus {
+    /// Location of the source repository.
     pub source: String,
+    /// Location of the replica.
     pub replica: String,
     /// False when the replica does not exist yet (a sync would create it).
     pub replica_exists: bool,

@@ -84,10 +84,15 @@ pub struct SyncOptions {
 /// their sum, beside the counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ObjectTally {
+    /// Pack files.
     pub packs: usize,
+    /// Index files.
     pub index_files: usize,
+    /// Recovery points.
     pub points: usize,
+    /// Key files.
     pub key_files: usize,
+    /// Bytes of all these objects.
     pub bytes: u64,
 }
 
@@ -125,7 +130,9 @@ impl serde::Serialize for ObjectTally {
 /// The outcome of a sync.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SyncReport {
+    /// Location of the source repository.
     pub source: String,
+    /// Location of the destination repository.
     pub destination: String,
     /// The destination did not exist and was created as a replica.
     pub created: bool,
@@ -148,6 +155,7 @@ pub struct SyncReport {
     /// Destination points unforgotten because they are live in the source
     /// (`delete`).
     pub points_unforgotten: usize,
+    /// Wall-clock time the sync took.
     #[serde(rename = "duration_seconds", serialize_with = "crate::ops::seconds")]
     pub duration: Duration,
 }

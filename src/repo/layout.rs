@@ -13,11 +13,17 @@ pub const POLICY_KEY: &str = "policy";
 
 /// Prefixes of the kinds of object that come in numbers.
 pub const PACKS: &str = "packs/";
+/// Prefix of index files.
 pub const INDEX: &str = "index/";
+/// Prefix of recovery points.
 pub const POINTS: &str = "points/";
+/// Prefix of key files.
 pub const KEYS: &str = "keys/";
+/// Prefix of lock objects.
 pub const LOCKS: &str = "locks/";
+/// Prefix of forget records.
 pub const FORGOTTEN: &str = "forgotten/";
+/// Prefix of temporary files of writers in progress; never read.
 pub const TMP: &str = "tmp/";
 
 /// Object key of a pack.

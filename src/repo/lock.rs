@@ -48,10 +48,16 @@ pub enum LockKind {
 #[derive(Debug, Clone)]
 pub enum LockEvent {
     /// Waiting for these holders to finish.
-    Waiting { holders: String },
+    Waiting {
+        /// The conflicting locks: mode, command, pid, host, user, since when.
+        holders: String,
+    },
     /// The repository could not be written: a read-only command goes on
     /// without a lock.
-    Skipped { reason: String },
+    Skipped {
+        /// Why the lock could not be written.
+        reason: String,
+    },
 }
 
 /// Receives [`LockEvent`]s (the CLI prints them).

@@ -36,8 +36,11 @@ pub use lock::{LockEvent, LockInfo, LockKind, LockNotifier, LockOptions, RepoLoc
 /// Options for [`Repository::init`].
 #[derive(Debug, Clone)]
 pub struct InitOptions {
+    /// Whether to encrypt, and with which key derivation.
     pub encryption: Encryption,
+    /// How to cut images into chunks (the config's `chunker`).
     pub chunker: ChunkerParams,
+    /// Default compression for new chunks (can be changed later).
     pub compression: CompressionSetting,
     /// Argon2id cost of the first key file.
     pub kdf: KdfCost,
@@ -62,9 +65,13 @@ impl Default for InitOptions {
 /// A key file as listed by [`Repository::list_keys`].
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct KeyInfo {
+    /// The key file's id (its name under `keys/`).
     pub id: KeyId,
+    /// When the key file was made, Unix seconds.
     pub created: i64,
+    /// Host that made the key file.
     pub host: String,
+    /// User that made the key file.
     #[serde(rename = "user")]
     pub username: String,
     /// True for the key that opened this repository handle.

@@ -26,6 +26,7 @@ pub type Points = Vec<(PointId, PointBody)>;
 pub struct Damaged {
     /// The object's key, e.g. `index/ab12...`.
     pub object: String,
+    /// Why it does not open.
     pub reason: String,
 }
 

@@ -67,34 +67,64 @@ pub struct ObjectInfo {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// No object is stored under the key.
     #[error("object '{key}' does not exist")]
-    NotFound { key: String },
+    NotFound {
+        /// The object's key.
+        key: String,
+    },
+    /// A [`PutMode::Create`] put found an object already stored under the
+    /// key; it was left untouched.
     #[error("object '{key}' already exists")]
-    AlreadyExists { key: String },
+    AlreadyExists {
+        /// The object's key.
+        key: String,
+    },
+    /// The device holding the repository is full. Free some space and run
+    /// the command again (objects already written are reused).
     #[error("no space left on the device holding the repository while writing '{key}'; free some space and run the command again (objects already written are reused)")]
-    NoSpace { key: String },
+    NoSpace {
+        /// The object being written.
+        key: String,
+    },
+    /// Writing was refused by permissions or a read-only medium. Check the
+    /// repository's permissions.
     #[error("not allowed to write '{key}': {source}; check the permissions of the repository, or whether it is on a read-only medium")]
     Denied {
+        /// The object's key.
         key: String,
+        /// The underlying I/O error.
         #[source]
         source: io::Error,
     },
+    /// A failure that may pass (interrupted, timed out, busy); running the
+    /// command again may succeed.
     #[error("temporary failure on '{key}': {source}; running the command again may succeed")]
     Transient {
+        /// The object's key.
         key: String,
+        /// The underlying I/O error.
         #[source]
         source: io::Error,
     },
+    /// Any other I/O error.
     #[error("I/O error on '{key}': {source}")]
     Io {
+        /// The object's key.
         key: String,
+        /// The underlying I/O error.
         #[source]
         source: io::Error,
     },
+    /// An object store (Azure, S3) cannot be used; the message says what
+    /// to check.
     #[error("{key}: {failure} ({}); {}", brief(detail), failure_hint(key, *failure))]
     Backend {
+        /// The object's key, or the store's URL.
         key: String,
+        /// What kind of failure.
         failure: BackendFailure,
+        /// The service's own message.
         detail: String,
     },
 }
@@ -133,12 +163,19 @@ fn brief(detail: &str) -> &str {
 /// Requests a remote store made, and the bytes it moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RequestCounts {
+    /// GET requests.
     pub get: u64,
+    /// PUT requests.
     pub put: u64,
+    /// LIST requests.
     pub list: u64,
+    /// DELETE requests.
     pub delete: u64,
+    /// HEAD requests.
     pub head: u64,
+    /// Bytes uploaded.
     pub bytes_sent: u64,
+    /// Bytes downloaded.
     pub bytes_received: u64,
 }
 

@@ -29,13 +29,16 @@ use super::{ObjectInfo, PutMode, RequestCounts, Store, StoreError};
 /// Which service a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
+    /// Azure Blob Storage (`az://`).
     Azure,
+    /// Amazon S3 or a compatible service (`s3://`).
     S3,
 }
 
 /// A parsed `az://CONTAINER/PREFIX` or `s3://BUCKET/PREFIX`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectUrl {
+    /// Azure or S3.
     pub service: Service,
     /// The container (Azure) or bucket (S3).
     pub container: String,

@@ -78,6 +78,7 @@ pub const DEFAULT_MAX_UNUSED_PERCENT: f64 = 5.0;
 /// What a prune did (or, with `dry_run`, would do).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PruneReport {
+    /// True when nothing was deleted or written (`--dry-run`).
     pub dry_run: bool,
     /// Recovery points kept (live, and forgotten ones still in their grace
     /// period).
@@ -129,6 +130,7 @@ pub struct PruneReport {
     /// Marking and planning time (reading points, index and manifests).
     #[serde(serialize_with = "crate::ops::millis")]
     pub plan_duration: Duration,
+    /// Wall-clock time of the whole prune.
     #[serde(serialize_with = "crate::ops::millis")]
     pub duration: Duration,
 }

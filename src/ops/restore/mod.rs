@@ -94,9 +94,12 @@ pub struct RestoreOptions {
 /// One restored disk.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RestoredDisk {
+    /// The disk's name in the recovery point.
     pub name: String,
+    /// Where it was written.
     #[serde(serialize_with = "crate::ops::path_text")]
     pub path: PathBuf,
+    /// The disk's size in bytes.
     pub size: u64,
     /// Plaintext bytes written (zero runs are not written to files; to a
     /// stream they are, so it receives the whole size).
@@ -132,11 +135,14 @@ impl RestoredDisk {
 /// The outcome of a restore.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RestoreReport {
+    /// Id of the recovery point restored.
     pub point: PointId,
+    /// The disks restored, each verified against the point.
     pub disks: Vec<RestoredDisk>,
     /// Index files that could not be read: the restore went on without
     /// them, and found every chunk it needed elsewhere.
     pub damaged_index_files: Vec<Damaged>,
+    /// Wall-clock time the restore took.
     #[serde(rename = "duration_seconds", serialize_with = "crate::ops::seconds")]
     pub duration: Duration,
 }
