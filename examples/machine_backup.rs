@@ -12,7 +12,7 @@ use std::sync::Arc;
 use diskvault::format::changes::ChangedRanges;
 use diskvault::ops::hooks::{ConsistencyHooks, HookContext};
 use diskvault::{
-    backup, check, restore_to_writer, BackupOptions, CheckOptions, DiskSource, InitOptions,
+    backup, check, restore_to_writer, BackupDisk, BackupOptions, CheckOptions, InitOptions,
     KdfCost, Progress, ProgressSink, Repository, RestoreOptions,
 };
 
@@ -64,25 +64,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..InitOptions::default()
         },
     )?;
-    let disks = |changed: Option<ChangedRanges>| {
-        vec![
-            DiskSource {
-                name: "root".into(),
-                path: root.clone(),
-                changed: changed.clone(),
-                ..Default::default()
-            },
-            DiskSource {
-                name: "data".into(),
-                path: data.clone(),
-                changed: changed.map(|_| ChangedRanges::default()),
-                ..Default::default()
-            },
-        ]
+    let disks = |changed: Option<ChangedRanges>| -> diskvault::Result<Vec<BackupDisk>> {
+        let (root, data) = (
+            BackupDisk::file("root", &root)?,
+            BackupDisk::file("data", &data)?,
+        );
+        Ok(match changed {
+            // The data disk did not change: an empty list.
+            Some(c) => vec![
+                root.with_changes(c),
+                data.with_changes(ChangedRanges::default()),
+            ],
+            None => vec![root, data],
+        })
     };
     let percent = Arc::new(Percent::default());
     let options = |changed: Option<ChangedRanges>, parent: Option<String>| BackupOptions {
-        disks: disks(changed),
+        disks: disks(changed).expect("the images were just written"),
         host: Some("db1".into()),
         hooks: Some(Arc::new(Freezer)),
         progress: Some(Progress::from_sink(percent.clone())),

@@ -3,11 +3,11 @@
 //!
 //! Run it with `cargo run --release --example quickstart`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use diskvault::{
-    backup, check, restore, stats, BackupOptions, CheckOptions, DiskSource, InitOptions,
-    Repository, RestoreOptions,
+    backup, check, restore, stats, BackupOptions, CheckOptions, InitOptions, Repository,
+    RestoreOptions,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         vault.display(),
         sample.display()
     );
-    let day1 = backup(&repo, &disk_options(&sample))?;
+    let day1 = backup(&repo, &disk_options(&sample)?)?;
     print_backup(&day1);
 
     // The next day: three 4 KiB blocks of the disk were rewritten in place.
@@ -44,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         vault.display(),
         day2_image.display()
     );
-    let day2 = backup(&repo, &disk_options(&day2_image))?;
+    let day2 = backup(&repo, &disk_options(&day2_image)?)?;
     print_backup(&day2);
 
     println!("$ diskvault points {}", vault.display());
@@ -109,16 +109,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn disk_options(image: &Path) -> BackupOptions {
-    BackupOptions {
-        disks: vec![DiskSource {
-            name: "root".into(),
-            path: PathBuf::from(image),
-            ..Default::default()
-        }],
+fn disk_options(image: &Path) -> diskvault::Result<BackupOptions> {
+    Ok(BackupOptions {
+        disks: vec![diskvault::BackupDisk::file("root", image)?],
         tags: vec!["quickstart".into()],
         ..BackupOptions::default()
-    }
+    })
 }
 
 fn print_backup(r: &diskvault::BackupReport) {

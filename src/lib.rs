@@ -9,7 +9,7 @@
 //! manifest tree of chunk ids. Backups after the first store only new chunks.
 //!
 //! ```
-//! use diskvault::{backup, restore, BackupOptions, DiskSource, InitOptions,
+//! use diskvault::{backup, restore, BackupDisk, BackupOptions, InitOptions,
 //!                 KdfCost, Repository, RestoreOptions};
 //!
 //! # fn main() -> Result<(), diskvault::Error> {
@@ -23,7 +23,7 @@
 //!
 //! // Back up one disk.
 //! let report = backup(&repo, &BackupOptions {
-//!     disks: vec![DiskSource { name: "sda".into(), path: image.clone(), ..Default::default() }],
+//!     disks: vec![BackupDisk::file("sda", &image)?],
 //!     ..BackupOptions::default()
 //! })?;
 //!
@@ -117,7 +117,7 @@ pub use ops::analyze::{
     analyze, AnalyzeFigures, AnalyzeOptions, AnalyzeReport, AnalyzedImage, ImageFigures,
     SettingReport,
 };
-pub use ops::backup::{backup, BackupOptions, BackupReport, DiskInput, DiskSource};
+pub use ops::backup::{backup, BackupDisk, BackupOptions, BackupReport};
 pub use ops::check::{check, CheckOptions, CheckReport, Problem};
 pub use ops::forget::{
     forget, list_forgotten, unforget, ForgetDecision, ForgetOptions, ForgetReport, ForgottenPoint,
@@ -135,3 +135,4 @@ pub use repo::{
     InitOptions, KeyInfo, LockEvent, LockInfo, LockKind, LockNotifier, LockOptions, RepoLocation,
     RepoLock, Repository,
 };
+pub use source::{FileSource, StreamSource};

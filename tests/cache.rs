@@ -15,8 +15,7 @@ use common::*;
 use diskvault::repo::layout::is_cacheable;
 use diskvault::store::{CachedStore, FaultyStore, MemoryStore, Store};
 use diskvault::{
-    backup, check, prune, restore, BackupOptions, CheckOptions, DiskSource, PruneOptions,
-    Repository,
+    backup, check, prune, restore, BackupOptions, CheckOptions, PruneOptions, Repository,
 };
 
 /// A session against the remote: a new cache handle on the same cache
@@ -55,11 +54,7 @@ fn remote_vault(dir: &Path) -> (Arc<MemoryStore>, std::path::PathBuf) {
         backup(
             &repo,
             &BackupOptions {
-                disks: vec![DiskSource {
-                    name: "vda".into(),
-                    path: image.clone(),
-                    ..Default::default()
-                }],
+                disks: vec![diskvault::BackupDisk::file("vda", &image).unwrap()],
                 ..BackupOptions::default()
             },
         )

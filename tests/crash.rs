@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use diskvault::{backup, check, BackupOptions, CheckOptions, DiskSource, PackId, Repository};
+use diskvault::{backup, check, BackupOptions, CheckOptions, PackId, Repository};
 
 /// Backups killed per test run (at least 20 by the measure).
 const BACKUP_KILLS: usize = 20;
@@ -194,11 +194,7 @@ fn killed_backups_leave_a_sound_vault_and_are_resumed() {
         backup(
             repo,
             &BackupOptions {
-                disks: vec![DiskSource {
-                    name: "vda".into(),
-                    path: image_b.clone(),
-                    ..Default::default()
-                }],
+                disks: vec![diskvault::BackupDisk::file("vda", &image_b).unwrap()],
                 ..BackupOptions::default()
             },
         )

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use common::*;
 use diskvault::store::{Fault, FaultyStore, LocalStore, OpCounts, OpKind, WriteEvent};
 use diskvault::{
-    backup, check, restore, BackupOptions, BackupReport, CheckOptions, DiskSource, Error, IndexId,
-    InitOptions, KdfCost, PackId, PointId, Repository,
+    backup, check, restore, BackupOptions, BackupReport, CheckOptions, Error, IndexId, InitOptions,
+    KdfCost, PackId, PointId, Repository,
 };
 
 const NEW_PASSPHRASE: &str = "a new passphrase for the vault";
@@ -111,11 +111,7 @@ fn pack_ids(vault: &Path) -> BTreeSet<String> {
 
 fn backup_opts(image: &Path) -> BackupOptions {
     BackupOptions {
-        disks: vec![DiskSource {
-            name: "vda".into(),
-            path: image.to_path_buf(),
-            ..Default::default()
-        }],
+        disks: vec![diskvault::BackupDisk::file("vda", image).unwrap()],
         ..BackupOptions::default()
     }
 }
@@ -431,16 +427,8 @@ fn backup_makes_each_stage_durable_before_the_next() {
         &open_over(&counting, &vault, PASSPHRASE).unwrap(),
         &BackupOptions {
             disks: vec![
-                DiskSource {
-                    name: "vda".into(),
-                    path: image.clone(),
-                    ..Default::default()
-                },
-                DiskSource {
-                    name: "vdb".into(),
-                    path: small.clone(),
-                    ..Default::default()
-                },
+                diskvault::BackupDisk::file("vda", &image).unwrap(),
+                diskvault::BackupDisk::file("vdb", &small).unwrap(),
             ],
             ..BackupOptions::default()
         },

@@ -15,8 +15,8 @@ use common::*;
 use diskvault::retention::RetentionPolicy;
 use diskvault::store::{Fault, FaultyStore, LocalStore, OpKind, Store};
 use diskvault::{
-    backup, forget, prune, BackupOptions, DiskSource, ForgetOptions, LockOptions, PointId,
-    PruneOptions, Repository,
+    backup, forget, prune, BackupOptions, ForgetOptions, LockOptions, PointId, PruneOptions,
+    Repository,
 };
 
 /// Opens the vault on its own handle (as another process would), with
@@ -87,11 +87,7 @@ fn backup_forget_prune_and_check_at_once_lose_nothing() {
                 let r = backup(
                     &repo,
                     &BackupOptions {
-                        disks: vec![DiskSource {
-                            name: "root".into(),
-                            path: image.clone(),
-                            ..Default::default()
-                        }],
+                        disks: vec![diskvault::BackupDisk::file("root", &image).unwrap()],
                         ..BackupOptions::default()
                     },
                 )

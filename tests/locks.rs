@@ -307,11 +307,7 @@ fn a_read_only_vault_is_read_without_a_lock_and_refuses_writes() {
     let e = backup(
         &repo,
         &diskvault::BackupOptions {
-            disks: vec![diskvault::DiskSource {
-                name: "root".into(),
-                path: image.clone(),
-                ..Default::default()
-            }],
+            disks: vec![diskvault::BackupDisk::file("root", &image).unwrap()],
             ..Default::default()
         },
     )
@@ -359,11 +355,7 @@ fn a_command_that_loses_its_lock_stops() {
     let e = backup(
         &repo,
         &diskvault::BackupOptions {
-            disks: vec![diskvault::DiskSource {
-                name: "big".into(),
-                path: image,
-                ..Default::default()
-            }],
+            disks: vec![diskvault::BackupDisk::file("big", image).unwrap()],
             ..Default::default()
         },
     )

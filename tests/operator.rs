@@ -476,11 +476,9 @@ fn an_ext4_day_of_churn_backs_up_from_its_changed_blocks() {
     let report = diskvault::backup(
         &repo,
         &diskvault::BackupOptions {
-            disks: vec![diskvault::DiskSource {
-                name: "root".into(),
-                path: v2.clone(),
+            disks: vec![diskvault::BackupDisk {
                 changed: Some(changed.clone()),
-                ..Default::default()
+                ..diskvault::BackupDisk::file("root", v2).unwrap()
             }],
             parent: Some(first.point.to_hex()),
             ..Default::default()

@@ -413,11 +413,7 @@ fn packs_no_index_names_are_deleted() {
     diskvault::backup(
         &repo,
         &diskvault::BackupOptions {
-            disks: vec![diskvault::DiskSource {
-                name: "other".into(),
-                path: other,
-                ..Default::default()
-            }],
+            disks: vec![diskvault::BackupDisk::file("other", other).unwrap()],
             ..Default::default()
         },
     )

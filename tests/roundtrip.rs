@@ -625,11 +625,7 @@ fn compression_can_change_between_backups() {
     let second = diskvault::backup(
         &repo,
         &diskvault::BackupOptions {
-            disks: vec![diskvault::DiskSource {
-                name: "logs".into(),
-                path: image.clone(),
-                ..Default::default()
-            }],
+            disks: vec![diskvault::BackupDisk::file("logs", &image).unwrap()],
             compression: Some("none".parse().unwrap()),
             ..Default::default()
         },

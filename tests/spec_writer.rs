@@ -14,7 +14,7 @@ use diskvault::chunker::Chunker;
 use diskvault::format::manifest::{ChildRef, Extent, ManifestNode, NodeEntries};
 use diskvault::format::ChunkId;
 use diskvault::manifest::ManifestBuilder;
-use diskvault::source::ImageSource;
+use diskvault::source::FileSource;
 use diskvault::{ChunkerParams, DiskRecord, Repository};
 
 // ---- FastCDC (§3.2, Appendix A) -------------------------------------------
@@ -452,8 +452,8 @@ fn write_disks(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 fn region_bytes(path: &Path) -> u64 {
-    let src = ImageSource::open(path).unwrap();
-    src.data_regions().unwrap().iter().map(|(s, e)| e - s).sum()
+    let src = FileSource::open(path).unwrap();
+    src.regions().unwrap().iter().map(|(s, e)| e - s).sum()
 }
 
 /// Chunks, plaintext length and sealed length of the chunks `ids`, as the

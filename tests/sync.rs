@@ -10,8 +10,8 @@ use std::sync::Arc;
 use common::*;
 use diskvault::store::{Fault, FaultyStore, LocalStore, OpKind};
 use diskvault::{
-    backup, check, replica_status, sync, sync_with_key, BackupOptions, CheckOptions, DiskSource,
-    Error, InitOptions, RepoLocation, Repository, SyncOptions,
+    backup, check, replica_status, sync, sync_with_key, BackupOptions, CheckOptions, Error,
+    InitOptions, RepoLocation, Repository, SyncOptions,
 };
 
 /// A recovery point and the image it holds.
@@ -27,11 +27,7 @@ fn add_point(repo: &Repository, dir: &Path, seed: u64, tag: &str) -> Saved {
     let report = backup(
         repo,
         &BackupOptions {
-            disks: vec![DiskSource {
-                name: "root".into(),
-                path: image.clone(),
-                ..Default::default()
-            }],
+            disks: vec![diskvault::BackupDisk::file("root", &image).unwrap()],
             tags: vec![tag.to_string()],
             ..BackupOptions::default()
         },

@@ -71,9 +71,16 @@ pub enum SourceKind {
     File,
     /// A stream (standard input): read once, in order, size unknown ahead.
     Stream,
-    /// A file or device of which only the ranges listed as changed since a
-    /// parent point were read; everything else was taken from the parent.
+    /// Only the ranges reported changed since a parent point (by a
+    /// changed-block list or a dirty bitmap) were read; everything else was
+    /// taken from the parent.
     ChangedBlocks,
+    /// An NBD export (a live VM's disk), read where its block status
+    /// reported data.
+    Nbd,
+    /// A source of the program that embeds diskvault (its own
+    /// [`crate::DiskSource`]).
+    Custom,
     /// A value this reader does not know (written by a newer writer).
     Other(u8),
 }
@@ -84,6 +91,8 @@ impl SourceKind {
             SourceKind::File => 0,
             SourceKind::Stream => 1,
             SourceKind::ChangedBlocks => 2,
+            SourceKind::Nbd => 3,
+            SourceKind::Custom => 4,
             SourceKind::Other(v) => v,
         }
     }
@@ -93,6 +102,8 @@ impl SourceKind {
             0 => SourceKind::File,
             1 => SourceKind::Stream,
             2 => SourceKind::ChangedBlocks,
+            3 => SourceKind::Nbd,
+            4 => SourceKind::Custom,
             v => SourceKind::Other(v),
         }
     }
@@ -103,6 +114,8 @@ impl SourceKind {
             SourceKind::File => "file".into(),
             SourceKind::Stream => "stream".into(),
             SourceKind::ChangedBlocks => "changed-blocks".into(),
+            SourceKind::Nbd => "nbd".into(),
+            SourceKind::Custom => "custom".into(),
             SourceKind::Other(v) => format!("unknown-{v}"),
         }
     }

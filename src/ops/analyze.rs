@@ -31,7 +31,7 @@ use crate::format::{ChunkId, ObjectHeader, ObjectKind, PackId, FORMAT_MAJOR, OBJ
 use crate::manifest::{leaf_digest, ManifestBuilder};
 use crate::packer::{ChunkGroup, Member, PackBuilder, DEFAULT_PACK_TARGET, INDEX_FLUSH_ENTRIES};
 use crate::progress::{Progress, Tracker};
-use crate::source::ImageSource;
+use crate::source::FileSource;
 
 /// Image bytes read and chunked at a time (as a backup reads them).
 const SEGMENT_BYTES: usize = 4 << 20;
@@ -255,11 +255,11 @@ pub fn analyze(opts: &AnalyzeOptions) -> Result<AnalyzeReport> {
         .zip(&sources)
         .map(|(p, s)| AnalyzedImage {
             path: p.display().to_string(),
-            size: s.size(),
+            size: s.len(),
         })
         .collect();
     let pool = crate::exec::worker_pool(opts.threads, "analyze")?;
-    let per_pass: u64 = sources.iter().map(ImageSource::size).sum();
+    let per_pass: u64 = sources.iter().map(FileSource::len).sum();
     let mut tracker = Tracker::new(
         opts.progress.clone(),
         per_pass * (chunkers.len() * compressions.len()) as u64,
@@ -305,8 +305,8 @@ pub fn analyze(opts: &AnalyzeOptions) -> Result<AnalyzeReport> {
     })
 }
 
-fn open_source(path: &Path) -> Result<ImageSource> {
-    ImageSource::open(path).map_err(|source| Error::Source {
+fn open_source(path: &Path) -> Result<FileSource> {
+    FileSource::open(path).map_err(|source| Error::Source {
         path: path.to_path_buf(),
         source,
     })
@@ -375,14 +375,14 @@ struct Output {
 
 impl Simulation<'_> {
     /// Simulates the backup of one image after the earlier ones.
-    fn image(&mut self, path: &Path, src: &ImageSource) -> Result<AnalyzeFigures> {
+    fn image(&mut self, path: &Path, src: &FileSource) -> Result<AnalyzeFigures> {
         let started = Instant::now();
-        let size = src.size();
+        let size = src.len();
         let source_error = |source| Error::Source {
             path: path.to_path_buf(),
             source,
         };
-        let regions = src.data_regions().map_err(source_error)?;
+        let regions = src.regions().map_err(source_error)?;
         let node_sealer = Arc::clone(&self.sealer);
         let mut manifest = ManifestBuilder::new(move |bytes: &[u8]| node_sealer.chunk_id(bytes))
             .with_format(FORMAT)
@@ -417,7 +417,7 @@ impl Simulation<'_> {
                 if buf.len() < carry + want {
                     buf.resize(carry + want, 0);
                 }
-                src.read_at(&mut buf[carry..carry + want], next_read)
+                src.read_exact_at(&mut buf[carry..carry + want], next_read)
                     .map_err(source_error)?;
                 next_read += want as u64;
                 out.figures.bytes_read += want as u64;

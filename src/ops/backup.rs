@@ -17,7 +17,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -47,7 +47,7 @@ use crate::packer::{
 };
 use crate::progress::{Progress, Tracker};
 use crate::repo::{host_name, now_unix, Damaged, LockKind, Repository};
-use crate::source::ImageSource;
+use crate::source::{read_full, shrank, DiskSource, FileSource, StreamSource};
 
 /// Bytes read from the image per segment.
 const SEGMENT_BYTES: usize = 4 << 20;
@@ -56,39 +56,71 @@ pub use crate::packer::GROUP_BYTES;
 /// Segments queued between the reader and the sealing stage.
 const SEGMENT_QUEUE: usize = 2;
 
-/// One disk to back up.
-#[derive(Debug, Clone, Default)]
-pub struct DiskSource {
+/// One disk to back up: its name in the point and where its bytes come
+/// from.
+#[derive(Clone)]
+pub struct BackupDisk {
     /// Name of the disk inside the recovery point (e.g. `sda`, `root`).
     pub name: String,
-    /// Raw image file or block device (with [`DiskInput::Stdin`], only a
-    /// description of the stream, such as `-`).
-    pub path: PathBuf,
-    /// Where the bytes come from.
-    pub input: DiskInput,
-    /// The ranges that changed since [`BackupOptions::parent`]: only they
-    /// are read, and the rest of the disk is taken from the parent point's
-    /// manifest. Needs a file or device input of the parent disk's size.
+    /// Where the bytes come from: a [`FileSource`], a [`StreamSource`], an
+    /// [`crate::NbdSource`], or the program's own [`DiskSource`].
+    pub source: Arc<dyn DiskSource>,
+    /// The ranges that changed since [`BackupOptions::parent`], when the
+    /// caller knows them (a changed-block list): only they are read, and
+    /// the rest of the disk is taken from the parent point's manifest.
+    /// When `None`, the source's own [`DiskSource::changed_ranges`] are
+    /// used, if it reports any and a parent is named.
     pub changed: Option<ChangedRanges>,
 }
 
-/// Where a disk's bytes come from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum DiskInput {
-    /// The file or block device at [`DiskSource::path`], read where it has
-    /// data (holes are not read).
-    #[default]
-    Path,
-    /// Standard input, read once to its end: its size is known only then.
-    /// All-zero chunks still become holes.
-    Stdin,
+impl BackupDisk {
+    /// The disk `name`, read from `source`.
+    pub fn new(name: impl Into<String>, source: impl DiskSource + 'static) -> Self {
+        BackupDisk {
+            name: name.into(),
+            source: Arc::new(source),
+            changed: None,
+        }
+    }
+
+    /// The disk `name`, read from the image file or block device at
+    /// `path` (opened now, so a wrong path fails before anything else).
+    pub fn file(name: impl Into<String>, path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let source = FileSource::open(path).map_err(|source| Error::Source {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(BackupDisk::new(name, source))
+    }
+
+    /// The disk `name`, read from this process's standard input to its end.
+    pub fn stdin(name: impl Into<String>) -> Self {
+        BackupDisk::new(name, StreamSource::stdin())
+    }
+
+    /// The same disk, with the ranges changed since the parent point.
+    pub fn with_changes(mut self, changed: ChangedRanges) -> Self {
+        self.changed = Some(changed);
+        self
+    }
+}
+
+impl std::fmt::Debug for BackupDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupDisk")
+            .field("name", &self.name)
+            .field("source", &self.source.describe())
+            .field("changed", &self.changed.as_ref().map(|c| c.ranges().len()))
+            .finish()
+    }
 }
 
 /// What to back up and how.
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
     /// The disks to read; each becomes one disk record of the point.
-    pub disks: Vec<DiskSource>,
+    pub disks: Vec<BackupDisk>,
     /// Tags recorded in the point.
     pub tags: Vec<String>,
     /// Host recorded in the point; this machine's name when `None`.
@@ -100,7 +132,8 @@ pub struct BackupOptions {
     /// Told the bytes of image processed so far, across all disks.
     pub progress: Option<Progress>,
     /// The point (`latest`, an id or a prefix) whose manifests supply the
-    /// ranges that [`DiskSource::changed`] leaves out.
+    /// ranges that [`BackupDisk::changed`] (or the source's own
+    /// [`DiskSource::changed_ranges`]) leaves out.
     pub parent: Option<String>,
     /// With changed-block input: read and hash every byte anyway, and fail
     /// if one outside the lists differs from the parent point.
@@ -182,7 +215,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         if d.name.is_empty() {
             return Err(Error::InvalidArgument(format!(
                 "the disk from {} has an empty name; name it with --disk",
-                d.path.display()
+                d.source.describe()
             )));
         }
         // Checked before anything is stored (the point would refuse it at
@@ -190,7 +223,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         crate::format::point::check_disk_name(&d.name).map_err(|e| {
             Error::InvalidArgument(format!(
                 "the disk from {} cannot be named '{}': {e}; name it with --disk (a plain name such as root or data)",
-                d.path.display(),
+                d.source.describe(),
                 d.name
             ))
         })?;
@@ -201,16 +234,19 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
             )));
         }
     }
-    if opts
-        .disks
-        .iter()
-        .filter(|d| d.input == DiskInput::Stdin)
-        .count()
-        > 1
-    {
-        return Err(Error::InvalidArgument(
-            "only one disk can be read from standard input".into(),
-        ));
+    // A stream read for two disks would give each a part of it.
+    for (i, d) in opts.disks.iter().enumerate() {
+        if let Some(other) = opts.disks[..i]
+            .iter()
+            .find(|o| Arc::ptr_eq(&o.source, &d.source) && d.source.size().is_none())
+        {
+            return Err(Error::InvalidArgument(format!(
+                "disks '{}' and '{}' are both read from {}, a stream that can be read only once",
+                other.name,
+                d.name,
+                d.source.describe()
+            )));
+        }
     }
     let changed_input = opts.disks.iter().any(|d| d.changed.is_some());
     if changed_input && opts.parent.is_none() {
@@ -222,7 +258,9 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
     let mut sources = opts
         .disks
         .iter()
-        .map(|d| Input::open(d).map_err(|source| source_error(d, source)))
+        .map(|d| {
+            Input::open(d, &Stop(opts.cancel.clone())).map_err(|source| source_error(d, source))
+        })
         .collect::<Result<Vec<_>>>()?;
 
     let pool = crate::exec::worker_pool(opts.threads, "seal")?;
@@ -425,19 +463,13 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
     })
 }
 
-fn describe_source(d: &DiskSource) -> String {
-    match d.input {
-        DiskInput::Path => d.path.display().to_string(),
-        DiskInput::Stdin => "standard input".into(),
-    }
+fn describe_source(d: &BackupDisk) -> String {
+    d.source.describe()
 }
 
-fn source_error(d: &DiskSource, source: std::io::Error) -> Error {
+fn source_error(d: &BackupDisk, source: std::io::Error) -> Error {
     Error::Source {
-        path: match d.input {
-            DiskInput::Path => d.path.clone(),
-            DiskInput::Stdin => PathBuf::from("standard input"),
-        },
+        path: PathBuf::from(d.source.describe()),
         source,
     }
 }
@@ -701,7 +733,7 @@ impl Session {
     fn backup_disk(
         &mut self,
         src: Input,
-        disk: &DiskSource,
+        disk: &BackupDisk,
         parent_values: &LeafValues,
         mut plan: DiskPlan,
         chunks: &CachedChunks<'_>,
@@ -718,7 +750,9 @@ impl Session {
             .spawn(move || {
                 let stop = Stop(cancel);
                 match src {
-                    Input::File(f) => read_image(f, pieces, chunker, item_tx, recycle_rx, stop),
+                    Input::Sized { source, .. } => {
+                        read_image(&*source, pieces, chunker, item_tx, recycle_rx, stop)
+                    }
                     Input::Stream { head, rest } => {
                         read_stream(head, rest, chunker, item_tx, recycle_rx, stop)
                     }
@@ -1194,7 +1228,7 @@ impl Window {
 /// The reader thread: walks the disk's pieces in order, reading the data
 /// in segments and cutting chunks. Returns the bytes read.
 fn read_image(
-    src: ImageSource,
+    src: &dyn DiskSource,
     pieces: Vec<Piece>,
     chunker: Chunker,
     out: SyncSender<ReadItem>,
@@ -1237,7 +1271,12 @@ fn read_image(
                 buf.resize(filled + want, 0);
             }
             buf[..filled].copy_from_slice(&carry);
-            src.read_at(&mut buf[filled..filled + want], next_read)?;
+            let got = read_full(src, &mut buf[filled..filled + want], next_read, &|| {
+                stop.check()
+            })?;
+            if got < want {
+                return Err(shrank());
+            }
             next_read += want as u64;
             bytes_read += want as u64;
             let at_end = next_read == end;
@@ -1260,11 +1299,12 @@ fn read_image(
     Ok(bytes_read)
 }
 
-/// The reader thread for a stream: reads `head`, then `rest` to its end,
-/// in segments, and cuts chunks. Returns the bytes read.
+/// The reader thread for a stream: reads `head`, then `rest` (from where
+/// the head ends) to its end, in segments, and cuts chunks. Returns the
+/// bytes read.
 fn read_stream(
     head: Vec<u8>,
-    mut rest: Option<Box<dyn Read + Send>>,
+    rest: Option<Arc<dyn DiskSource>>,
     chunker: Chunker,
     out: SyncSender<ReadItem>,
     recycled: Receiver<Vec<u8>>,
@@ -1275,6 +1315,7 @@ fn read_stream(
     let mut pos = 0u64;
     let mut carry: Vec<u8> = Vec::new();
     let mut head = std::io::Cursor::new(head);
+    let mut rest_at = head.get_ref().len() as u64;
     loop {
         stop.check()?;
         let mut buf = recycled.try_recv().unwrap_or_default();
@@ -1283,31 +1324,15 @@ fn read_stream(
             buf.resize(filled + SEGMENT_BYTES, 0);
         }
         buf[..filled].copy_from_slice(&carry);
-        // Fill the segment: a pipe gives a few KiB per read.
-        let mut got = 0;
-        let mut at_end = false;
-        while got < SEGMENT_BYTES {
-            let target = &mut buf[filled + got..filled + SEGMENT_BYTES];
-            let n = match head.read(target)? {
-                0 => match rest.as_mut() {
-                    Some(r) => match r.read(target) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                            stop.check()?;
-                            continue;
-                        }
-                        Err(e) => return Err(e),
-                    },
-                    None => 0,
-                },
-                n => n,
-            };
-            if n == 0 {
-                at_end = true;
-                break;
-            }
+        let target = &mut buf[filled..filled + SEGMENT_BYTES];
+        let mut got = head.read(target)?;
+        if let Some(src) = &rest {
+            let n = read_full(&**src, &mut target[got..], rest_at, &|| stop.check())?;
+            rest_at += n as u64;
             got += n;
         }
+        // A short segment is the stream's end (the reads fill it otherwise).
+        let at_end = got < SEGMENT_BYTES;
         bytes_read += got as u64;
         let valid = filled + got;
         let mut cuts = Vec::new();
@@ -1338,36 +1363,38 @@ const UNKNOWN_SIZE: u64 = u64::MAX;
 
 /// An opened disk source.
 enum Input {
-    File(ImageSource),
+    /// A source whose size is known ahead.
+    Sized {
+        source: Arc<dyn DiskSource>,
+        size: u64,
+    },
     /// A stream: the bytes read ahead, and the rest (none when the head
     /// holds it all).
     Stream {
         head: Vec<u8>,
-        rest: Option<Box<dyn Read + Send>>,
+        rest: Option<Arc<dyn DiskSource>>,
     },
 }
 
 impl Input {
-    fn open(d: &DiskSource) -> std::io::Result<Self> {
-        match d.input {
-            DiskInput::Path => Ok(Input::File(ImageSource::open(&d.path)?)),
-            DiskInput::Stdin => {
-                let mut rest: Box<dyn Read + Send> = Box::new(std::io::stdin());
-                let mut head = Vec::new();
-                (&mut rest)
-                    .take(STREAM_PEEK as u64)
-                    .read_to_end(&mut head)?;
-                let rest = (head.len() == STREAM_PEEK).then_some(rest);
-                Ok(Input::Stream { head, rest })
-            }
+    /// Asks the source its size; reads the head of a stream.
+    fn open(d: &BackupDisk, stop: &Stop) -> std::io::Result<Self> {
+        let source = d.source.clone();
+        if let Some(size) = source.size() {
+            return Ok(Input::Sized { source, size });
         }
+        let mut head = vec![0; STREAM_PEEK];
+        let n = read_full(&*source, &mut head, 0, &|| stop.check())?;
+        head.truncate(n);
+        let rest = (n == STREAM_PEEK).then_some(source);
+        Ok(Input::Stream { head, rest })
     }
 
     /// The image's size; [`UNKNOWN_SIZE`] for a stream longer than the
     /// peek, until it ends.
     fn size(&self) -> u64 {
         match self {
-            Input::File(f) => f.size(),
+            Input::Sized { size, .. } => *size,
             Input::Stream { head, rest: None } => head.len() as u64,
             Input::Stream { .. } => UNKNOWN_SIZE,
         }
@@ -1403,13 +1430,13 @@ struct DiskPlan {
 fn plan_disk(
     repo: &Repository,
     index: &ChunkIndex,
-    d: &DiskSource,
+    d: &BackupDisk,
     src: &mut Input,
     parent_point: Option<&(PointId, PointBody)>,
     opts: &BackupOptions,
 ) -> Result<DiskPlan> {
-    let file = match src {
-        Input::File(f) => f,
+    let (source, size) = match src {
+        Input::Sized { source, size } => (source, *size),
         Input::Stream { .. } => {
             if d.changed.is_some() {
                 return Err(Error::InvalidArgument(format!(
@@ -1428,20 +1455,44 @@ fn plan_disk(
             });
         }
     };
-    let size = file.size();
-    let regions = file.data_regions().map_err(|e| source_error(d, e))?;
-    let Some(changed) = &d.changed else {
+    let kind = source.kind();
+    let regions = source
+        .data_ranges()
+        .and_then(|r| crate::source::checked_ranges(r, size, "a data range"))
+        .map_err(|e| source_error(d, e))?;
+    // The caller's list first; else what the source tracks, if a parent
+    // says since when.
+    let changed = match (&d.changed, parent_point) {
+        (Some(c), _) => Some(c.clone()),
+        (None, Some(_)) => source.changed_ranges().map_err(|e| source_error(d, e))?,
+        (None, None) => None,
+    };
+    let Some(changed) = &changed else {
         return Ok(DiskPlan {
             pieces: split_holes(&[(0, size)], &regions),
             parent: None,
             verify: None,
-            origin: DiskOrigin::default(),
+            origin: DiskOrigin {
+                kind,
+                ..Default::default()
+            },
         });
     };
+    if let Some(&(_, end)) = changed.ranges().last() {
+        if end > size {
+            return Err(source_error(
+                d,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("a changed range ends at {end}, past the disk's end ({size} bytes)"),
+                ),
+            ));
+        }
+    }
     let (pid, body) = parent_point.expect("checked: changed-block input has a parent");
     let disk = body.disks.iter().find(|p| p.name == d.name).ok_or_else(|| {
         Error::InvalidArgument(format!(
-            "point {} has no disk named '{}' (it has: {}); a changed-block list is relative to the same disk in the parent point",
+            "point {} has no disk named '{}' (it has: {}); changed blocks are relative to the same disk in the parent point",
             pid.short(),
             d.name,
             body.disks.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
@@ -1449,7 +1500,7 @@ fn plan_disk(
     })?;
     if disk.size != size {
         return Err(Error::InvalidArgument(format!(
-            "disk {} is {size} bytes but was {} bytes in point {}: a changed-block list describes a disk whose size did not change; back it up in full (without --changed-blocks)",
+            "disk {} is {size} bytes but was {} bytes in point {}: changed blocks describe a disk whose size did not change; back it up in full (without --changed-blocks or --dirty-bitmap)",
             d.name,
             disk.size,
             pid.short()
@@ -1466,10 +1517,7 @@ fn plan_disk(
             pieces: split_holes(&[(0, size)], &regions),
             parent: Some(parent),
             verify: Some(changed.clone()),
-            origin: DiskOrigin {
-                kind: SourceKind::File,
-                ..origin
-            },
+            origin: DiskOrigin { kind, ..origin },
         });
     }
     let mut pieces = Vec::new();

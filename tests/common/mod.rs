@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use diskvault::{
-    backup, check, restore, BackupOptions, BackupReport, CheckOptions, CheckReport, DiskSource,
-    InitOptions, KdfCost, Repository, RestoreOptions, RestoreReport,
+    backup, check, restore, BackupOptions, BackupReport, CheckOptions, CheckReport, InitOptions,
+    KdfCost, Repository, RestoreOptions, RestoreReport,
 };
 
 /// The passphrase of every encrypted test repository.
@@ -165,11 +165,7 @@ pub fn backup_disks(repo: &Repository, disks: &[(&str, &Path)]) -> BackupReport 
         &BackupOptions {
             disks: disks
                 .iter()
-                .map(|(name, path)| DiskSource {
-                    name: name.to_string(),
-                    path: path.to_path_buf(),
-                    ..Default::default()
-                })
+                .map(|(name, path)| diskvault::BackupDisk::file(name.to_string(), path).unwrap())
                 .collect(),
             ..BackupOptions::default()
         },

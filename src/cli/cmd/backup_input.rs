@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use diskvault::format::changes::ChangedRanges;
 use diskvault::ops::hooks::ScriptHooks;
-use diskvault::{DiskInput, DiskSource};
+use diskvault::BackupDisk;
 
 use crate::cli::args::parse_duration;
 use crate::cli::UsageError;
@@ -49,7 +49,7 @@ pub struct BackupInputArgs {
 impl BackupInputArgs {
     /// The disks to back up: `images` (`-` for standard input) named by
     /// `names`, with their changed-block lists.
-    pub fn disks(&self, images: &[PathBuf], names: &[String]) -> anyhow::Result<Vec<DiskSource>> {
+    pub fn disks(&self, images: &[PathBuf], names: &[String]) -> anyhow::Result<Vec<BackupDisk>> {
         if !names.is_empty() && names.len() != images.len() {
             bail!(UsageError(format!(
                 "{} --disk names for {} images: give one name per image, in order",
@@ -80,6 +80,11 @@ impl BackupInputArgs {
                     .into()
             ));
         }
+        if images.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
+            bail!(UsageError(
+                "only one disk can be read from standard input".into()
+            ));
+        }
         let mut out = Vec::with_capacity(images.len());
         for (i, path) in images.iter().enumerate() {
             let stdin = path.as_os_str() == "-";
@@ -93,23 +98,22 @@ impl BackupInputArgs {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| format!("disk{i}")),
             };
-            let changed = match self.changed_blocks.get(i) {
-                None => None,
+            let disk = if stdin {
+                BackupDisk::stdin(name)
+            } else {
+                BackupDisk::file(name, path)?
+            };
+            let disk = match self.changed_blocks.get(i) {
+                None => disk,
                 Some(_) if stdin => bail!(UsageError(
                     "a changed-block list needs an image file or device, not standard input".into()
                 )),
-                Some(list) => Some(read_list(list, path)?),
+                Some(list) => {
+                    let size = disk.source.size().unwrap_or(u64::MAX);
+                    disk.with_changes(read_list(list, size)?)
+                }
             };
-            out.push(DiskSource {
-                name,
-                path: path.clone(),
-                input: if stdin {
-                    DiskInput::Stdin
-                } else {
-                    DiskInput::Path
-                },
-                changed,
-            });
+            out.push(disk);
         }
         Ok(out)
     }
@@ -127,12 +131,8 @@ impl BackupInputArgs {
     }
 }
 
-/// Reads a changed-block list for the image at `image`, whose size bounds
-/// the ranges.
-fn read_list(list: &Path, image: &Path) -> anyhow::Result<ChangedRanges> {
-    let size = diskvault::source::ImageSource::open(image)
-        .with_context(|| format!("cannot open {}", image.display()))?
-        .size();
+/// Reads a changed-block list for an image of `size` bytes.
+fn read_list(list: &Path, size: u64) -> anyhow::Result<ChangedRanges> {
     // A list that cannot be read is named like an image that cannot be
     // (exit 5).
     let unreadable = |source| diskvault::Error::Source {
