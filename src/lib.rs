@@ -96,6 +96,7 @@ pub mod format;
 pub mod imagehash;
 pub mod index;
 pub mod manifest;
+pub(crate) mod nbd;
 pub mod ops;
 pub mod packer;
 mod progress;
