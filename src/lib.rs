@@ -88,25 +88,41 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-pub mod chunker;
-pub mod crypto;
+// The stable public API: the items re-exported below, and these modules.
 mod error;
-pub mod exec;
 pub mod format;
-pub mod imagehash;
-pub mod index;
-pub mod manifest;
-pub(crate) mod nbd;
-pub mod ops;
-pub mod packer;
+mod nbd;
 mod progress;
-pub mod repo;
 pub mod retention;
 pub mod source;
 pub mod store;
 
+// Internal modules, public only for diskvault's own command, tests,
+// benchmarks and fuzz targets: not part of the API a product may depend
+// on, and they change without notice. Everything a product needs from
+// them is re-exported at the crate root.
+#[doc(hidden)]
+pub mod chunker;
+#[doc(hidden)]
+pub mod crypto;
+#[doc(hidden)]
+pub mod exec;
+#[doc(hidden)]
+pub mod imagehash;
+#[doc(hidden)]
+pub mod index;
+#[doc(hidden)]
+pub mod manifest;
+#[doc(hidden)]
+pub mod ops;
+#[doc(hidden)]
+pub mod packer;
+#[doc(hidden)]
+pub mod repo;
+
 pub use crypto::KdfCost;
 pub use error::{Error, ErrorCategory, Result};
+pub use format::changes::ChangedRanges;
 pub use format::config::{ChunkerParams, CompressionSetting, Encryption, RepoConfig};
 pub use format::point::{
     Consistency, ConsistencyLevel, DiskOrigin, DiskRecord, DiskStats, PointBody, SourceKind,
@@ -124,6 +140,7 @@ pub use ops::forget::{
     forget, list_forgotten, unforget, ForgetDecision, ForgetOptions, ForgetReport, ForgottenPoint,
     PointLine,
 };
+pub use ops::hooks::{ConsistencyHooks, HookContext, ScriptHooks};
 pub use ops::prune::{prune, PruneOptions, PruneReport};
 pub use ops::reindex::{rebuild_index, ReindexReport};
 pub use ops::repair::{repair, RepairOptions, RepairReport};
@@ -133,7 +150,7 @@ pub use ops::status::{replica_status, ReplicaStatus};
 pub use ops::sync::{sync, sync_with_key, ObjectTally, SyncOptions, SyncReport};
 pub use progress::{Progress, ProgressSink};
 pub use repo::{
-    InitOptions, KeyInfo, LockEvent, LockInfo, LockKind, LockNotifier, LockOptions, RepoLocation,
-    RepoLock, Repository,
+    Damaged, InitOptions, KeyInfo, LockEvent, LockInfo, LockKind, LockNotifier, LockOptions,
+    RepoLocation, RepoLock, Repository,
 };
-pub use source::{FileSource, StreamSource};
+pub use source::{DiskSource, FileSource, NbdSource, StreamSource};

@@ -17,7 +17,6 @@
 
 // The backup's disk-source adapter is the user of this module and is not
 // written yet; until then the library build sees no caller.
-#![cfg_attr(not(test), allow(dead_code))]
 
 mod client;
 mod handshake;

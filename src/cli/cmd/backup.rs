@@ -13,12 +13,14 @@ use crate::cli::human::{rate, size};
 use crate::cli::output::{damaged_warnings, print_json, REINDEX};
 use crate::cli::{exit, signals, Globals, PassArgs};
 
-/// Back up one or more disk images (raw files or block devices) as a new recovery point.
+/// Back up one or more disks (raw image files, block devices, NBD exports or standard input) as a new recovery point.
 #[derive(Args, Debug)]
 pub struct BackupArgs {
     repo: PathBuf,
     /// Raw image files or block devices, one per disk; `-` reads one disk
-    /// from standard input (name it with --disk).
+    /// from standard input; `nbd://HOST[:PORT]/EXPORT` or
+    /// `nbd+unix:///EXPORT?socket=PATH` reads an NBD export (a live VM's
+    /// disk). Name stdin and NBD disks with --disk.
     #[arg(required = true)]
     images: Vec<PathBuf>,
     /// Disk name for each image, in order (default: the image's file name).

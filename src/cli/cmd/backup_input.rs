@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 use diskvault::format::changes::ChangedRanges;
-use diskvault::ops::hooks::ScriptHooks;
-use diskvault::BackupDisk;
+use diskvault::ScriptHooks;
+use diskvault::{BackupDisk, NbdSource};
 
 use crate::cli::args::parse_duration;
 use crate::cli::UsageError;
@@ -36,12 +36,18 @@ pub struct BackupInputArgs {
     /// bitmap; spec/CHANGED-BLOCKS.md). One per image, in order.
     #[arg(long = "changed-blocks", value_name = "FILE")]
     pub changed_blocks: Vec<PathBuf>,
-    /// The point the changed-block lists are relative to (`latest`, an id
-    /// or a prefix).
+    /// For NBD sources (`nbd://HOST:PORT/EXPORT`): read only the ranges
+    /// the export's QEMU dirty bitmap NAME marks as changed since --parent
+    /// (meta context `qemu:dirty-bitmap:NAME`).
+    #[arg(long, value_name = "NAME")]
+    pub dirty_bitmap: Option<String>,
+    /// The point the changed-block lists or the dirty bitmap are relative
+    /// to (`latest`, an id or a prefix).
     #[arg(long, value_name = "POINT")]
     pub parent: Option<String>,
-    /// With --changed-blocks: read everything anyway and fail if a byte
-    /// outside the lists differs from the parent point.
+    /// With --changed-blocks or --dirty-bitmap: read everything anyway and
+    /// fail if a byte outside the changed ranges differs from the parent
+    /// point.
     #[arg(long)]
     pub verify_unchanged: bool,
 }
@@ -64,14 +70,20 @@ impl BackupInputArgs {
                 images.len()
             )));
         }
-        if self.changed_blocks.is_empty() && (self.parent.is_some() || self.verify_unchanged) {
+        let incremental = !self.changed_blocks.is_empty() || self.dirty_bitmap.is_some();
+        if !incremental && (self.parent.is_some() || self.verify_unchanged) {
             bail!(UsageError(
-                "--parent and --verify-unchanged go with --changed-blocks".into()
+                "--parent and --verify-unchanged go with --changed-blocks or --dirty-bitmap".into()
             ));
         }
-        if !self.changed_blocks.is_empty() && self.parent.is_none() {
+        if incremental && self.parent.is_none() {
             bail!(UsageError(
-                "--changed-blocks needs --parent POINT, the point the lists are relative to".into()
+                "--changed-blocks and --dirty-bitmap need --parent POINT, the point the changes are relative to".into()
+            ));
+        }
+        if self.dirty_bitmap.is_some() && !images.iter().any(|p| is_nbd(p)) {
+            bail!(UsageError(
+                "--dirty-bitmap reads a QEMU dirty bitmap over NBD: give the disk as nbd://HOST:PORT/EXPORT (for an image file, use --changed-blocks)".into()
             ));
         }
         if self.require_app_consistent && self.pre_script.is_none() {
@@ -88,11 +100,16 @@ impl BackupInputArgs {
         let mut out = Vec::with_capacity(images.len());
         for (i, path) in images.iter().enumerate() {
             let stdin = path.as_os_str() == "-";
+            let nbd = is_nbd(path);
             let name = match names.get(i) {
                 Some(n) => n.clone(),
                 None if stdin => bail!(UsageError(
                     "name the disk read from standard input with --disk NAME".into()
                 )),
+                None if nbd => bail!(UsageError(format!(
+                    "name the disk read from {} with --disk NAME",
+                    path.display()
+                ))),
                 None => path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
@@ -100,14 +117,27 @@ impl BackupInputArgs {
             };
             let disk = if stdin {
                 BackupDisk::stdin(name)
+            } else if nbd {
+                let url = path.to_string_lossy();
+                let source = match &self.dirty_bitmap {
+                    Some(bitmap) => NbdSource::with_dirty_bitmap(&url, bitmap)?,
+                    None => NbdSource::connect(&url)?,
+                };
+                BackupDisk::new(name, source)
             } else {
                 BackupDisk::file(name, path)?
             };
             let disk = match self.changed_blocks.get(i) {
                 None => disk,
-                Some(_) if stdin => bail!(UsageError(
-                    "a changed-block list needs an image file or device, not standard input".into()
-                )),
+                Some(_) if stdin || nbd => bail!(UsageError(format!(
+                    "a changed-block list needs an image file or device, not {}{}",
+                    path.display(),
+                    if nbd {
+                        " (use --dirty-bitmap for an NBD export)"
+                    } else {
+                        ""
+                    }
+                ))),
                 Some(list) => {
                     let size = disk.source.size().unwrap_or(u64::MAX);
                     disk.with_changes(read_list(list, size)?)
@@ -119,7 +149,7 @@ impl BackupInputArgs {
     }
 
     /// The consistency hooks, if any script was given.
-    pub fn hooks(&self) -> Option<Arc<dyn diskvault::ops::hooks::ConsistencyHooks>> {
+    pub fn hooks(&self) -> Option<Arc<dyn diskvault::ConsistencyHooks>> {
         if self.pre_script.is_none() && self.post_script.is_none() {
             return None;
         }
@@ -129,6 +159,12 @@ impl BackupInputArgs {
             timeout: self.script_timeout,
         }))
     }
+}
+
+/// True when the image argument is an NBD URL.
+pub fn is_nbd(path: &Path) -> bool {
+    let s = path.to_string_lossy();
+    s.starts_with("nbd://") || s.starts_with("nbd+unix://")
 }
 
 /// Reads a changed-block list for an image of `size` bytes.

@@ -19,6 +19,9 @@ use std::sync::Mutex;
 use crate::format::changes::ChangedRanges;
 use crate::format::point::SourceKind;
 
+mod nbd;
+pub use nbd::NbdSource;
+
 /// A disk to back up, as the backup reads it.
 ///
 /// The backup calls the methods from its own threads (hence `Send +
