@@ -439,7 +439,7 @@ fn nbd_out_of_range_requests_are_errors_and_the_connection_survives() {
 // huge allocation, no hang.
 
 /// Export size the fake server announces.
-const FAKE_SIZE: u64 = MIB;
+const FAKE_SIZE: u64 = 4 * MIB;
 
 /// One request as the fake server sees it.
 struct FakeRequest {
@@ -1149,4 +1149,62 @@ fn nbd_block_status_asks_again_when_the_server_answers_a_prefix() {
     }
     want.push((28672, 30000, HOLE | ZERO));
     assert_eq!(extents, want);
+}
+
+#[test]
+fn nbd_simple_replies_serve_reads_when_structured_replies_are_refused() {
+    // An old server: no structured replies, so reads come back as simple
+    // replies with the data after them, and there is no block status.
+    fn old_server(s: &mut TcpStream) {
+        s.write_all(&NBD_MAGIC.to_be_bytes()).unwrap();
+        s.write_all(&IHAVEOPT.to_be_bytes()).unwrap();
+        s.write_all(&FLAG_FIXED_NEWSTYLE.to_be_bytes()).unwrap();
+        read_u32(s).unwrap();
+        loop {
+            // The client hangs up here when it needs block status.
+            let Ok(IHAVEOPT) = read_u64(s) else {
+                return;
+            };
+            let option = read_u32(s).unwrap();
+            let len = read_u32(s).unwrap();
+            skip(s, len.into()).unwrap();
+            if option != OPT_GO {
+                s.write_all(&option_reply(option, REP_ERR_UNSUP, &[]))
+                    .unwrap();
+                continue;
+            }
+            let mut export = INFO_EXPORT.to_be_bytes().to_vec();
+            export.extend_from_slice(&FAKE_SIZE.to_be_bytes());
+            export.extend_from_slice(&1u16.to_be_bytes());
+            s.write_all(&option_reply(option, REP_INFO, &export))
+                .unwrap();
+            s.write_all(&option_reply(option, REP_ACK, &[])).unwrap();
+            break;
+        }
+        loop {
+            let batch = read_request_batch(s);
+            for r in &batch {
+                if r.command == CMD_DISC {
+                    return;
+                }
+                let mut reply = SIMPLE_REPLY_MAGIC.to_be_bytes().to_vec();
+                reply.extend_from_slice(&0u32.to_be_bytes());
+                reply.extend_from_slice(&r.cookie.to_be_bytes());
+                reply.extend((r.offset..r.offset + u64::from(r.len)).map(pattern));
+                s.write_all(&reply).unwrap();
+            }
+            if batch.is_empty() {
+                return;
+            }
+        }
+    }
+    let client = NbdClient::connect(&fake_server_raw(old_server), &[]).unwrap();
+    let mut buf = vec![0; 5 * MIB as usize / 2 + 3];
+    client.read_at(&mut buf, 7).unwrap();
+    assert!(buf.iter().zip(7..).all(|(&b, i)| b == pattern(i)));
+
+    let err = NbdClient::connect(&fake_server_raw(old_server), &["base:allocation"])
+        .err()
+        .unwrap();
+    assert_mentions(&err.to_string(), "refused structured replies");
 }
