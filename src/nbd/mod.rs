@@ -15,9 +15,6 @@
 //! - `handshake.rs`: negotiation up to the transmission phase.
 //! - `client.rs`: [`NbdClient`], the transmission phase.
 
-// The backup's disk-source adapter is the user of this module and is not
-// written yet; until then the library build sees no caller.
-
 mod client;
 mod handshake;
 mod proto;
@@ -26,8 +23,5 @@ mod url;
 #[cfg(test)]
 mod tests;
 
-// Unused until the adapter lands, like the items themselves.
-#[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use client::NbdClient;
-#[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use url::NbdUrl;
