@@ -62,8 +62,11 @@ struct BackupJson<'a> {
 
 /// Backs the images up and reports the new point.
 pub fn run(a: BackupArgs, g: &Globals) -> anyhow::Result<i32> {
-    let sources = a.input.disks(&a.images, &a.disks)?;
+    // Usage errors first, then the vault: with the arguments swapped, "no
+    // vault here" is the error that helps, not "cannot read the image".
+    a.input.validate(&a.images, &a.disks)?;
     let r = g.open(&a.repo, &a.pass)?;
+    let sources = a.input.disks(&a.images, &a.disks)?;
     let bar = g.bar("backup");
     let report = diskvault::backup(
         &r,

@@ -56,6 +56,37 @@ impl BackupInputArgs {
     /// The disks to back up: `images` (`-` for standard input) named by
     /// `names`, with their changed-block lists.
     pub fn disks(&self, images: &[PathBuf], names: &[String]) -> anyhow::Result<Vec<BackupDisk>> {
+        self.validate(images, names)?;
+        let mut out = Vec::with_capacity(images.len());
+        for (i, path) in images.iter().enumerate() {
+            let name = disk_name(path, names, i)?;
+            let disk = if path.as_os_str() == "-" {
+                BackupDisk::stdin(name)
+            } else if is_nbd(path) {
+                let url = path.to_string_lossy();
+                let source = match &self.dirty_bitmap {
+                    Some(bitmap) => NbdSource::with_dirty_bitmap(&url, bitmap)?,
+                    None => NbdSource::connect(&url)?,
+                };
+                BackupDisk::new(name, source)
+            } else {
+                BackupDisk::file(name, path)?
+            };
+            let disk = match self.changed_blocks.get(i) {
+                None => disk,
+                Some(list) => {
+                    let size = disk.source.size().unwrap_or(u64::MAX);
+                    disk.with_changes(read_list(list, size)?)
+                }
+            };
+            out.push(disk);
+        }
+        Ok(out)
+    }
+
+    /// Refuses flag combinations that cannot work (exit 2), before the
+    /// vault or any disk is opened.
+    pub fn validate(&self, images: &[PathBuf], names: &[String]) -> anyhow::Result<()> {
         if !names.is_empty() && names.len() != images.len() {
             bail!(UsageError(format!(
                 "{} --disk names for {} images: give one name per image, in order",
@@ -97,39 +128,11 @@ impl BackupInputArgs {
                 "only one disk can be read from standard input".into()
             ));
         }
-        let mut out = Vec::with_capacity(images.len());
         for (i, path) in images.iter().enumerate() {
-            let stdin = path.as_os_str() == "-";
-            let nbd = is_nbd(path);
-            let name = match names.get(i) {
-                Some(n) => n.clone(),
-                None if stdin => bail!(UsageError(
-                    "name the disk read from standard input with --disk NAME".into()
-                )),
-                None if nbd => bail!(UsageError(format!(
-                    "name the disk read from {} with --disk NAME",
-                    path.display()
-                ))),
-                None => path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| format!("disk{i}")),
-            };
-            let disk = if stdin {
-                BackupDisk::stdin(name)
-            } else if nbd {
-                let url = path.to_string_lossy();
-                let source = match &self.dirty_bitmap {
-                    Some(bitmap) => NbdSource::with_dirty_bitmap(&url, bitmap)?,
-                    None => NbdSource::connect(&url)?,
-                };
-                BackupDisk::new(name, source)
-            } else {
-                BackupDisk::file(name, path)?
-            };
-            let disk = match self.changed_blocks.get(i) {
-                None => disk,
-                Some(_) if stdin || nbd => bail!(UsageError(format!(
+            disk_name(path, names, i)?;
+            let (stdin, nbd) = (path.as_os_str() == "-", is_nbd(path));
+            if self.changed_blocks.get(i).is_some() && (stdin || nbd) {
+                bail!(UsageError(format!(
                     "a changed-block list needs an image file or device, not {}{}",
                     path.display(),
                     if nbd {
@@ -137,15 +140,10 @@ impl BackupInputArgs {
                     } else {
                         ""
                     }
-                ))),
-                Some(list) => {
-                    let size = disk.source.size().unwrap_or(u64::MAX);
-                    disk.with_changes(read_list(list, size)?)
-                }
-            };
-            out.push(disk);
+                )));
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The consistency hooks, if any script was given.
@@ -159,6 +157,29 @@ impl BackupInputArgs {
             timeout: self.script_timeout,
         }))
     }
+}
+
+/// The name of disk `i` read from `path`: its --disk name, else the file
+/// name; standard input and NBD exports must be named.
+fn disk_name(path: &Path, names: &[String], i: usize) -> anyhow::Result<String> {
+    if let Some(n) = names.get(i) {
+        return Ok(n.clone());
+    }
+    if path.as_os_str() == "-" {
+        bail!(UsageError(
+            "name the disk read from standard input with --disk NAME".into()
+        ));
+    }
+    if is_nbd(path) {
+        bail!(UsageError(format!(
+            "name the disk read from {} with --disk NAME",
+            path.display()
+        )));
+    }
+    Ok(path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("disk{i}")))
 }
 
 /// True when the image argument is an NBD URL.
