@@ -159,7 +159,7 @@ impl DiskSource for Snapshot {
 /// if the blob does not exist).
 #[derive(Default)]
 struct BlobService {
-    blobs: Mutex<BTreeMap<String, (Arc<[u8]>, u64, SystemTime)>>,
+    blobs: Mutex<BTreeMap<String, Blob>>,
     next_generation: AtomicU64,
     requests: AtomicU64,
 }
@@ -182,6 +182,9 @@ impl BlobService {
         self.blobs.lock().unwrap().get(name).map(|b| b.0.clone())
     }
 }
+
+/// A blob's bytes, generation and time of its last put.
+type Blob = (Arc<[u8]>, u64, SystemTime);
 
 /// The vault's objects as blobs named `vault/KEY`.
 struct VaultOnBlobs(Arc<BlobService>);

@@ -144,7 +144,10 @@ pub use ops::hooks::{ConsistencyHooks, HookContext, ScriptHooks};
 pub use ops::prune::{prune, PruneOptions, PruneReport};
 pub use ops::reindex::{rebuild_index, ReindexReport};
 pub use ops::repair::{repair, RepairOptions, RepairReport};
-pub use ops::restore::{restore, restore_to_writer, RestoreOptions, RestoreReport, RestoredDisk};
+pub use ops::restore::{
+    restore, restore_to_target, restore_to_writer, FileTarget, RestoreOptions, RestoreReport,
+    RestoreTarget, RestoredDisk, StreamTarget,
+};
 pub use ops::stats::{stats, RepoStats};
 pub use ops::status::{replica_status, ReplicaStatus};
 pub use ops::sync::{sync, sync_with_key, ObjectTally, SyncOptions, SyncReport};

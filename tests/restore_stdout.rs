@@ -268,20 +268,7 @@ fn a_damaged_chunk_after_the_first_batch_fails_the_stream() {
     let desk = Desk::new(&[("root", &random_image(size, 4))]);
     let image = desk.image("root");
     let repo = open_repo(&desk.vault);
-    let at = 17 * MIB as usize;
-    let chunk = repo
-        .sealer()
-        .chunk_id(&image[at..at + DEFAULT_CHUNK as usize]);
-    let index = repo.load_index().unwrap();
-    let loc = index.get(&chunk).expect("the chunk is indexed");
-    let pack = index.pack_id(loc.pack).to_hex();
-    let pack_file = objects(&desk.vault, "packs/")
-        .into_iter()
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == pack))
-        .expect("the pack holding the chunk");
-    let middle = loc.offset as u64 + loc.length as u64 / 2;
-    let byte = std::fs::read(&pack_file).unwrap()[middle as usize];
-    write_at(&pack_file, middle, &[byte ^ 0x40]);
+    let pack = damage_chunk_at(&repo, &desk.vault, &image, 17 * MIB as usize);
 
     let out = desk.restore(&["latest", "-", "--disk", "root"]);
     assert_eq!(out.status.code(), Some(EXIT_DAMAGED), "{}", stderr(&out));

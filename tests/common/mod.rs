@@ -407,3 +407,23 @@ pub fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(from.join(&rel), dest).expect("copy a file");
     }
 }
+
+/// Flips a bit in the middle of the stored chunk that holds `image` bytes
+/// `at..at + DEFAULT_CHUNK` (fixed chunking), in the pack file under
+/// `vault`; returns the pack's id in hex, which errors must name.
+pub fn damage_chunk_at(repo: &Repository, vault: &Path, image: &[u8], at: usize) -> String {
+    let chunk = repo
+        .sealer()
+        .chunk_id(&image[at..at + DEFAULT_CHUNK as usize]);
+    let index = repo.load_index().unwrap();
+    let loc = index.get(&chunk).expect("the chunk is indexed");
+    let pack = index.pack_id(loc.pack).to_hex();
+    let pack_file = objects(vault, "packs/")
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == pack))
+        .expect("the pack holding the chunk");
+    let middle = loc.offset as u64 + loc.length as u64 / 2;
+    let byte = std::fs::read(&pack_file).unwrap()[middle as usize];
+    write_at(&pack_file, middle, &[byte ^ 0x40]);
+    pack
+}

@@ -17,19 +17,22 @@
 //! written (reading the local copy is much cheaper than fetching and
 //! decompressing).
 //!
-//! [`restore_to_writer`] restores one disk to a sequential sink (standard
-//! output, a pipe) instead, in image order, zero runs written as zeros,
-//! with the same fetching and the same final hash check (`stream.rs`).
+//! [`restore_to_target`] restores one disk to a [`RestoreTarget`] instead:
+//! a product's own storage, a file ([`FileTarget`]) or a sequential sink
+//! ([`StreamTarget`], [`restore_to_writer`]), in image order, with the same
+//! fetching and the same final hash check (`to_target.rs`).
 //!
 //! With [`RestoreOptions::fallback`], a replica of the repository backs the
 //! restore up: a chunk that is missing from the index, whose pack cannot be
 //! read, or that fails verification is read from the replica instead
 //! (whose index is loaded only then), and the report counts those chunks.
 
-mod stream;
 mod target;
+mod to_target;
 
-pub use stream::restore_to_writer;
+pub use to_target::{
+    restore_to_target, restore_to_writer, FileTarget, RestoreTarget, StreamTarget,
+};
 
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;

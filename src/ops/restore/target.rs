@@ -263,7 +263,7 @@ pub(super) fn write_pieces(
 }
 
 /// Deallocates a range of a file, which then reads as zeros.
-fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+pub(super) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     use std::os::unix::io::AsRawFd;
     // SAFETY: fallocate on a valid descriptor has no memory effects.
     let rc = unsafe {
