@@ -41,6 +41,15 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Embedding
+//! A product reads its disks through [`DiskSource`] ([`FileSource`],
+//! [`StreamSource`], [`NbdSource`], or its own), restores through
+//! [`RestoreTarget`] with [`restore_to_target`] ([`FileTarget`],
+//! [`StreamTarget`], or its own), and may keep the vault on its own
+//! [`store::Store`] with [`Repository::init_in`] and
+//! [`Repository::open_in`]. `examples/embed.rs` in the repository is a
+//! small backup product built on the three.
+//!
 //! ## Replication
 //! [`sync`] copies the objects another repository lacks, verbatim and still
 //! encrypted, so it needs no key; a missing or empty destination becomes a
