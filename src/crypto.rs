@@ -252,18 +252,36 @@ impl Drop for Sealer {
 
 thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    /// The frame being sealed, reused from blob to blob: a fresh buffer
+    /// of the compress bound per 2 MiB group is allocation churn that the
+    /// allocator keeps as memory.
+    static COMPRESSED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The decrypted frame of a blob being opened, reused likewise.
+    static OPENED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
-    COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.as_ref().map(|(l, _)| *l) != Some(level) {
-            *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
-        }
-        let (_, comp) = c.as_mut()?;
-        comp.compress(data).ok()
-    })
+/// Compresses `data` into this thread's reusable buffer and hands `f` the
+/// frame, or `None` when compression failed or does not make it smaller.
+fn with_compressed<R>(data: &[u8], level: i32, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+    let frame = COMPRESSED.with(|buf| {
+        let mut buf = buf.take();
+        buf.clear();
+        buf.reserve(zstd::zstd_safe::compress_bound(data.len()));
+        let ok = COMPRESSOR.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.as_ref().map(|(l, _)| *l) != Some(level) {
+                *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+            }
+            let (_, comp) = c.as_mut()?;
+            comp.compress_to_buffer(data, &mut buf).ok()
+        });
+        (buf, ok.is_some())
+    });
+    let (buf, ok) = frame;
+    let result = f((ok && buf.len() < data.len()).then_some(&buf[..]));
+    COMPRESSED.with(|b| *b.borrow_mut() = buf);
+    result
 }
 
 /// Decompresses a blob body that must be exactly one Zstandard frame of
@@ -338,13 +356,17 @@ impl Sealer {
         context: &[u8],
         compression: CompressionSetting,
     ) -> Vec<u8> {
-        let compressed = match compression {
+        match compression {
             CompressionSetting::Zstd(level) => {
-                compress(plaintext, level).filter(|c| c.len() < plaintext.len())
+                with_compressed(plaintext, level, |c| self.seal_body(plaintext, c, context))
             }
-            CompressionSetting::None => None,
-        };
-        let (comp, body): (Compression, &[u8]) = match &compressed {
+            CompressionSetting::None => self.seal_body(plaintext, None, context),
+        }
+    }
+
+    /// Seals `plaintext` stored as `compressed` if given, else as is.
+    fn seal_body(&self, plaintext: &[u8], compressed: Option<&[u8]>, context: &[u8]) -> Vec<u8> {
+        let (comp, body): (Compression, &[u8]) = match compressed {
             Some(c) => (Compression::Zstd, c),
             None => (Compression::Stored, plaintext),
         };
@@ -386,28 +408,57 @@ impl Sealer {
         max_plain: usize,
     ) -> Result<Vec<u8>, OpenError> {
         let (header, payload) = BlobHeader::decode(sealed, max_plain)?;
+        match header.compression {
+            Compression::Stored => {
+                let mut body = Vec::new();
+                self.decrypt_into(&header, sealed, payload, context, &mut body)?;
+                Ok(body)
+            }
+            // The compressed frame is only a step on the way: decrypted into
+            // this thread's reusable buffer, not a new one per blob.
+            Compression::Zstd => OPENED.with(|scratch| {
+                let mut body = scratch.take();
+                let plain = self
+                    .decrypt_into(&header, sealed, payload, context, &mut body)
+                    .and_then(|()| decompress(&body, header.plain_len));
+                *scratch.borrow_mut() = body;
+                plain
+            }),
+        }
+    }
+
+    /// Authenticates and decrypts the payload of a blob into `body`
+    /// (replacing what it held), or copies it when the vault is not
+    /// encrypted.
+    fn decrypt_into(
+        &self,
+        header: &BlobHeader,
+        sealed: &[u8],
+        payload: &[u8],
+        context: &[u8],
+        body: &mut Vec<u8>,
+    ) -> Result<(), OpenError> {
         let header_len = header.encoded_len();
-        let mut body;
+        body.clear();
         match (&self.cipher, header.nonce) {
             (Some(cipher), Some(n)) => {
                 let aad = associated_data(context, &sealed[..header_len]);
                 let split = payload.len() - TAG_LEN;
-                body = payload[..split].to_vec();
+                body.extend_from_slice(&payload[..split]);
                 cipher
                     .decrypt_in_place_detached(
                         Nonce::from_slice(&n),
                         &aad,
-                        &mut body,
+                        body,
                         aes_gcm::Tag::from_slice(&payload[split..]),
                     )
-                    .map_err(|_| OpenError::Authentication)?;
+                    .map_err(|_| OpenError::Authentication)
             }
-            (None, None) => body = payload.to_vec(),
-            _ => return Err(OpenError::CipherMismatch),
-        }
-        match header.compression {
-            Compression::Stored => Ok(body),
-            Compression::Zstd => decompress(&body, header.plain_len),
+            (None, None) => {
+                body.extend_from_slice(payload);
+                Ok(())
+            }
+            _ => Err(OpenError::CipherMismatch),
         }
     }
 

@@ -72,7 +72,10 @@ pub struct FinishedPack {
 impl PackBuilder {
     /// An empty pack of format `version` that closes at `target` bytes.
     pub fn new(target: usize, version: u8) -> Self {
-        let mut buf = Vec::with_capacity(target + (1 << 20));
+        // Room for the group that takes the pack past its target and for
+        // the table: pages never written cost no memory, while a buffer
+        // that must grow doubles (a 16 MiB pack would hold 32 MiB).
+        let mut buf = Vec::with_capacity(target + GROUP_BYTES + (2 << 20));
         buf.extend_from_slice(&ObjectHeader::new(ObjectKind::Pack, version).encode());
         PackBuilder {
             buf,
@@ -102,6 +105,8 @@ impl PackBuilder {
             member: m.member,
             raw_length: m.raw_length,
         }));
+        // Exact growth: see `new`.
+        self.buf.reserve_exact(sealed.len());
         self.buf.extend_from_slice(sealed);
     }
 
@@ -112,9 +117,10 @@ impl PackBuilder {
             PACK_TABLE_AAD,
             CompressionSetting::None,
         );
+        let footer = pack::encode_footer(table.len() as u32);
+        self.buf.reserve_exact(table.len() + footer.len());
         self.buf.extend_from_slice(&table);
-        self.buf
-            .extend_from_slice(&pack::encode_footer(table.len() as u32));
+        self.buf.extend_from_slice(&footer);
         FinishedPack {
             id: PackId::hash_of(&self.buf),
             bytes: self.buf,
@@ -276,9 +282,7 @@ impl<'a> PackWriter<'a> {
     /// while the caller goes on; this waits only when as many puts as
     /// [`crate::exec::requests_in_flight`] are already running.
     pub fn store(&mut self, pack: FinishedPack) -> Result<()> {
-        while self.uploads.in_flight >= crate::exec::requests_in_flight() {
-            self.collect_one()?;
-        }
+        self.wait_for_room()?;
         let store = std::sync::Arc::clone(self.repo.store());
         let done = self.uploads.done_tx.clone();
         self.uploads.in_flight += 1;
@@ -292,6 +296,25 @@ impl<'a> PackWriter<'a> {
             // dropped), so it is still listening.
             let _ = done.send((pack.id, pack.entries, len, result));
         });
+        Ok(())
+    }
+
+    /// Waits until another put may start: fewer than
+    /// [`crate::exec::requests_in_flight`] running, and fewer than the
+    /// store finds worth running at once
+    /// ([`Store::large_puts_in_flight`](crate::store::Store::large_puts_in_flight)).
+    /// A pipeline that calls this before taking its next finished pack
+    /// holds no more packs than it can store.
+    pub fn wait_for_room(&mut self) -> Result<()> {
+        let limit = self
+            .repo
+            .store()
+            .large_puts_in_flight()
+            .unwrap_or(usize::MAX)
+            .clamp(1, crate::exec::requests_in_flight().max(1));
+        while self.uploads.in_flight >= limit {
+            self.collect_one()?;
+        }
         Ok(())
     }
 

@@ -185,6 +185,10 @@ impl Store for CachedStore {
         self.inner.remove_stale_temporaries(age)
     }
 
+    fn large_puts_in_flight(&self) -> Option<usize> {
+        self.inner.large_puts_in_flight()
+    }
+
     fn requests(&self) -> Option<RequestCounts> {
         self.inner.requests()
     }

@@ -136,6 +136,11 @@ impl Store for LocalStore {
         Ok(())
     }
 
+    /// Two: one pack waiting for its fsync while the next is written.
+    fn large_puts_in_flight(&self) -> Option<usize> {
+        Some(2)
+    }
+
     fn exists(&self, key: &str) -> Result<bool, StoreError> {
         match fs::symlink_metadata(self.path(key)) {
             Ok(_) => Ok(true),

@@ -287,6 +287,17 @@ pub trait Store: Send + Sync {
         let _ = age;
         Ok(0)
     }
+    /// How many large puts (whole packs, 16 MiB by default) are worth
+    /// running at once. Each holds its bytes in memory until it returns,
+    /// so this bounds a backup's memory as much as its speed. `None` (the
+    /// default): as many as requests may be in flight (`--connections`),
+    /// which hides an object store's latency. A local file system gains
+    /// nothing from more than one or two: the puts queue on the same disk,
+    /// each waiting for its own fsync. Decorators pass their inner store's
+    /// on.
+    fn large_puts_in_flight(&self) -> Option<usize> {
+        None
+    }
     /// The requests this store made so far, for stores that make requests
     /// (object storage); decorators pass their inner store's on.
     fn requests(&self) -> Option<RequestCounts> {

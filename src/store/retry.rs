@@ -108,6 +108,10 @@ impl Store for RetryStore {
         self.inner.remove_stale_temporaries(age)
     }
 
+    fn large_puts_in_flight(&self) -> Option<usize> {
+        self.inner.large_puts_in_flight()
+    }
+
     fn requests(&self) -> Option<RequestCounts> {
         self.inner.requests()
     }

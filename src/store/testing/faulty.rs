@@ -463,6 +463,10 @@ impl Store for FaultyStore {
         self.inner.remove_stale_temporaries(age)
     }
 
+    fn large_puts_in_flight(&self) -> Option<usize> {
+        self.inner.large_puts_in_flight()
+    }
+
     fn requests(&self) -> Option<crate::store::RequestCounts> {
         self.inner.requests()
     }
