@@ -250,6 +250,46 @@ pub enum Error {
     /// given, the repository has no keys, ...; the message says what to do.
     #[error("{0}")]
     KeyManagement(String),
+    /// A path asked for does not exist in the file system inside a disk.
+    /// `diskvault ls` shows what is there.
+    #[error("{path}: no such file or directory in {place}; 'diskvault ls' lists what is there")]
+    PathNotFound {
+        /// The path asked for.
+        path: String,
+        /// Where it was looked for, e.g. `ext4 in partition 2 of disk 'root'`.
+        place: String,
+    },
+    /// No file system diskvault reads (ext2/3/4, NTFS) was found where one
+    /// was asked for. Choose a partition with `--part` (`diskvault
+    /// partitions` lists them).
+    #[error("{place} holds no file system diskvault can read (ext2/3/4, NTFS): {found}; 'diskvault partitions' lists the disk's partitions, choose one with --part")]
+    NoFileSystem {
+        /// Where the file system was looked for.
+        place: String,
+        /// What was found instead, e.g. `a GPT partition table`.
+        found: String,
+    },
+    /// The disk has no partition matching `--part`. Use one of the numbers
+    /// or labels listed in `available`.
+    #[error("{disk} has no partition '{part}'; its partitions are: {available}")]
+    UnknownPartition {
+        /// Names the disk.
+        disk: String,
+        /// The number or label asked for.
+        part: String,
+        /// The disk's partitions, as `number (label)`, comma-separated.
+        available: String,
+    },
+    /// A file system or partition table inside a disk could not be read:
+    /// its structures are damaged or use a feature this build does not
+    /// read. The disk itself was read and verified chunk by chunk.
+    #[error("cannot read {place}: {reason}")]
+    FileSystem {
+        /// What was being read, e.g. `/etc/fstab in ext4 in disk 'root'`.
+        place: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The storage backend failed; see [`StoreError`].
     #[error(transparent)]
     Store(StoreError),
@@ -267,7 +307,10 @@ impl Error {
             Error::NotARepository(_)
             | Error::UnknownPoint(_)
             | Error::UnknownDisk { .. }
-            | Error::Source { .. } => ErrorCategory::NotFound,
+            | Error::Source { .. }
+            | Error::PathNotFound { .. }
+            | Error::UnknownPartition { .. } => ErrorCategory::NotFound,
+            Error::NoFileSystem { .. } => ErrorCategory::Unsupported,
             Error::NewerFormat { .. } => ErrorCategory::Unsupported,
             Error::Locked { .. } | Error::LockLost { .. } => ErrorCategory::Locked,
             Error::Interrupted | Error::BackupInterrupted => ErrorCategory::Interrupted,

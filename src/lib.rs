@@ -100,6 +100,8 @@
 // The stable public API: the items re-exported below, and these modules.
 mod error;
 pub mod format;
+pub mod fs;
+pub mod image;
 mod nbd;
 mod progress;
 pub mod retention;
