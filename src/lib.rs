@@ -164,7 +164,7 @@ pub use ops::status::{replica_status, ReplicaStatus};
 pub use ops::sync::{sync, sync_with_key, ObjectTally, SyncOptions, SyncReport};
 pub use progress::{Progress, ProgressSink};
 pub use repo::{
-    Damaged, InitOptions, KeyInfo, LockEvent, LockInfo, LockKind, LockNotifier, LockOptions,
-    RepoLocation, RepoLock, Repository,
+    Damaged, DiskReader, DiskReaderOptions, InitOptions, KeyInfo, LockEvent, LockInfo, LockKind,
+    LockNotifier, LockOptions, ReadStats, RepoLocation, RepoLock, Repository,
 };
 pub use source::{DiskSource, FileSource, NbdSource, StreamSource};

@@ -330,6 +330,96 @@ fn walk_node(
     Ok(())
 }
 
+/// A leaf of a disk's manifest and where its parent places it: what a
+/// random-access reader keeps of a manifest, to find the leaf covering an
+/// offset without reading any other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafRef {
+    /// The leaf node's id.
+    pub id: ChunkId,
+    /// Image offset of its first byte.
+    pub start: u64,
+    /// Image bytes it covers.
+    pub covered: u64,
+}
+
+/// The leaves of the manifest rooted at `root` of a disk of `size` bytes,
+/// in image order, reading only the interior nodes (one in 256 nodes),
+/// each checked to sit where its parent places it.
+pub fn leaf_refs(
+    root: &ChunkId,
+    size: u64,
+    version: u8,
+    load: &mut dyn FnMut(&ChunkId) -> Result<Vec<u8>>,
+) -> Result<Vec<LeafRef>> {
+    fn descend(
+        id: &ChunkId,
+        at: Placement,
+        version: u8,
+        load: &mut dyn FnMut(&ChunkId) -> Result<Vec<u8>>,
+        out: &mut Vec<LeafRef>,
+    ) -> Result<()> {
+        let what = || format!("manifest node {}", id.short());
+        let node =
+            ManifestNode::decode(&load(id)?, version).map_err(|e| Error::format(what(), e))?;
+        check_placement(&node, at, &what)?;
+        match &node.entries {
+            NodeEntries::Leaf(_) => out.push(LeafRef {
+                id: *id,
+                start: at.start,
+                covered: at.covered,
+            }),
+            NodeEntries::Interior(children) => {
+                let mut offset = at.start;
+                for c in children {
+                    let child = Placement {
+                        start: offset,
+                        covered: c.covered,
+                        level: node.level - 1,
+                    };
+                    if node.level == 1 {
+                        // Leaves are checked when they are read.
+                        out.push(LeafRef {
+                            id: c.id,
+                            start: offset,
+                            covered: c.covered,
+                        });
+                    } else {
+                        descend(&c.id, child, version, load, out)?;
+                    }
+                    offset += c.covered;
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    let at = Placement {
+        start: 0,
+        covered: size,
+        level: u8::MAX,
+    };
+    descend(root, at, version, load, &mut out)?;
+    Ok(out)
+}
+
+/// The extents of the leaf `leaf` refers to, from its bytes, checked to
+/// be a leaf that sits where its parent places it.
+pub fn leaf_extents(leaf: &LeafRef, bytes: &[u8], version: u8) -> Result<Vec<Extent>> {
+    let what = || format!("manifest node {}", leaf.id.short());
+    let node = ManifestNode::decode(bytes, version).map_err(|e| Error::format(what(), e))?;
+    let at = Placement {
+        start: leaf.start,
+        covered: leaf.covered,
+        level: 0,
+    };
+    check_placement(&node, at, &what)?;
+    match node.entries {
+        NodeEntries::Leaf(extents) => Ok(extents),
+        NodeEntries::Interior(_) => Err(Error::damaged(what(), "is at the wrong tree level")),
+    }
+}
+
 /// What [`ReachWalk::walk`] reports.
 pub enum Reached<'a> {
     /// A manifest node, at every place a parent (or a disk, when `parent`

@@ -15,7 +15,9 @@ pub(crate) mod location;
 pub mod lock;
 mod objects;
 pub use objects::Damaged;
+mod disk_reader;
 pub(crate) mod reader;
+pub use disk_reader::{DiskReader, DiskReaderOptions, ReadStats};
 
 use std::path::Path;
 use std::sync::Arc;
