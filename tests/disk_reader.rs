@@ -280,3 +280,36 @@ fn golden_repositories_read_at_random() {
         }
     }
 }
+
+#[test]
+fn latest_tilde_n_names_the_points_before_the_newest() {
+    let dir = scratch_dir();
+    let image = dir.path().join("disk.img");
+    let repo = init_repo(&dir.path().join("vault"));
+    let mut days = Vec::new();
+    for day in 0..3u64 {
+        days.push(write_random_image(&image, 100_000, day));
+        backup_one(&repo, "root", &image);
+    }
+    let repo = Arc::new(repo);
+    for (spec, day) in [
+        ("latest", 2),
+        ("latest~0", 2),
+        ("latest~1", 1),
+        ("latest~2", 0),
+    ] {
+        let mut r = DiskReader::open(repo.clone(), spec, None).unwrap();
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).unwrap();
+        assert!(all == days[day], "{spec} is day {day}");
+    }
+    let err = DiskReader::open(repo.clone(), "latest~3", None)
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::UnknownPoint(_)), "{err}");
+    assert!(err.to_string().contains("3 points"), "{err}");
+    for bad in ["latest~", "latest~x", "latest-1", "latest~-1"] {
+        let err = DiskReader::open(repo.clone(), bad, None).err().unwrap();
+        assert!(err.to_string().contains("latest~N"), "{bad}: {err}");
+    }
+}

@@ -321,14 +321,34 @@ impl Repository {
     /// Resolves `latest` (the newest point that is not forgotten), a full
     /// id, or a unique id prefix (forgotten points included: they can be
     /// restored until pruned) to a point id.
+    ///
+    /// `latest~N` is the Nth point before the newest (`latest~1`: the one
+    /// before it, yesterday's for daily backups), counting points that are
+    /// not forgotten, in time order.
     pub fn resolve_point(&self, spec: &str) -> Result<PointId> {
-        if spec == "latest" {
-            return self
-                .list_points()?
-                .last()
-                .map(|(id, _)| *id)
+        let back = match spec.strip_prefix("latest") {
+            Some("") => Some(0),
+            Some(rest) => match rest.strip_prefix('~').map(str::parse::<usize>) {
+                Some(Ok(n)) => Some(n),
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "'{spec}' is not a point: write latest, latest~N (the Nth point before the newest), or an id prefix"
+                    )))
+                }
+            },
+            None => None,
+        };
+        if let Some(back) = back {
+            let points = self.list_points()?;
+            return points
+                .len()
+                .checked_sub(back + 1)
+                .map(|i| points[i].0)
                 .ok_or_else(|| {
-                    Error::UnknownPoint("latest (the repository has no points)".into())
+                    Error::UnknownPoint(format!(
+                        "{spec} (the repository has {} points that are not forgotten)",
+                        points.len()
+                    ))
                 });
         }
         let lower = spec.to_ascii_lowercase();

@@ -15,7 +15,7 @@ use crate::cli::{exit, location, signals, Globals, PassArgs};
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
     repo: PathBuf,
-    /// Point id, unique id prefix, or `latest`.
+    /// Point id, unique id prefix, `latest`, or `latest~N` (the Nth point before the newest).
     point: String,
     /// Output file or block device (a directory when restoring several
     /// disks), or `-` for standard output: one disk's raw image, in order

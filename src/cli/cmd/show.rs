@@ -14,7 +14,7 @@ use crate::cli::{exit, Globals, PassArgs};
 #[derive(Args, Debug)]
 pub struct ShowArgs {
     repo: PathBuf,
-    /// Point id, unique id prefix, or `latest`.
+    /// Point id, unique id prefix, `latest`, or `latest~N` (the Nth point before the newest).
     point: String,
     #[arg(long)]
     json: bool,
