@@ -87,9 +87,11 @@ fn error_at(place: &str, path: Option<&[u8]>, e: Ext4Error) -> Error {
                 "{object} is not a directory (a component of the path is a file)"
             ))
         }
-        Ext4Error::IsADirectory => return Error::InvalidArgument(format!(
+        Ext4Error::IsADirectory => {
+            return Error::InvalidArgument(format!(
             "{object} is a directory; 'diskvault ls' lists it, 'diskvault extract' copies it out"
-        )),
+        ))
+        }
         Ext4Error::IsASpecialFile => {
             return Error::InvalidArgument(format!(
                 "{object} is a device, FIFO or socket: it has no contents to read"
