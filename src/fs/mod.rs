@@ -84,6 +84,38 @@ pub trait FileSystem {
     /// streaming (never the whole file in memory), and returns the bytes
     /// written. Holes and unwritten extents come out as zeros.
     fn copy_file(&self, path: &str, out: &mut dyn Write) -> Result<u64>;
+
+    /// [`FileSystem::metadata`] for a path given as bytes: ext4 names
+    /// need not be UTF-8, and `extract` walks trees by the names
+    /// `read_dir` returns. The default refuses a path that is not UTF-8.
+    fn metadata_bytes(&self, path: &[u8]) -> Result<Entry> {
+        self.metadata(utf8_path(path)?)
+    }
+
+    /// [`FileSystem::read_dir`] for a path given as bytes.
+    fn read_dir_bytes(&self, path: &[u8]) -> Result<Vec<Entry>> {
+        self.read_dir(utf8_path(path)?)
+    }
+
+    /// [`FileSystem::read_link`] for a path given as bytes.
+    fn read_link_bytes(&self, path: &[u8]) -> Result<Vec<u8>> {
+        self.read_link(utf8_path(path)?)
+    }
+
+    /// [`FileSystem::copy_file`] for a path given as bytes.
+    fn copy_file_bytes(&self, path: &[u8], out: &mut dyn Write) -> Result<u64> {
+        self.copy_file(utf8_path(path)?, out)
+    }
+}
+
+/// The path as text, for file systems whose names are all UTF-8.
+fn utf8_path(path: &[u8]) -> Result<&str> {
+    std::str::from_utf8(path).map_err(|_| {
+        crate::Error::InvalidArgument(format!(
+            "{}: the path is not UTF-8, and this file system's names all are",
+            String::from_utf8_lossy(path)
+        ))
+    })
 }
 
 pub mod ext4;
@@ -94,7 +126,115 @@ pub mod ntfs;
 /// ext2/3/4 or NTFS. Anything else is [`crate::Error::NoFileSystem`],
 /// naming what was found where that can be told (e.g. a partition table:
 /// choose a partition).
-pub fn open_filesystem<'a>(image: Box<dyn ImageRead + 'a>) -> Result<Box<dyn FileSystem + 'a>> {
-    let _ = image;
-    unimplemented!("written with ext4.rs and ntfs.rs")
+///
+/// The image must own what it reads (`'static`): the ext4 reader keeps
+/// the image inside a type that cannot carry a borrow.
+pub fn open_filesystem(image: Box<dyn ImageRead>) -> Result<Box<dyn FileSystem>> {
+    match readable_filesystem(&*image) {
+        Some("ext4") => Ok(Box::new(ext4::Ext4FileSystem::open(image)?)),
+        // NTFS: wired in when src/fs/ntfs.rs lands
+        Some(_) => Err(crate::Error::NoFileSystem {
+            place: image.describe(),
+            found: "NTFS (not wired in yet)".into(),
+        }),
+        None => Err(crate::Error::NoFileSystem {
+            place: image.describe(),
+            found: identify_other(&*image)?,
+        }),
+    }
 }
+
+/// The file system diskvault reads that `image` holds, told by its magic
+/// number alone (a few bytes read): `ext4` (for ext2/3/4) or `ntfs`.
+pub fn readable_filesystem(image: &dyn ImageRead) -> Option<&'static str> {
+    if ext4::looks_like_ext4(image) {
+        Some("ext4")
+    } else if bytes_at(image, 3, 8).as_deref() == Some(b"NTFS    ") {
+        Some("ntfs")
+    } else {
+        None
+    }
+}
+
+/// `len` bytes at `offset`, or `None` when the image is shorter (or the
+/// read fails: a signature that cannot be read is not there).
+fn bytes_at(image: &dyn ImageRead, offset: u64, len: usize) -> Option<Vec<u8>> {
+    let mut buf = vec![0; len];
+    image.read_exact_at(&mut buf, offset).ok().map(|()| buf)
+}
+
+/// How much of the start of a disk is read to tell "only zeros".
+const ZERO_PROBE: u64 = 1 << 20;
+
+/// Names what `image` holds when it is no file system diskvault reads, so
+/// the user learns why: a partition table, an encrypted or pooled volume,
+/// another file system, or nothing at all.
+fn identify_other(image: &dyn ImageRead) -> Result<String> {
+    let at =
+        |offset: u64, magic: &[u8]| bytes_at(image, offset, magic.len()).as_deref() == Some(magic);
+    let sector0 = bytes_at(image, 0, 512);
+    let boot_signature = sector0
+        .as_ref()
+        .is_some_and(|s| s[510..512] == [0x55, 0xaa]);
+    let found = if at(512, b"EFI PART") || at(4096, b"EFI PART") {
+        "a GPT partition table: choose a partition with --part"
+    } else if boot_signature
+        && crate::image::partition::read_partition_table(image)
+            .ok()
+            .flatten()
+            .is_some()
+    {
+        "a GPT/MBR partition table: choose a partition with --part"
+    } else if at(0, b"LUKS\xba\xbe") {
+        "a LUKS encrypted volume (diskvault does not decrypt it; restore the disk and open it with cryptsetup)"
+    } else if at(512, b"LABELONE")
+        || at(0, b"LABELONE")
+        || at(1024, b"LABELONE")
+        || at(1536, b"LABELONE")
+    {
+        "an LVM physical volume (restore the disk and activate it with LVM)"
+    } else if at(0, b"XFSB") {
+        "an XFS file system (not read by this build)"
+    } else if at(65600, b"_BHRfS_M") {
+        "a btrfs file system (not read by this build)"
+    } else if at(4086, b"SWAPSPACE2") || at(4086, b"SWAP-SPACE") {
+        "Linux swap space"
+    } else if at(3, b"EXFAT   ") {
+        "an exFAT file system (not read by this build)"
+    } else if at(54, b"FAT1") || at(82, b"FAT32") {
+        "a FAT file system (not read by this build)"
+    } else {
+        return Ok(if starts_with_zeros(image)? {
+            if image.size() <= ZERO_PROBE {
+                "only zeros".to_string()
+            } else {
+                "only zeros in its first MiB (no signature of a file system or partition table)"
+                    .to_string()
+            }
+        } else {
+            "no signature diskvault knows (not ext2/3/4, NTFS, GPT, MBR, LUKS, LVM, XFS, btrfs, FAT or swap)".to_string()
+        });
+    };
+    Ok(found.to_string())
+}
+
+/// True when the first MiB of `image` (all of it, if smaller) is zeros.
+fn starts_with_zeros(image: &dyn ImageRead) -> Result<bool> {
+    let len = image.size().min(ZERO_PROBE);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut offset = 0;
+    while offset < len {
+        let n = (len - offset).min(buf.len() as u64) as usize;
+        image.read_exact_at(&mut buf[..n], offset)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        offset += n as u64;
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+pub(crate) mod test_images;
+#[cfg(test)]
+mod tests;
