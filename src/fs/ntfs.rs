@@ -365,11 +365,7 @@ impl<'a> NtfsFileSystem<'a> {
         let fail = |r: &BudgetReader<'_>, e: ntfs::NtfsError| self.crate_error(r, path, e);
         let info = file.info().map_err(|e| fail(r, e))?;
         let attributes = info.file_attributes();
-        let reparse = if attributes.contains(NtfsFileAttributeFlags::REPARSE_POINT) {
-            self.reparse_point(r, file, path)?
-        } else {
-            None
-        };
+        let reparse = self.reparse_point(r, file, path)?;
         let (kind, size) = match &reparse {
             Some(Reparse::Link(target)) => (EntryKind::Symlink, target.len() as u64),
             _ if file.is_directory() => (EntryKind::Dir, 0),
@@ -409,7 +405,10 @@ impl<'a> NtfsFileSystem<'a> {
         }
     }
 
-    /// `file`'s reparse point, if it has one.
+    /// `file`'s reparse point, if it has one. Found by its attribute, not
+    /// by the REPARSE_POINT flag in `$STANDARD_INFORMATION`: Windows sets
+    /// both, other writers (ntfs-3g's `ntfscp -a 0xC0`) only the former,
+    /// and the attribute is what decides where the contents are.
     fn reparse_point(
         &self,
         r: &mut BudgetReader<'a>,
@@ -535,6 +534,7 @@ impl FileSystem for NtfsFileSystem<'_> {
             }
             let is_root =
                 dir.file_record_number() == KnownNtfsFileRecordNumber::RootDirectory as u64;
+            r.set_budget(STEP_BUDGET);
             let (index, index_bytes) = self.directory_index(r, &dir, path)?;
             let index_bytes = index_bytes.min(MAX_INDEX_BYTES);
             // A legitimate walk reads each index record once; a cycle of
@@ -615,29 +615,23 @@ impl FileSystem for NtfsFileSystem<'_> {
                     self.place
                 )));
             }
-            let info = file.info().map_err(|e| self.crate_error(r, path, e))?;
-            if info
-                .file_attributes()
-                .contains(NtfsFileAttributeFlags::REPARSE_POINT)
-            {
-                match self.reparse_point(r, &file, path)? {
-                    Some(Reparse::Link(_)) => {
-                        return Err(Error::InvalidArgument(format!(
-                            "{path} in {} is a symbolic link, not a file; read its target with read_link",
-                            self.place
-                        )))
-                    }
-                    Some(Reparse::Other(tag)) => {
-                        return Err(self.damaged(
-                            path,
-                            format!(
-                                "its contents live behind a reparse point ({}), which this build does not read",
-                                reparse_tag_name(tag)
-                            ),
-                        ))
-                    }
-                    None => {}
+            match self.reparse_point(r, &file, path)? {
+                Some(Reparse::Link(_)) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "{path} in {} is a symbolic link, not a file; read its target with read_link",
+                        self.place
+                    )))
                 }
+                Some(Reparse::Other(tag)) => {
+                    return Err(self.damaged(
+                        path,
+                        format!(
+                            "its contents live behind a reparse point ({}), which this build does not read",
+                            reparse_tag_name(tag)
+                        ),
+                    ))
+                }
+                None => {}
             }
             self.copy_data(r, &file, path, out)
         })

@@ -22,15 +22,15 @@ const MIB: usize = 1 << 20;
 /// Whether ntfs-3g's tools can run here. Without them the tests skip,
 /// except in CI, which installs them and must not skip silently.
 fn ntfs_tools_available() -> bool {
-    let found = ["mkntfs", "ntfscp", "ntfsls", "ntfscat"]
+    let found = ["mkntfs", "ntfscp", "ntfsls", "ntfscat", "ntfsfallocate"]
         .iter()
         .all(|tool| Command::new(tool).arg("--version").output().is_ok());
     if !found {
         assert!(
             std::env::var_os("CI").is_none(),
-            "mkntfs/ntfscp/ntfsls/ntfscat are not installed, and CI is set: install ntfs-3g"
+            "mkntfs/ntfscp/ntfsls/ntfscat/ntfsfallocate are not installed, and CI is set: install ntfs-3g"
         );
-        println!("skipping: ntfs-3g's tools (mkntfs, ntfscp, ntfsls, ntfscat) are not on PATH");
+        println!("skipping: ntfs-3g's tools (mkntfs, ntfscp, ntfsls, ntfscat, ntfsfallocate) are not on PATH");
     }
     found
 }
@@ -338,11 +338,13 @@ fn a_partition_inside_a_bigger_disk_reads_at_its_offset() {
         "partition 2 of disk.img".into(),
     )
     .unwrap();
-    assert!(looks_like_ntfs(&part));
-    let fs = NtfsFileSystem::open(Box::new(part)).unwrap();
+    // As open_filesystem sees it: a boxed image, a boxed file system.
+    let part: Box<dyn ImageRead> = Box::new(part);
+    assert!(looks_like_ntfs(&*part));
+    let fs: Box<dyn FileSystem> = Box::new(NtfsFileSystem::open(part).unwrap());
     assert_eq!(fs.read_dir("/").unwrap().len(), volume.files.len());
     for (name, bytes) in &volume.files {
-        assert!(contents(&fs, &format!("/{name}")) == *bytes, "{name}");
+        assert!(contents(&*fs, &format!("/{name}")) == *bytes, "{name}");
     }
     let err = fs.metadata("/gone").unwrap_err().to_string();
     assert!(err.contains("partition 2 of disk.img"), "{err}");
@@ -400,6 +402,140 @@ fn compressed_and_encrypted_files_are_refused_naming_the_file() {
         // Listing it still works: only the contents cannot be read.
         assert_eq!(fs.metadata("/large.bin").unwrap().size, 5 * MIB as u64);
     }
+}
+
+#[test]
+fn bytes_past_the_valid_data_length_read_as_zeros() {
+    if !ntfs_tools_available() {
+        return;
+    }
+    // A preallocated file: 6 bytes written, 100000 bytes long (its valid
+    // data length stays 6). Its clusters are then filled with stale bytes,
+    // as a reused disk would hold: Windows reads zeros past byte 6.
+    let volume = build_volume();
+    let image = volume.image.to_str().unwrap();
+    let local = volume.image.with_file_name("hello");
+    std::fs::write(&local, b"hello\n").unwrap();
+    run(
+        "ntfscp",
+        &["-q", image, local.to_str().unwrap(), "/prealloc.bin"],
+    );
+    run("ntfsfallocate", &["-l", "100000", image, "/prealloc.bin"]);
+    let (start, runs) = {
+        let fs = open_file(&volume.image);
+        let mut r = fs.reader.lock().unwrap();
+        r.set_budget(u64::MAX);
+        let (file, _) = fs.resolve(&mut r, "/prealloc.bin").unwrap();
+        let item = file.data(&mut *r, "").unwrap().unwrap();
+        let attribute = item.to_attribute().unwrap();
+        let value = attribute.value(&mut *r).unwrap();
+        let ntfs::attribute_value::NtfsAttributeValue::NonResident(value) = value else {
+            panic!("preallocated data is non-resident");
+        };
+        let start = value.data_position().value().unwrap().get();
+        (start, value.data_runs().count())
+    };
+    assert_eq!(runs, 1, "one run, so the stale bytes go where its data is");
+    let mut bytes = std::fs::read(&volume.image).unwrap();
+    let start = start as usize;
+    bytes[start + 6..start + 100_000].fill(0xAA);
+    std::fs::write(&volume.image, &bytes).unwrap();
+
+    let fs = open_file(&volume.image);
+    assert_eq!(fs.metadata("/prealloc.bin").unwrap().size, 100_000);
+    let mut expected = b"hello\n".to_vec();
+    expected.resize(100_000, 0);
+    let copied = contents(&fs, "/prealloc.bin");
+    assert!(copied == expected, "stale bytes past the valid data length");
+    assert!(
+        copied == run("ntfscat", &[image, "/prealloc.bin"]),
+        "as ntfscat reads it"
+    );
+}
+
+#[test]
+fn symbolic_links_and_other_reparse_points_in_a_volume() {
+    if !ntfs_tools_available() {
+        return;
+    }
+    // ntfscp -a 0xC0 writes a $REPARSE_POINT attribute: a relative
+    // symbolic link, and a file whose contents WOF compression holds.
+    let volume = build_volume();
+    let image = volume.image.to_str().unwrap();
+    let local = volume.image.with_file_name("local");
+    let put = |dest: &str, attribute: Option<&[u8]>| {
+        std::fs::write(&local, b"stub").unwrap();
+        run("ntfscp", &["-q", image, local.to_str().unwrap(), dest]);
+        if let Some(bytes) = attribute {
+            std::fs::write(&local, bytes).unwrap();
+            run(
+                "ntfscp",
+                &["-q", "-a", "0xC0", image, local.to_str().unwrap(), dest],
+            );
+        }
+    };
+    let target = r"..\docs\a.txt";
+    let link = reparse_buffer(IO_REPARSE_TAG_SYMLINK, target, target, Some(1));
+    put("/link.txt", Some(&link));
+    put("/compact.dll", Some(&[0x17, 0, 0, 0x80, 0, 0, 0, 0]));
+
+    let fs = open_file(&volume.image);
+    let entry = fs.metadata("/link.txt").unwrap();
+    assert_eq!(entry.kind, EntryKind::Symlink);
+    assert_eq!(entry.size, b"../docs/a.txt".len() as u64);
+    assert_eq!(fs.read_link("/LINK.TXT").unwrap(), b"../docs/a.txt");
+    let err = fs.copy_file("/link.txt", &mut io::sink()).unwrap_err();
+    assert!(err.to_string().contains("is a symbolic link"), "{err}");
+
+    let entry = fs.metadata("/compact.dll").unwrap();
+    assert_eq!(entry.kind, EntryKind::Other);
+    let err = fs.copy_file("/compact.dll", &mut io::sink()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("/compact.dll") && text.contains("WOF"),
+        "{text}"
+    );
+    let err = fs.read_link("/compact.dll").unwrap_err().to_string();
+    assert!(err.contains("not a symbolic link or junction"), "{err}");
+
+    let listing = fs.read_dir("/").unwrap();
+    let kinds: Vec<_> = listing
+        .iter()
+        .filter(|e| e.name == b"link.txt" || e.name == b"compact.dll")
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, [EntryKind::Other, EntryKind::Symlink]);
+}
+
+#[test]
+fn read_only_files_show_mode_0444() {
+    if !ntfs_tools_available() {
+        return;
+    }
+    // Set FILE_ATTRIBUTE_READONLY in notes.txt's $STANDARD_INFORMATION
+    // (at byte 0x20 of its value), as Windows' attrib +r does.
+    let volume = build_volume();
+    let mut bytes = std::fs::read(&volume.image).unwrap();
+    let header = {
+        let fs = open_file(&volume.image);
+        let mut r = fs.reader.lock().unwrap();
+        r.set_budget(u64::MAX);
+        let (file, _) = fs.resolve(&mut r, "/notes.txt").unwrap();
+        let attribute = file.attributes_raw().next().unwrap().unwrap();
+        assert_eq!(
+            attribute.ty().unwrap(),
+            NtfsAttributeType::StandardInformation
+        );
+        attribute.position().value().unwrap().get() as usize
+    };
+    let value_at =
+        header + u16::from_le_bytes([bytes[header + 0x14], bytes[header + 0x15]]) as usize;
+    let flags_at = value_at + 0x20;
+    assert!(flags_at % 512 < 508, "clear of the fixup bytes");
+    bytes[flags_at] |= 0x01;
+    let fs = NtfsFileSystem::open(Box::new(MemImage::new(bytes, "attrib.img"))).unwrap();
+    assert_eq!(fs.metadata("/notes.txt").unwrap().mode, 0o444);
+    assert_eq!(fs.metadata("/empty.txt").unwrap().mode, 0o644);
 }
 
 /// A disk image in memory, for damaged copies: shared bytes, cut to
