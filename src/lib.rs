@@ -141,6 +141,7 @@ pub use format::point::{
 pub use format::policy::StoredPolicy;
 pub use format::replica::ReplicaMarker;
 pub use format::{ChunkId, IndexId, KeyId, PackId, PointId};
+pub use nbd::{serve_nbd, NbdEvent, NbdExport, NbdOverlay};
 pub use ops::analyze::{
     analyze, AnalyzeFigures, AnalyzeOptions, AnalyzeReport, AnalyzedImage, ImageFigures,
     SettingReport,

@@ -82,6 +82,84 @@ pub(crate) const REPLY_TYPE_ERROR_BIT: u16 = 1 << 15;
 /// Chunk type: an error about a given offset.
 pub(crate) const REPLY_TYPE_ERROR_OFFSET: u16 = REPLY_TYPE_ERROR_BIT | 2;
 
+// What a server needs beyond the client's vocabulary above.
+
+/// Option: select an export and enter transmission, old style (no reply
+/// on failure: the server closes the connection).
+pub(crate) const OPT_EXPORT_NAME: u32 = 1;
+/// Option: the client gives up negotiating.
+pub(crate) const OPT_ABORT: u32 = 2;
+/// Option: list the exports.
+pub(crate) const OPT_LIST: u32 = 3;
+/// Option: upgrade the connection to TLS.
+pub(crate) const OPT_STARTTLS: u32 = 5;
+/// Option: describe an export without selecting it.
+pub(crate) const OPT_INFO: u32 = 6;
+/// Option: list the metadata contexts an export offers.
+pub(crate) const OPT_LIST_META_CONTEXT: u32 = 9;
+
+/// Option reply: one export in answer to `OPT_LIST`.
+pub(crate) const REP_SERVER: u32 = 2;
+/// Option error: the option's data is malformed or out of order.
+pub(crate) const REP_ERR_INVALID: u32 = REP_FLAG_ERROR | 3;
+
+/// Information type: the export's canonical name.
+pub(crate) const INFO_NAME: u16 = 1;
+/// Information type: a human-readable description of the export.
+pub(crate) const INFO_DESCRIPTION: u16 = 2;
+
+/// Transmission flag: the other flags are meaningful.
+pub(crate) const TFLAG_HAS_FLAGS: u16 = 1;
+/// Transmission flag: the export refuses writes.
+pub(crate) const TFLAG_READ_ONLY: u16 = 1 << 1;
+/// Transmission flag: the server understands `CMD_FLUSH`.
+pub(crate) const TFLAG_SEND_FLUSH: u16 = 1 << 2;
+/// Transmission flag: the server understands `CMD_FLAG_FUA`.
+pub(crate) const TFLAG_SEND_FUA: u16 = 1 << 3;
+/// Transmission flag: the server understands `CMD_TRIM`.
+pub(crate) const TFLAG_SEND_TRIM: u16 = 1 << 5;
+/// Transmission flag: the server understands `CMD_WRITE_ZEROES`.
+pub(crate) const TFLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
+/// Transmission flag: every connection sees the same data, and a flush on
+/// one covers writes completed on all of them.
+pub(crate) const TFLAG_CAN_MULTI_CONN: u16 = 1 << 8;
+
+/// Command: write (the data follows the request).
+pub(crate) const CMD_WRITE: u16 = 1;
+/// Command: make completed writes durable.
+pub(crate) const CMD_FLUSH: u16 = 3;
+/// Command: the client no longer needs a range.
+pub(crate) const CMD_TRIM: u16 = 4;
+/// Command: write zeroes without sending them.
+pub(crate) const CMD_WRITE_ZEROES: u16 = 6;
+
+/// Command flag: the write must be durable before the reply.
+pub(crate) const CMD_FLAG_FUA: u16 = 1;
+/// Command flag: block status may answer with one extent only.
+pub(crate) const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
+
+/// Chunk type: an error about the whole request.
+pub(crate) const REPLY_TYPE_ERROR: u16 = REPLY_TYPE_ERROR_BIT | 1;
+
+/// Block status flag (`base:allocation`): the range is not allocated.
+pub(crate) const STATE_HOLE: u32 = 1;
+/// Block status flag (`base:allocation`): the range reads as zeroes.
+pub(crate) const STATE_ZERO: u32 = 2;
+
+/// The metadata context of allocation status, the one every client knows.
+pub(crate) const BASE_ALLOCATION: &str = "base:allocation";
+
+/// Error code: operation not permitted (a write to a read-only export).
+pub(crate) const EPERM: u32 = 1;
+/// Error code: input/output error (the image could not be read).
+pub(crate) const EIO: u32 = 5;
+/// Error code: invalid argument (a range past the end, an unknown command).
+pub(crate) const EINVAL: u32 = 22;
+/// Error code: no space left (a write past the end of the export).
+pub(crate) const ENOSPC: u32 = 28;
+/// Error code: value too large (a request above the maximum block size).
+pub(crate) const EOVERFLOW: u32 = 75;
+
 /// The longest string (export name, context name, message) the protocol
 /// allows in negotiation.
 pub(crate) const MAX_STRING: usize = 4096;

@@ -19,7 +19,7 @@ const DIRTY: u32 = 1;
 
 /// Whether qemu-nbd and friends can run here. Without them the tests skip,
 /// except in CI, which installs them and must not skip silently.
-fn qemu_available() -> bool {
+pub(super) fn qemu_available() -> bool {
     let found = Command::new("qemu-nbd")
         .arg("--version")
         .stdout(Stdio::null())
@@ -36,7 +36,7 @@ fn qemu_available() -> bool {
     found
 }
 
-fn run(program: &str, args: &[&str]) {
+pub(super) fn run(program: &str, args: &[&str]) {
     let out = Command::new(program)
         .args(args)
         .output()
