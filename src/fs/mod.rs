@@ -132,11 +132,7 @@ pub mod ntfs;
 pub fn open_filesystem(image: Box<dyn ImageRead>) -> Result<Box<dyn FileSystem>> {
     match readable_filesystem(&*image) {
         Some("ext4") => Ok(Box::new(ext4::Ext4FileSystem::open(image)?)),
-        // NTFS: wired in when src/fs/ntfs.rs lands
-        Some(_) => Err(crate::Error::NoFileSystem {
-            place: image.describe(),
-            found: "NTFS (not wired in yet)".into(),
-        }),
+        Some(_) => Ok(Box::new(ntfs::NtfsFileSystem::open(image)?)),
         None => Err(crate::Error::NoFileSystem {
             place: image.describe(),
             found: identify_other(&*image)?,
