@@ -345,10 +345,12 @@ impl Repository {
                 .checked_sub(back + 1)
                 .map(|i| points[i].0)
                 .ok_or_else(|| {
-                    Error::UnknownPoint(format!(
-                        "{spec} (the repository has {} points that are not forgotten)",
-                        points.len()
-                    ))
+                    Error::UnknownPoint(match points.len() {
+                        0 => format!("{spec} (the repository has no points)"),
+                        n => {
+                            format!("{spec} (the repository has {n} points that are not forgotten)")
+                        }
+                    })
                 });
         }
         let lower = spec.to_ascii_lowercase();
