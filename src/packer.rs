@@ -12,7 +12,7 @@ use crate::format::index::IndexRecord;
 use crate::format::pack::{self, PackEntry, PACK_FOOTER_LEN, PACK_TABLE_AAD};
 use crate::format::{ChunkId, ObjectHeader, ObjectKind, PackId, MAX_BLOB_PLAINTEXT};
 use crate::repo::{pack_key, Repository};
-use crate::store::PutMode;
+use crate::store::{PutMode, PutStream};
 
 /// Default pack size: large enough to keep object counts low on object
 /// storage, small enough to keep memory bounded while one is assembled.
@@ -97,14 +97,7 @@ impl PackBuilder {
 
     /// Appends a sealed chunk or group and the chunks it holds.
     pub fn add(&mut self, sealed: &[u8], members: &[Member]) {
-        let (offset, length) = (self.buf.len() as u32, sealed.len() as u32);
-        self.entries.extend(members.iter().map(|m| PackEntry {
-            id: m.id,
-            offset,
-            length,
-            member: m.member,
-            raw_length: m.raw_length,
-        }));
+        list_members(&mut self.entries, self.buf.len(), sealed.len(), members);
         // Exact growth: see `new`.
         self.buf.reserve_exact(sealed.len());
         self.buf.extend_from_slice(sealed);
@@ -127,6 +120,18 @@ impl PackBuilder {
             entries: self.entries,
         }
     }
+}
+
+/// Adds the table entries of a blob of `length` bytes at `offset` in a pack.
+fn list_members(entries: &mut Vec<PackEntry>, offset: usize, length: usize, members: &[Member]) {
+    let (offset, length) = (offset as u32, length as u32);
+    entries.extend(members.iter().map(|m| PackEntry {
+        id: m.id,
+        offset,
+        length,
+        member: m.member,
+        raw_length: m.raw_length,
+    }));
 }
 
 /// Plaintext bytes of new data chunks sealed together as one group, in
@@ -214,11 +219,92 @@ pub const INDEX_FLUSH_ENTRIES: usize = 64 << 10;
 /// ([`PackWriter::store`]: backup assembles its packs on another thread).
 pub struct PackWriter<'a> {
     repo: &'a Repository,
-    builder: PackBuilder,
+    /// The pack being filled; `None` until the first chunk comes.
+    open: Option<OpenPack>,
     pending: Vec<(PackId, IndexRecord)>,
     written: PacksWritten,
     /// Uploads running on the request pool, and where they report.
     uploads: Uploads,
+}
+
+/// A pack being filled: in memory, or, where the store can take a put in
+/// pieces ([`Store::begin_put`](crate::store::Store::begin_put)), written
+/// to the store as its chunks come, so that no pack is ever held whole.
+enum OpenPack {
+    Memory(PackBuilder),
+    Streamed(Box<StreamedPack>),
+}
+
+/// A pack whose bytes went to the store as they came: only its table and
+/// the running hash that will name it are kept.
+struct StreamedPack {
+    put: Box<dyn PutStream>,
+    hasher: blake3::Hasher,
+    entries: Vec<PackEntry>,
+    len: usize,
+    target: usize,
+    version: u8,
+}
+
+impl StreamedPack {
+    fn new(mut put: Box<dyn PutStream>, target: usize, version: u8) -> Result<Self> {
+        let header = ObjectHeader::new(ObjectKind::Pack, version).encode();
+        put.write(&header)?;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&header);
+        Ok(StreamedPack {
+            put,
+            hasher,
+            entries: Vec::new(),
+            len: header.len(),
+            target,
+            version,
+        })
+    }
+
+    fn add(&mut self, sealed: &[u8], members: &[Member]) -> Result<()> {
+        self.put.write(sealed)?;
+        self.hasher.update(sealed);
+        list_members(&mut self.entries, self.len, sealed.len(), members);
+        self.len += sealed.len();
+        Ok(())
+    }
+
+    /// Writes the sealed table and the footer; returns the pack's id, its
+    /// entries and the put to commit under the id's key.
+    fn finish(mut self, sealer: &Sealer) -> Result<(PackId, Vec<PackEntry>, Box<dyn PutStream>)> {
+        let table = sealer.seal(
+            &pack::encode_table(&self.entries, self.version),
+            PACK_TABLE_AAD,
+            CompressionSetting::None,
+        );
+        let footer = pack::encode_footer(table.len() as u32);
+        for part in [&table[..], &footer[..]] {
+            self.put.write(part)?;
+            self.hasher.update(part);
+        }
+        Ok((
+            PackId(*self.hasher.finalize().as_bytes()),
+            self.entries,
+            self.put,
+        ))
+    }
+}
+
+impl OpenPack {
+    fn is_full(&self) -> bool {
+        match self {
+            OpenPack::Memory(b) => b.is_full(),
+            OpenPack::Streamed(s) => s.len >= s.target,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            OpenPack::Memory(b) => b.is_empty(),
+            OpenPack::Streamed(s) => s.entries.is_empty(),
+        }
+    }
 }
 
 /// Packs being stored on the request pool, at most
@@ -251,7 +337,7 @@ impl<'a> PackWriter<'a> {
     pub fn new(repo: &'a Repository) -> Self {
         PackWriter {
             repo,
-            builder: PackBuilder::new(DEFAULT_PACK_TARGET, repo.format_major()),
+            open: None,
             pending: Vec::new(),
             written: PacksWritten::default(),
             uploads: {
@@ -268,13 +354,51 @@ impl<'a> PackWriter<'a> {
     /// Adds a sealed chunk or group (verified by the caller) and the
     /// chunks of it to index; stores the pack when it is full.
     pub fn add(&mut self, sealed: &[u8], members: &[Member]) -> Result<()> {
-        self.builder.add(sealed, members);
-        if self.builder.is_full() {
-            let fresh = self.new_builder();
-            let full = std::mem::replace(&mut self.builder, fresh);
-            self.store(full.finish(self.repo.sealer()))?;
+        let open = match &mut self.open {
+            Some(open) => open,
+            None => self.open.insert(self.new_pack()?),
+        };
+        match open {
+            OpenPack::Memory(b) => b.add(sealed, members),
+            OpenPack::Streamed(s) => s.add(sealed, members)?,
+        }
+        if open.is_full() {
+            self.close_pack()?;
         }
         Ok(())
+    }
+
+    /// Stores the pack being filled, if any.
+    fn close_pack(&mut self) -> Result<()> {
+        match self.open.take() {
+            None => Ok(()),
+            Some(open) if open.is_empty() => Ok(()),
+            Some(OpenPack::Memory(b)) => self.store(b.finish(self.repo.sealer())),
+            Some(OpenPack::Streamed(s)) => {
+                let (id, entries, put) = s.finish(self.repo.sealer())?;
+                // The commit (an fsync and a rename) runs beside the next
+                // pack's writes, as a put does; it holds no pack in memory.
+                self.wait_for_room()?;
+                let len = put.len();
+                self.spawn_upload(id, entries, move || {
+                    put.commit(&pack_key(&id), PutMode::Overwrite).map(|_| len)
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// A new pack: streamed where the store can take one in pieces.
+    fn new_pack(&self) -> Result<OpenPack> {
+        let version = self.repo.format_major();
+        Ok(match self.repo.store().begin_put()? {
+            Some(put) => OpenPack::Streamed(Box::new(StreamedPack::new(
+                put,
+                DEFAULT_PACK_TARGET,
+                version,
+            )?)),
+            None => OpenPack::Memory(PackBuilder::new(DEFAULT_PACK_TARGET, version)),
+        })
     }
 
     /// Stores a finished pack and queues its chunks for the next index
@@ -284,19 +408,36 @@ impl<'a> PackWriter<'a> {
     pub fn store(&mut self, pack: FinishedPack) -> Result<()> {
         self.wait_for_room()?;
         let store = std::sync::Arc::clone(self.repo.store());
+        let FinishedPack { id, bytes, entries } = pack;
+        let len = bytes.len() as u64;
+        self.spawn_upload(id, entries, move || {
+            store
+                .put(&pack_key(&id), &bytes, PutMode::Overwrite)
+                .map(|_| len)
+        });
+        Ok(())
+    }
+
+    /// Runs `put` on the request pool; its outcome is collected by
+    /// [`PackWriter::collect_one`].
+    fn spawn_upload(
+        &mut self,
+        id: PackId,
+        entries: Vec<PackEntry>,
+        put: impl FnOnce() -> std::result::Result<u64, crate::store::StoreError> + Send + 'static,
+    ) {
         let done = self.uploads.done_tx.clone();
         self.uploads.in_flight += 1;
         crate::exec::request_pool().spawn(move || {
-            let result = store
-                .put(&pack_key(&pack.id), &pack.bytes, PutMode::Overwrite)
-                .map_err(Error::from);
-            let len = pack.bytes.len() as u64;
-            drop(pack.bytes);
+            let result = put();
+            let (len, result) = match result {
+                Ok(len) => (len, Ok(())),
+                Err(e) => (0, Err(Error::from(e))),
+            };
             // The writer waits for every upload it started (also when
             // dropped), so it is still listening.
-            let _ = done.send((pack.id, pack.entries, len, result));
+            let _ = done.send((id, entries, len, result));
         });
-        Ok(())
     }
 
     /// Waits until another put may start: fewer than
@@ -316,10 +457,6 @@ impl<'a> PackWriter<'a> {
             self.collect_one()?;
         }
         Ok(())
-    }
-
-    fn new_builder(&self) -> PackBuilder {
-        PackBuilder::new(DEFAULT_PACK_TARGET, self.repo.format_major())
     }
 
     /// Waits for one running upload and queues its chunks for indexing.
@@ -388,11 +525,7 @@ impl<'a> PackWriter<'a> {
     /// Stores the last pack, writes the last index file, and makes it all
     /// durable.
     pub fn finish(mut self) -> Result<PacksWritten> {
-        if !self.builder.is_empty() {
-            let fresh = self.new_builder();
-            let last = std::mem::replace(&mut self.builder, fresh);
-            self.store(last.finish(self.repo.sealer()))?;
-        }
+        self.close_pack()?;
         self.flush()?;
         self.repo.store().barrier()?;
         Ok(std::mem::take(&mut self.written))

@@ -41,10 +41,7 @@ use crate::imagehash::{subtree_cv, ImageHasher, Span};
 use crate::index::ChunkIndex;
 use crate::manifest::{leaf_digest, LeafValues, ManifestBuilder, ManifestEvent};
 use crate::ops::hooks::{ConsistencyHooks, HookContext};
-use crate::packer::{
-    read_pack_table_sized, ChunkGroup as Group, FinishedPack, Member, PackBuilder, PackWriter,
-    DEFAULT_PACK_TARGET,
-};
+use crate::packer::{read_pack_table_sized, ChunkGroup as Group, Member, PackWriter};
 use crate::progress::{Progress, Tracker};
 use crate::repo::{host_name, now_unix, Damaged, LockKind, Repository};
 use crate::source::{read_full, shrank, DiskSource, FileSource, StreamSource};
@@ -312,7 +309,6 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         claimed: Arc::new(Mutex::new(HashSet::new())),
         compression: opts.compression.unwrap_or(repo.config().compression),
         chunker: Chunker::new(repo.config().chunker),
-        pack: PackBuilder::new(DEFAULT_PACK_TARGET, repo.format_major()),
         version: repo.format_major(),
         group: Group::default(),
         ready: Vec::new(),
@@ -353,11 +349,10 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
 
     let mut hashed_bytes = 0;
     let read = thread::scope(|scope| -> Result<Vec<DiskRecord>> {
-        // A rendezvous: a finished pack waits in the backup thread until
-        // the writer has room for it (see `store_packs`), so at most the
-        // puts in flight and one finished pack are in memory, not one
-        // more queued (16 MiB).
-        let (pack_tx, pack_rx) = sync_channel::<FinishedPack>(0);
+        // Sealed blobs go to the pack writer through a short queue: where
+        // the store takes puts in pieces, no pack is ever held whole, and
+        // this queue is all the sealed data in memory.
+        let (pack_tx, pack_rx) = sync_channel::<Blob>(BLOB_QUEUE);
         let writer = thread::Builder::new()
             .name("diskvault-packs".into())
             .spawn_scoped(scope, || store_packs(repo, pack_rx, recovered))
@@ -379,11 +374,6 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
             }
         }
         hashed_bytes = session.hashed;
-        if result.is_ok() && !session.pack.is_empty() {
-            let pack = session.new_pack();
-            let pack = std::mem::replace(&mut session.pack, pack);
-            result = session.send_pack(pack, &pack_tx);
-        }
         drop(pack_tx);
         let written = writer
             .join()
@@ -533,26 +523,33 @@ fn recover_orphan_packs(
     Ok(recovered.len())
 }
 
-/// The pack writer thread: stores finished packs and indexes them, and the
-/// recovered orphan packs. Returns after the last index file is durable.
+/// Sealed blobs waiting for the pack writer: a few groups (about 1.5 MiB
+/// each), enough to keep it busy while the next are sealed.
+const BLOB_QUEUE: usize = 4;
+
+/// A sealed chunk or group and the chunks it holds, on its way to a pack.
+struct Blob {
+    sealed: Vec<u8>,
+    members: Vec<Member>,
+}
+
+/// The pack writer thread: packs the sealed blobs, stores and indexes the
+/// packs, and indexes the recovered orphan packs. Returns after the last
+/// index file is durable.
 fn store_packs(
     repo: &Repository,
-    packs: Receiver<FinishedPack>,
+    blobs: Receiver<Blob>,
     recovered: Vec<(PackId, Vec<PackEntry>)>,
 ) -> Result<()> {
     let mut writer = PackWriter::new(repo);
     for (pack, entries) in &recovered {
         writer.index_existing(*pack, entries)?;
     }
-    // Room first, then the next pack: a pack waiting for a put to return
-    // waits in the channel, and the backup thread waits for the channel,
-    // so no more packs are in memory than the store can take.
-    loop {
-        writer.wait_for_room()?;
-        match packs.recv() {
-            Ok(p) => writer.store(p)?,
-            Err(_) => break,
-        }
+    // A full pack is stored once the store has room for another put
+    // (`PackWriter::add` waits), and the backup thread waits for this
+    // queue, so no more is in memory than the store can take.
+    for blob in blobs {
+        writer.add(&blob.sealed, &blob.members)?;
     }
     writer.finish()?;
     Ok(())
@@ -660,7 +657,6 @@ struct Session {
     claimed: Arc<Mutex<HashSet<ChunkId>>>,
     compression: CompressionSetting,
     chunker: Chunker,
-    pack: PackBuilder,
     /// The repository's format: 2 and later group new data chunks.
     version: u8,
     /// New chunks of the group being filled, and full groups to seal.
@@ -674,29 +670,15 @@ struct Session {
 }
 
 impl Session {
-    fn send_pack(&mut self, pack: PackBuilder, tx: &SyncSender<FinishedPack>) -> Result<()> {
-        let finished = pack.finish(&self.sealer);
-        tx.send(finished)
-            .map_err(|_| Error::InvalidArgument("pack writer stopped".into()))
-    }
-
-    fn new_pack(&self) -> PackBuilder {
-        PackBuilder::new(DEFAULT_PACK_TARGET, self.version)
-    }
-
+    /// Sends a sealed blob to the pack writer.
     fn add_to_pack(
         &mut self,
-        sealed: &[u8],
-        members: &[Member],
-        tx: &SyncSender<FinishedPack>,
+        sealed: Vec<u8>,
+        members: Vec<Member>,
+        tx: &SyncSender<Blob>,
     ) -> Result<()> {
-        self.pack.add(sealed, members);
-        if self.pack.is_full() {
-            let fresh = self.new_pack();
-            let pack = std::mem::replace(&mut self.pack, fresh);
-            self.send_pack(pack, tx)?;
-        }
-        Ok(())
+        tx.send(Blob { sealed, members })
+            .map_err(|_| Error::InvalidArgument("pack writer stopped".into()))
     }
 
     /// Seals the full groups (and with `all` the one being filled) on the
@@ -705,7 +687,7 @@ impl Session {
         &mut self,
         all: bool,
         stats: &mut DiskStats,
-        tx: &SyncSender<FinishedPack>,
+        tx: &SyncSender<Blob>,
     ) -> Result<()> {
         if all && !self.group.is_empty() {
             let last = std::mem::take(&mut self.group);
@@ -725,11 +707,11 @@ impl Session {
         &mut self,
         sealed: Vec<(Vec<u8>, Vec<Member>)>,
         stats: &mut DiskStats,
-        tx: &SyncSender<FinishedPack>,
+        tx: &SyncSender<Blob>,
     ) -> Result<()> {
         for (bytes, members) in sealed {
             stats.stored_bytes += bytes.len() as u64;
-            self.add_to_pack(&bytes, &members, tx)?;
+            self.add_to_pack(bytes, members, tx)?;
         }
         Ok(())
     }
@@ -750,7 +732,7 @@ impl Session {
         parent_values: &LeafValues,
         mut plan: DiskPlan,
         chunks: &CachedChunks<'_>,
-        tx: &SyncSender<FinishedPack>,
+        tx: &SyncSender<Blob>,
     ) -> Result<DiskRecord> {
         let size = src.size();
         let (item_tx, item_rx) = sync_channel::<ReadItem>(SEGMENT_QUEUE);
@@ -831,7 +813,7 @@ impl Session {
         ctx: &mut DiskContext<'_, '_>,
         items: Receiver<ReadItem>,
         recycle: SyncSender<Vec<u8>>,
-        tx: &SyncSender<FinishedPack>,
+        tx: &SyncSender<Blob>,
     ) -> Result<Consumed> {
         let sealer = self.sealer.clone();
         let mut manifest = ManifestBuilder::new(move |bytes: &[u8]| sealer.chunk_id(bytes))
@@ -980,8 +962,8 @@ impl Session {
                                     Some(sealed) => {
                                         stats.stored_bytes += sealed.len() as u64;
                                         self.add_to_pack(
-                                            &sealed,
-                                            &[Member::sole(id, len as u32)],
+                                            sealed,
+                                            vec![Member::sole(id, len as u32)],
                                             tx,
                                         )?;
                                     }
@@ -1041,7 +1023,7 @@ impl Session {
         &mut self,
         manifest: &mut ManifestBuilder<F>,
         stats: &mut DiskStats,
-        tx: &SyncSender<FinishedPack>,
+        tx: &SyncSender<Blob>,
     ) -> Result<()> {
         let nodes: Vec<_> = manifest.drain_nodes().collect();
         for (id, bytes) in nodes {
@@ -1052,7 +1034,7 @@ impl Session {
             stats.new_chunks += 1;
             stats.new_bytes += bytes.len() as u64;
             stats.stored_bytes += sealed.len() as u64;
-            self.add_to_pack(&sealed, &[Member::sole(id, bytes.len() as u32)], tx)?;
+            self.add_to_pack(sealed, vec![Member::sole(id, bytes.len() as u32)], tx)?;
         }
         Ok(())
     }

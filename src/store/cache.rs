@@ -17,7 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{ObjectInfo, PutMode, RequestCounts, Store, StoreError};
+use super::{ObjectInfo, PutMode, PutStream, RequestCounts, Store, StoreError};
 
 /// A store that keeps copies of some objects of `inner` in `dir`.
 pub struct CachedStore {
@@ -183,6 +183,12 @@ impl Store for CachedStore {
 
     fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<usize, StoreError> {
         self.inner.remove_stale_temporaries(age)
+    }
+
+    /// Streamed puts go to the store; what they hold is cached when it is
+    /// read.
+    fn begin_put(&self) -> Result<Option<Box<dyn PutStream>>, StoreError> {
+        self.inner.begin_put()
     }
 
     fn large_puts_in_flight(&self) -> Option<usize> {

@@ -5,9 +5,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use super::{ObjectInfo, PutMode, Store, StoreError};
+use super::{ObjectInfo, PutMode, PutStream, Store, StoreError};
 
 /// Directory under the root where objects are written before being renamed
 /// into place.
@@ -21,8 +21,16 @@ const TMP_DIR: &str = "tmp";
 /// whole new object (plus, at worst, a stray temporary file). The renames become durable when
 /// [`Store::barrier`] fsyncs the directories they touched.
 pub struct LocalStore {
+    places: Places,
+}
+
+/// What placing a written temporary file under its key needs; shared by
+/// the store and its streamed puts, which outlive a borrow of it.
+#[derive(Clone)]
+struct Places {
     root: PathBuf,
-    dirty_dirs: Mutex<HashSet<PathBuf>>,
+    /// Directories whose entries changed since the last barrier.
+    dirty_dirs: Arc<Mutex<HashSet<PathBuf>>>,
     /// Mode of new files: 0600 for key files is set by the caller's key name.
     private_prefixes: &'static [&'static str],
 }
@@ -35,19 +43,31 @@ impl LocalStore {
         // of a relative `repo` would be the empty path).
         let root = std::path::absolute(&root).unwrap_or(root);
         LocalStore {
-            root,
-            dirty_dirs: Mutex::new(HashSet::new()),
-            private_prefixes: &["keys/"],
+            places: Places {
+                root,
+                dirty_dirs: Arc::new(Mutex::new(HashSet::new())),
+                private_prefixes: &["keys/"],
+            },
         }
     }
 
     /// The directory this store lives in.
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.places.root
     }
 
     fn path(&self, key: &str) -> PathBuf {
-        self.root.join(key)
+        self.places.root.join(key)
+    }
+
+    fn mark_dirty(&self, dir: PathBuf) {
+        self.places.mark_dirty(dir)
+    }
+}
+
+impl Places {
+    fn private(&self, key: &str) -> bool {
+        self.private_prefixes.iter().any(|p| key.starts_with(p))
     }
 
     fn mark_dirty(&self, dir: PathBuf) {
@@ -57,24 +77,127 @@ impl LocalStore {
             .insert(dir);
     }
 
-    fn write_temp(&self, key: &str, data: &[u8]) -> io::Result<PathBuf> {
+    /// Creates a new temporary file under `tmp/` with mode `mode`.
+    fn create_temp(&self, mode: u32) -> io::Result<(File, PathBuf)> {
         let tmp_dir = self.root.join(TMP_DIR);
         fs::create_dir_all(&tmp_dir)?;
         let mut rnd = [0u8; 12];
         crate::crypto::fill_random(&mut rnd);
         let tmp = tmp_dir.join(format!("{}.tmp", hex::encode(rnd)));
-        let private = self.private_prefixes.iter().any(|p| key.starts_with(p));
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(if private { 0o600 } else { 0o644 })
+            .mode(mode)
             .open(&tmp)?;
+        Ok((f, tmp))
+    }
+
+    fn write_temp(&self, key: &str, data: &[u8]) -> io::Result<PathBuf> {
+        let (mut f, tmp) = self.create_temp(if self.private(key) { 0o600 } else { 0o644 })?;
         let res = f.write_all(data).and_then(|_| f.sync_all());
         if let Err(e) = res {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
         Ok(tmp)
+    }
+
+    /// Renames the fsynced temporary file `tmp` over `key` (or beside
+    /// nothing, for a create-only put) and notes the directories whose
+    /// entries the next barrier must make durable. `tmp` is removed on
+    /// failure.
+    fn place(&self, tmp: &Path, key: &str, mode: PutMode) -> Result<(), StoreError> {
+        let dest = self.root.join(key);
+        let parent = dest.parent().unwrap_or(&self.root).to_path_buf();
+        let res = fs::create_dir_all(&parent).and_then(|_| match mode {
+            PutMode::Overwrite => fs::rename(tmp, &dest),
+            PutMode::Create => rename_no_replace(tmp, &dest),
+        });
+        if let Err(e) = res {
+            let _ = fs::remove_file(tmp);
+            return Err(StoreError::io(key, e));
+        }
+        self.mark_dirty(parent.clone());
+        // A directory created on the way must itself be durable in its
+        // parent, up to and including the repository root's own entry.
+        let mut dir = parent.as_path();
+        while let Some(up) = dir.parent() {
+            self.mark_dirty(up.to_path_buf());
+            if dir == self.root {
+                break;
+            }
+            dir = up;
+        }
+        Ok(())
+    }
+}
+
+/// A streamed put into a local store: the bytes go to a temporary file as
+/// they come, and `commit` fsyncs it and renames it into place, as `put`
+/// does with a whole object.
+struct LocalPut {
+    places: Places,
+    /// `None` once committed.
+    file: Option<(File, PathBuf)>,
+    len: u64,
+}
+
+impl LocalPut {
+    fn temp_name(&self) -> String {
+        match &self.file {
+            Some((_, tmp)) => tmp.display().to_string(),
+            None => TMP_DIR.into(),
+        }
+    }
+}
+
+impl PutStream for LocalPut {
+    fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let name = self.temp_name();
+        let Some((f, _)) = &mut self.file else {
+            return Err(StoreError::io(
+                &name,
+                io::Error::other("the put was committed"),
+            ));
+        };
+        f.write_all(data).map_err(|e| StoreError::io(&name, e))?;
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn commit(mut self: Box<Self>, key: &str, mode: PutMode) -> Result<(), StoreError> {
+        let Some((f, tmp)) = self.file.take() else {
+            return Err(StoreError::io(
+                key,
+                io::Error::other("the put was committed"),
+            ));
+        };
+        let private = self.places.private(key);
+        let synced = (|| {
+            if private {
+                f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            }
+            f.sync_all()
+        })();
+        drop(f);
+        if let Err(e) = synced {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::io(key, e));
+        }
+        self.places.place(&tmp, key, mode)
+    }
+}
+
+impl Drop for LocalPut {
+    /// An abandoned put leaves nothing behind.
+    fn drop(&mut self) {
+        if let Some((_, tmp)) = self.file.take() {
+            let _ = fs::remove_file(tmp);
+        }
     }
 }
 
@@ -109,31 +232,23 @@ impl Store for LocalStore {
     }
 
     fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<(), StoreError> {
-        let dest = self.path(key);
-        let parent = dest.parent().unwrap_or(&self.root).to_path_buf();
         let tmp = self
+            .places
             .write_temp(key, data)
             .map_err(|e| StoreError::io(key, e))?;
-        let res = fs::create_dir_all(&parent).and_then(|_| match mode {
-            PutMode::Overwrite => fs::rename(&tmp, &dest),
-            PutMode::Create => rename_no_replace(&tmp, &dest),
-        });
-        if let Err(e) = res {
-            let _ = fs::remove_file(&tmp);
-            return Err(StoreError::io(key, e));
-        }
-        self.mark_dirty(parent.clone());
-        // A directory created on the way must itself be durable in its
-        // parent, up to and including the repository root's own entry.
-        let mut dir = parent.as_path();
-        while let Some(up) = dir.parent() {
-            self.mark_dirty(up.to_path_buf());
-            if dir == self.root {
-                break;
-            }
-            dir = up;
-        }
-        Ok(())
+        self.places.place(&tmp, key, mode)
+    }
+
+    fn begin_put(&self) -> Result<Option<Box<dyn PutStream>>, StoreError> {
+        let file = self
+            .places
+            .create_temp(0o644)
+            .map_err(|e| StoreError::io(TMP_DIR, e))?;
+        Ok(Some(Box::new(LocalPut {
+            places: self.places.clone(),
+            file: Some(file),
+            len: 0,
+        })))
     }
 
     /// Two: one pack waiting for its fsync while the next is written.
@@ -159,7 +274,7 @@ impl Store for LocalStore {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 // The root itself is named by its path, not by "".
                 Err(e) if key.is_empty() => {
-                    return Err(StoreError::io(&self.root.display().to_string(), e))
+                    return Err(StoreError::io(&self.places.root.display().to_string(), e))
                 }
                 Err(e) => return Err(StoreError::io(&key, e)),
             };
@@ -197,7 +312,7 @@ impl Store for LocalStore {
         let p = self.path(key);
         match fs::remove_file(&p) {
             Ok(()) => {
-                self.mark_dirty(p.parent().unwrap_or(&self.root).to_path_buf());
+                self.mark_dirty(p.parent().unwrap_or(&self.places.root).to_path_buf());
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -206,7 +321,7 @@ impl Store for LocalStore {
     }
 
     fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<usize, StoreError> {
-        let dir = self.root.join(TMP_DIR);
+        let dir = self.places.root.join(TMP_DIR);
         let entries = match fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
@@ -234,7 +349,7 @@ impl Store for LocalStore {
         let mut dir = p.parent();
         while let Some(d) = dir {
             self.mark_dirty(d.to_path_buf());
-            if d == self.root {
+            if d == self.places.root {
                 break;
             }
             dir = d.parent();
@@ -244,6 +359,7 @@ impl Store for LocalStore {
 
     fn barrier(&self) -> Result<(), StoreError> {
         let dirs: Vec<PathBuf> = self
+            .places
             .dirty_dirs
             .lock()
             .unwrap_or_else(|e| e.into_inner())

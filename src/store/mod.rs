@@ -20,6 +20,11 @@
 //! - **Barriers.** A put is not durable by itself; [`Store::barrier`] makes
 //!   every earlier put and delete durable before it returns. Writers call it
 //!   between the stages whose order matters (packs, then index, then points).
+//! - **Streamed puts are puts.** A put begun with [`Store::begin_put`]
+//!   keeps every promise above: nothing is under its key until
+//!   [`PutStream::commit`] returns, a crash or a dropped stream leaves at
+//!   most a temporary file that [`Store::remove_stale_temporaries`] clears,
+//!   and the object is durable at the next barrier.
 //! - **Typed failures.** A missing object is [`StoreError::NotFound`]; a
 //!   failure worth retrying (a timeout, a busy server) is
 //!   [`StoreError::Transient`]; refusal by permissions or a read-only medium
@@ -251,6 +256,25 @@ impl StoreError {
     }
 }
 
+/// A put whose bytes arrive in pieces and whose key is known only once
+/// they all have (a pack is named by the hash of its bytes): the store
+/// keeps the bytes, not the caller, so a large object costs no memory.
+/// Dropping it without [`PutStream::commit`] abandons it: nothing is
+/// stored.
+pub trait PutStream: Send {
+    /// Appends bytes to the object.
+    fn write(&mut self, data: &[u8]) -> Result<(), StoreError>;
+    /// Bytes written so far.
+    fn len(&self) -> u64;
+    /// True when nothing was written.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Stores what was written under `key`, atomically, as
+    /// [`Store::put`] with `mode` would.
+    fn commit(self: Box<Self>, key: &str, mode: PutMode) -> Result<(), StoreError>;
+}
+
 /// A place that holds repository objects. See the module documentation for
 /// the contract every implementation keeps.
 pub trait Store: Send + Sync {
@@ -286,6 +310,12 @@ pub trait Store: Send + Sync {
     fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<usize, StoreError> {
         let _ = age;
         Ok(0)
+    }
+    /// Begins a put whose bytes are written in pieces, for stores that
+    /// can hold them outside memory (a local file system). `None` (the
+    /// default): the caller assembles the object and calls [`Store::put`].
+    fn begin_put(&self) -> Result<Option<Box<dyn PutStream>>, StoreError> {
+        Ok(None)
     }
     /// How many large puts (whole packs, 16 MiB by default) are worth
     /// running at once. Each holds its bytes in memory until it returns,

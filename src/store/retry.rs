@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ObjectInfo, PutMode, RequestCounts, Store, StoreError};
+use super::{ObjectInfo, PutMode, PutStream, RequestCounts, Store, StoreError};
 
 /// A store that retries transient failures of `inner`.
 pub struct RetryStore {
@@ -106,6 +106,13 @@ impl Store for RetryStore {
 
     fn remove_stale_temporaries(&self, age: Duration) -> Result<usize, StoreError> {
         self.inner.remove_stale_temporaries(age)
+    }
+
+    /// A streamed put is not retried piece by piece: only stores that
+    /// keep the bytes themselves stream, and their failures are not
+    /// transient.
+    fn begin_put(&self) -> Result<Option<Box<dyn PutStream>>, StoreError> {
+        self.inner.begin_put()
     }
 
     fn large_puts_in_flight(&self) -> Option<usize> {

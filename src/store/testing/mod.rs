@@ -23,6 +23,7 @@ pub fn conformance(store: Arc<dyn Store>) {
     listings(store.as_ref());
     deletes(store.as_ref());
     large_objects(store.as_ref());
+    streamed_puts(store.as_ref());
 }
 
 fn missing_objects(s: &dyn Store) {
@@ -75,6 +76,71 @@ fn puts_and_reads(s: &dyn Store) {
     assert_eq!(s.get("conformance/rw/empty").unwrap(), b"");
     assert_eq!(s.size("conformance/rw/empty").unwrap(), 0);
     s.barrier().expect("a barrier after puts succeeds");
+}
+
+/// A streamed put is a put: whole or nothing under its key, its bytes in
+/// order, and an abandoned one leaves no object.
+fn streamed_puts(s: &dyn Store) {
+    let Some(mut put) = s.begin_put().expect("begin_put succeeds") else {
+        return;
+    };
+    let key = "conformance/stream/object";
+    let pieces: Vec<Vec<u8>> = (0..40u32)
+        .map(|i| (0..(i * 977 % 5000)).map(|j| (i ^ j) as u8).collect())
+        .collect();
+    let whole: Vec<u8> = pieces.concat();
+    for (i, p) in pieces.iter().enumerate() {
+        put.write(p).unwrap();
+        if i == 20 {
+            assert!(
+                !s.exists(key).unwrap() && s.list("conformance/stream/").unwrap().is_empty(),
+                "nothing is under the key before the commit"
+            );
+        }
+    }
+    assert_eq!(
+        put.len(),
+        whole.len() as u64,
+        "len counts every byte written"
+    );
+    put.commit(key, PutMode::Overwrite)
+        .expect("a streamed put commits");
+    assert_eq!(
+        s.get(key).unwrap(),
+        whole,
+        "a streamed object reads back whole, in order"
+    );
+    assert_eq!(s.size(key).unwrap(), whole.len() as u64);
+
+    // Overwriting through a stream replaces; creating over it fails and
+    // leaves it.
+    let mut put = s.begin_put().unwrap().expect("streams again");
+    put.write(b"replaced").unwrap();
+    put.commit(key, PutMode::Overwrite).unwrap();
+    assert_eq!(s.get(key).unwrap(), b"replaced");
+    let mut put = s.begin_put().unwrap().expect("streams again");
+    put.write(b"loser").unwrap();
+    let e = put
+        .commit(key, PutMode::Create)
+        .expect_err("a create-only streamed put of a taken key must fail");
+    assert!(e.is_already_exists(), "it must say AlreadyExists: {e}");
+    assert_eq!(
+        s.get(key).unwrap(),
+        b"replaced",
+        "the loser changes nothing"
+    );
+
+    // Abandoned: dropped before its commit, it stores nothing.
+    let before = s.list("").unwrap().len();
+    let mut put = s.begin_put().unwrap().expect("streams again");
+    put.write(&whole).unwrap();
+    drop(put);
+    assert_eq!(
+        s.list("").unwrap().len(),
+        before,
+        "an abandoned streamed put leaves no object (not even a temporary)"
+    );
+    s.barrier().expect("a barrier after streamed puts succeeds");
 }
 
 fn create_only_puts(s: &dyn Store) {
