@@ -207,7 +207,7 @@ impl ChunkGroup {
 /// Index entries written per index file while packs are being written:
 /// bounds the memory a long backup holds for its new chunks, and lets an
 /// interrupted one leave most of its work indexed.
-pub const INDEX_FLUSH_ENTRIES: usize = 64 << 10;
+pub const INDEX_FLUSH_ENTRIES: usize = 32 << 10;
 
 /// Stores packs and indexes their chunks, keeping the write order of
 /// spec/FORMAT.md §11: packs; a barrier; an index file listing them. An

@@ -63,7 +63,7 @@ use target::{
 };
 
 /// Plaintext bytes fetched per parallel batch.
-const BATCH_BYTES: u64 = 16 << 20;
+const BATCH_BYTES: u64 = 8 << 20;
 
 /// What to restore and where.
 #[derive(Debug, Clone, Default)]
