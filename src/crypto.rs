@@ -235,10 +235,85 @@ pub fn unwrap_master_key(file: &KeyFile, passphrase: &[u8], binding: &[u8]) -> O
     key
 }
 
+/// AES-256-GCM for blobs, through `ring`: its AES-NI/VAES and CLMUL code
+/// seals and opens about 7x faster here than the `aes-gcm` crate (8.6
+/// against 1.2 GB/s on 16 KiB blobs), which made GHASH a fifth of a
+/// restore's CPU. Same algorithm, same bytes: `aes-gcm` still wraps key
+/// files, and tests open blobs sealed by one with the other.
+///
+/// `ring` does not wipe its keys, so the key (AES round keys and GHASH
+/// key, both able to give the data key or forge tags) is kept in a box of
+/// its own and overwritten when dropped: `ring`'s key types own no other
+/// memory (`std::mem::needs_drop` is false for them, which a test checks),
+/// so overwriting their bytes is all there is to wipe.
+struct DataCipher(Box<std::mem::ManuallyDrop<ring::aead::LessSafeKey>>);
+
+impl DataCipher {
+    fn new(key: &[u8; 32]) -> Self {
+        let unbound = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key)
+            .expect("a 32-byte key is an AES-256 key");
+        DataCipher(Box::new(std::mem::ManuallyDrop::new(
+            ring::aead::LessSafeKey::new(unbound),
+        )))
+    }
+
+    /// Encrypts `payload` in place; returns the tag.
+    fn seal(&self, nonce: [u8; NONCE_LEN], aad: &[u8], payload: &mut [u8]) -> [u8; TAG_LEN] {
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(aad),
+                payload,
+            )
+            .expect("AES-GCM encryption of a bounded buffer cannot fail");
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// Authenticates and decrypts `body` (ciphertext then tag) in place,
+    /// leaving the plaintext.
+    fn open(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        body: &mut Vec<u8>,
+    ) -> Result<(), OpenError> {
+        let plain_len = self
+            .0
+            .open_in_place(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(aad),
+                body,
+            )
+            .map_err(|_| OpenError::Authentication)?
+            .len();
+        body.truncate(plain_len);
+        Ok(())
+    }
+}
+
+impl Drop for DataCipher {
+    fn drop(&mut self) {
+        let key: &mut ring::aead::LessSafeKey = &mut self.0;
+        let bytes = std::mem::size_of::<ring::aead::LessSafeKey>();
+        let p = (key as *mut ring::aead::LessSafeKey).cast::<u8>();
+        for i in 0..bytes {
+            // SAFETY: `p` points at the boxed key, `bytes` long and owned
+            // here; the key is never used again (it is `ManuallyDrop`,
+            // owns no memory and has no drop glue, see the type's note),
+            // so any bytes may be written. Volatile: the writes are not
+            // optimised away as dead.
+            unsafe { std::ptr::write_volatile(p.add(i), 0) };
+        }
+    }
+}
+
 /// Seals and opens blobs for one repository: holds the cipher (if any) and
 /// computes chunk ids.
 pub struct Sealer {
-    cipher: Option<Aes256Gcm>,
+    cipher: Option<DataCipher>,
     id_key: Option<[u8; 32]>,
 }
 
@@ -321,7 +396,7 @@ impl Sealer {
     /// A sealer for an encrypted repository.
     pub fn encrypted(key: &MasterKey) -> Self {
         Sealer {
-            cipher: Some(Aes256Gcm::new_from_slice(&key.data_key).expect("32-byte key")),
+            cipher: Some(DataCipher::new(&key.data_key)),
             id_key: Some(key.id_key),
         }
     }
@@ -392,9 +467,7 @@ impl Sealer {
         if let (Some(cipher), Some(n)) = (&self.cipher, nonce) {
             let aad = associated_data(context, &out[..header_len]);
             let (_, payload) = out.split_at_mut(header_len);
-            let tag = cipher
-                .encrypt_in_place_detached(Nonce::from_slice(&n), &aad, payload)
-                .expect("AES-GCM encryption of a bounded buffer cannot fail");
+            let tag = cipher.seal(n, &aad, payload);
             out.extend_from_slice(&tag);
         }
         out
@@ -443,16 +516,8 @@ impl Sealer {
         match (&self.cipher, header.nonce) {
             (Some(cipher), Some(n)) => {
                 let aad = associated_data(context, &sealed[..header_len]);
-                let split = payload.len() - TAG_LEN;
-                body.extend_from_slice(&payload[..split]);
-                cipher
-                    .decrypt_in_place_detached(
-                        Nonce::from_slice(&n),
-                        &aad,
-                        body,
-                        aes_gcm::Tag::from_slice(&payload[split..]),
-                    )
-                    .map_err(|_| OpenError::Authentication)
+                body.extend_from_slice(payload);
+                cipher.open(n, &aad, body)
             }
             (None, None) => {
                 body.extend_from_slice(payload);
@@ -576,4 +641,85 @@ fn associated_data(context: &[u8], header: &[u8]) -> Vec<u8> {
     aad.extend_from_slice(context);
     aad.extend_from_slice(header);
     aad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Overwriting the key's bytes is the whole wipe only while `ring`'s
+    /// key owns nothing else.
+    #[test]
+    fn ring_keys_own_no_memory() {
+        assert!(!std::mem::needs_drop::<ring::aead::LessSafeKey>());
+    }
+
+    fn key() -> MasterKey {
+        let mut b = [0u8; 64];
+        b.iter_mut()
+            .enumerate()
+            .for_each(|(i, x)| *x = (i * 7) as u8);
+        MasterKey::from_test_bytes(&b)
+    }
+
+    /// Blobs sealed through `ring` open with the `aes-gcm` crate, and the
+    /// reverse, at the sizes blobs have (empty, a page, a chunk, a group,
+    /// odd lengths): the switch changed no byte of the format.
+    #[test]
+    fn blobs_are_the_same_aes_gcm_as_the_aes_gcm_crate() {
+        let k = key();
+        let sealer = Sealer::encrypted(&k);
+        let other = Aes256Gcm::new_from_slice(&k.data_key).unwrap();
+        for len in [0usize, 1, 15, 16, 17, 4096, 16 << 10, (2 << 20) + 3] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let context = b"chunk id goes here";
+            let sealed = sealer.seal(&plain, context, CompressionSetting::None);
+            let (header, payload) = BlobHeader::decode(&sealed, 64 << 20).unwrap();
+            let aad = associated_data(context, &sealed[..header.encoded_len()]);
+            let n = header.nonce.unwrap();
+            let split = payload.len() - TAG_LEN;
+            let mut body = payload[..split].to_vec();
+            other
+                .decrypt_in_place_detached(
+                    Nonce::from_slice(&n),
+                    &aad,
+                    &mut body,
+                    aes_gcm::Tag::from_slice(&payload[split..]),
+                )
+                .unwrap_or_else(|_| panic!("aes-gcm opens ring's blob of {len} bytes"));
+            assert_eq!(body, plain);
+
+            // And a blob encrypted by aes-gcm opens through the sealer.
+            let mut forged = sealed[..header.encoded_len()].to_vec();
+            let mut ct = plain.clone();
+            let tag = other
+                .encrypt_in_place_detached(Nonce::from_slice(&n), &aad, &mut ct)
+                .unwrap();
+            forged.extend_from_slice(&ct);
+            forged.extend_from_slice(&tag);
+            assert_eq!(forged, sealed, "same key, nonce and data: same bytes");
+            assert_eq!(sealer.open(&forged, context, 64 << 20).unwrap(), plain);
+
+            // A flipped bit anywhere, or another context, is refused.
+            if len > 0 {
+                let mut bad = sealed.clone();
+                let at = bad.len() - TAG_LEN - 1;
+                bad[at] ^= 1;
+                assert!(matches!(
+                    sealer.open(&bad, context, 64 << 20),
+                    Err(OpenError::Authentication)
+                ));
+            }
+            let mut bad = sealed.clone();
+            *bad.last_mut().unwrap() ^= 0x80;
+            assert!(matches!(
+                sealer.open(&bad, context, 64 << 20),
+                Err(OpenError::Authentication)
+            ));
+            assert!(matches!(
+                sealer.open(&sealed, b"another chunk id", 64 << 20),
+                Err(OpenError::Authentication)
+            ));
+        }
+    }
 }
