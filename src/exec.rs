@@ -74,3 +74,13 @@ pub(crate) fn worker_pool(threads: Option<usize>, what: &str) -> Result<rayon::T
         .build()
         .map_err(|e| Error::InvalidArgument(format!("cannot start worker threads: {e}")))
 }
+
+/// The message a panic carried (`panic!("...")` gives a `&str` or a
+/// `String`), or a placeholder.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}

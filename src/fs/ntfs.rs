@@ -840,11 +840,7 @@ fn explain(reader: &BudgetReader<'_>, reason: String) -> String {
 }
 
 fn panic_reason(panic: Box<dyn std::any::Any + Send>) -> String {
-    let detail = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
+    let detail = crate::exec::panic_message(&*panic);
     format!("its structures are damaged (the NTFS reader stopped: {detail})")
 }
 

@@ -311,9 +311,9 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupReport> {
         chunker: Chunker::new(repo.config().chunker),
         version: repo.format_major(),
         group: Group::default(),
-        ready: Vec::new(),
+        sealing: Mutex::default(),
         hashed: 0,
-        pool,
+        pool: Arc::new(pool),
         tracker: Tracker::open_ended(
             opts.progress.clone(),
             sources
@@ -638,17 +638,13 @@ enum Sealed {
     New(ChunkId, usize, Option<Vec<u8>>),
 }
 
-/// Seals groups in parallel on the current pool, in order.
-fn seal_all(
-    groups: &[Group],
-    sealer: &Sealer,
-    compression: CompressionSetting,
-) -> Vec<(Vec<u8>, Vec<Member>)> {
-    groups
-        .par_iter()
-        .map(|g| g.seal(sealer, compression))
-        .collect()
-}
+/// Groups being sealed at once in the background: enough to keep every
+/// core compressing while the next segment is chunked, few enough that
+/// their bytes (2 MiB in, about 1.5 MiB out each) stay small.
+const GROUPS_IN_FLIGHT: usize = 3;
+
+/// A group's sealed blob and members, or a panic's message.
+type SealedGroup = std::result::Result<(Vec<u8>, Vec<Member>), String>;
 
 struct Session {
     sealer: Arc<Sealer>,
@@ -659,12 +655,16 @@ struct Session {
     chunker: Chunker,
     /// The repository's format: 2 and later group new data chunks.
     version: u8,
-    /// New chunks of the group being filled, and full groups to seal.
+    /// New chunks of the group being filled.
     group: Group,
-    ready: Vec<Group>,
+    /// Full groups being sealed on the pool, oldest first: each reports
+    /// on its own channel, so they reach the packs in image order.
+    /// (In a mutex only to make the session `Sync`: it is reached through
+    /// `&mut self`.)
+    sealing: Mutex<std::collections::VecDeque<Receiver<SealedGroup>>>,
     /// Image bytes hashed so far (see [`BackupReport::image_bytes_hashed`]).
     hashed: u64,
-    pool: rayon::ThreadPool,
+    pool: Arc<rayon::ThreadPool>,
     tracker: Tracker,
     cancel: Option<Arc<AtomicBool>>,
 }
@@ -681,39 +681,76 @@ impl Session {
             .map_err(|_| Error::InvalidArgument("pack writer stopped".into()))
     }
 
-    /// Seals the full groups (and with `all` the one being filled) on the
-    /// pool and adds them to packs in order.
-    fn seal_groups(
-        &mut self,
-        all: bool,
-        stats: &mut DiskStats,
-        tx: &SyncSender<Blob>,
-    ) -> Result<()> {
-        if all && !self.group.is_empty() {
-            let last = std::mem::take(&mut self.group);
-            self.ready.push(last);
-        }
-        if self.ready.is_empty() {
-            return Ok(());
-        }
-        let ready = std::mem::take(&mut self.ready);
-        let (sealer, compression) = (&self.sealer, self.compression);
-        let sealed = self.pool.install(|| seal_all(&ready, sealer, compression));
-        self.add_groups(sealed, stats, tx)
+    /// Starts sealing a full group on the pool, beside whatever else runs
+    /// there (the next segment's chunk ids, the leaves' hashes).
+    fn start_sealing(&mut self, group: Group) {
+        let (done, report) = sync_channel::<SealedGroup>(1);
+        let (sealer, compression) = (self.sealer.clone(), self.compression);
+        self.pool.spawn(move || {
+            let sealed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                group.seal(&sealer, compression)
+            }))
+            .map_err(|p| crate::exec::panic_message(&*p));
+            // The receiver is gone only when the backup already failed.
+            let _ = done.send(sealed);
+        });
+        self.sealing_mut().push_back(report);
     }
 
-    /// Adds sealed groups to packs, in order, counting their bytes.
-    fn add_groups(
+    /// Hands the groups whose sealing finished to the pack writer, oldest
+    /// first and in order, waiting for the oldest while more than `keep`
+    /// are in flight (`keep` 0: waits for all).
+    fn collect_sealed(
         &mut self,
-        sealed: Vec<(Vec<u8>, Vec<Member>)>,
+        keep: usize,
         stats: &mut DiskStats,
         tx: &SyncSender<Blob>,
     ) -> Result<()> {
-        for (bytes, members) in sealed {
+        loop {
+            let sealing = self.sealing_mut();
+            let Some(oldest) = sealing.front() else {
+                break;
+            };
+            let sealed = if sealing.len() > keep {
+                oldest.recv().ok()
+            } else {
+                match oldest.try_recv() {
+                    Ok(s) => Some(s),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+                }
+            };
+            sealing.pop_front();
+            let (bytes, members) = match sealed {
+                Some(Ok(s)) => s,
+                Some(Err(panic)) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "sealing a chunk group panicked: {panic}"
+                    )))
+                }
+                None => {
+                    return Err(Error::InvalidArgument(
+                        "sealing a chunk group stopped without a result".into(),
+                    ))
+                }
+            };
             stats.stored_bytes += bytes.len() as u64;
             self.add_to_pack(bytes, members, tx)?;
         }
         Ok(())
+    }
+
+    fn sealing_mut(&mut self) -> &mut std::collections::VecDeque<Receiver<SealedGroup>> {
+        self.sealing.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Seals the group being filled and waits for every group in flight.
+    fn seal_groups(&mut self, stats: &mut DiskStats, tx: &SyncSender<Blob>) -> Result<()> {
+        if !self.group.is_empty() {
+            let last = std::mem::take(&mut self.group);
+            self.start_sealing(last);
+        }
+        self.collect_sealed(0, stats, tx)
     }
 
     /// Claims `id` for this backup; false if it is already stored or claimed.
@@ -826,6 +863,15 @@ impl Session {
         let parent = ctx.parent_values;
         let chunks = ctx.chunks;
         let load = |id: &ChunkId, len: u32| chunks.read(id, len);
+        let pool = self.pool.clone();
+        let mut how = LeafHashing {
+            parent,
+            size,
+            recycle: &recycle,
+            version: self.version,
+            pool: &pool,
+            load: &load,
+        };
         for item in items {
             match item {
                 ReadItem::Hole(len) => {
@@ -869,54 +915,21 @@ impl Session {
                     }
                     from_parent += len;
                     window.push(Pending::Parent(extents, len));
-                    self.hashed += hash_leaves(
-                        &mut manifest,
-                        &mut hasher,
-                        &mut window,
-                        parent,
-                        size,
-                        &recycle,
-                        self.version,
-                        &self.pool,
-                        &load,
-                    )?;
+                    self.hashed += hash_leaves(&mut manifest, &mut hasher, &mut window, &how)?;
                 }
                 ReadItem::Data { buf, len, cuts } => {
                     self.tracker.advance(len as u64);
                     let data = &buf[..len];
-                    // Three jobs at once on the pool, none waiting for
-                    // another: this segment's chunk ids, the groups the
-                    // last segments filled, and the leaves they closed.
-                    let ready = std::mem::take(&mut self.ready);
-                    let (sealer, compression, version) =
-                        (&self.sealer, self.compression, self.version);
+                    // Two jobs at once on the pool, beside the groups being
+                    // sealed there: this segment's chunk ids, and the
+                    // leaves the last segments closed.
                     let this = &*self;
-                    let pool = &self.pool;
-                    let (results, (sealed, hashed)) = pool.install(|| {
+                    let (results, hashed) = pool.install(|| {
                         rayon::join(
                             || this.seal_segment(data, &cuts),
-                            || {
-                                rayon::join(
-                                    || seal_all(&ready, sealer, compression),
-                                    || {
-                                        hash_leaves(
-                                            &mut manifest,
-                                            &mut hasher,
-                                            &mut window,
-                                            parent,
-                                            size,
-                                            &recycle,
-                                            version,
-                                            pool,
-                                            &load,
-                                        )
-                                    },
-                                )
-                            },
+                            || hash_leaves(&mut manifest, &mut hasher, &mut window, &how),
                         )
                     });
-                    drop(ready);
-                    self.add_groups(sealed, &mut stats, tx)?;
                     self.hashed += hashed?;
                     let mut at = 0;
                     for r in results {
@@ -971,7 +984,7 @@ impl Session {
                                         self.group.push(id, &data[here..here + len]);
                                         if self.group.is_full() {
                                             let full = std::mem::take(&mut self.group);
-                                            self.ready.push(full);
+                                            self.start_sealing(full);
                                         }
                                     }
                                 }
@@ -979,13 +992,14 @@ impl Session {
                             }
                         }
                     }
+                    self.collect_sealed(GROUPS_IN_FLIGHT, &mut stats, tx)?;
                     window.push(Pending::Data(buf, len));
                 }
             }
             self.store_nodes(&mut manifest, &mut stats, tx)?;
         }
         // A disk's groups end with it, so its figures count its own.
-        self.seal_groups(true, &mut stats, tx)?;
+        self.seal_groups(&mut stats, tx)?;
         manifest.close()?;
         let covered = manifest.position();
         // A stream's size is known now that it has ended.
@@ -995,17 +1009,8 @@ impl Session {
         } else {
             size
         };
-        self.hashed += hash_leaves(
-            &mut manifest,
-            &mut hasher,
-            &mut window,
-            parent,
-            size,
-            &recycle,
-            self.version,
-            &self.pool,
-            &load,
-        )?;
+        how.size = size;
+        self.hashed += hash_leaves(&mut manifest, &mut hasher, &mut window, &how)?;
         let root = manifest.finish()?;
         self.store_nodes(&mut manifest, &mut stats, tx)?;
         // Short input (the image shrank) is reported by the caller.
@@ -1081,13 +1086,16 @@ fn hash_leaves<F: Fn(&[u8]) -> ChunkId>(
     manifest: &mut ManifestBuilder<F>,
     hasher: &mut ImageHasher,
     window: &mut Window,
-    parent: &LeafValues,
-    size: u64,
-    recycle: &SyncSender<Vec<u8>>,
-    version: u8,
-    pool: &rayon::ThreadPool,
-    load: &(dyn Fn(&ChunkId, u32) -> Result<Vec<u8>> + Sync),
+    how: &LeafHashing<'_>,
 ) -> Result<u64> {
+    let LeafHashing {
+        parent,
+        size,
+        recycle,
+        version,
+        pool,
+        load,
+    } = *how;
     let mut hashed = 0;
     while let Some(leaf) = manifest.take_closed() {
         let (start, covered) = (leaf.start, leaf.covered());
@@ -1121,6 +1129,22 @@ fn hash_leaves<F: Fn(&[u8]) -> ChunkId>(
         manifest.store_leaf(leaf, cv.filter(|_| version >= 2))?;
     }
     Ok(hashed)
+}
+
+/// What [`hash_leaves`] needs besides the manifest, the hasher and the
+/// window: the same for every call of one disk.
+#[derive(Clone, Copy)]
+struct LeafHashing<'a> {
+    /// Chaining values of the previous point's leaves of this disk.
+    parent: &'a LeafValues,
+    /// The image's size (known once a stream has ended).
+    size: u64,
+    /// Where the window hands segment buffers back to the reader.
+    recycle: &'a SyncSender<Vec<u8>>,
+    version: u8,
+    pool: &'a rayon::ThreadPool,
+    /// Reads a chunk of the parent point (a leaf taken unread may need it).
+    load: &'a (dyn Fn(&ChunkId, u32) -> Result<Vec<u8>> + Sync),
 }
 
 /// Image content read but not hashed yet, from the start of the oldest
