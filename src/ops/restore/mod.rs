@@ -64,6 +64,8 @@ use target::{
 
 /// Plaintext bytes fetched per parallel batch.
 const BATCH_BYTES: u64 = 8 << 20;
+/// Extents a batch takes at most while it waits for the end of a group.
+const MAX_BATCH_EXTENTS: usize = 8192;
 
 /// What to restore and where.
 #[derive(Debug, Clone, Default)]
@@ -576,6 +578,16 @@ fn fetch_disk(
         deliver(pieces)
     };
     let mut load = |id: &ChunkId| reader.read(id);
+    // A full batch ends before the next extent that is not in the blob of
+    // its last chunk: a chunk group cut in two would be read, decrypted
+    // and decompressed once per batch (a quarter of the groups, with
+    // 2 MiB groups and 8 MiB batches).
+    let blob_of = |e: &Extent| match e {
+        Extent::Data { id, .. } => reader.index.get(id).map(|l| (l.pack, l.offset)),
+        Extent::Zero { .. } => None,
+    };
+    let mut full = false;
+    let mut last_blob = None;
     let walked = walk(
         &disk.manifest_root,
         disk.size,
@@ -583,14 +595,19 @@ fn fetch_disk(
         &mut load,
         &mut |ev| {
             if let ManifestEvent::Extent { offset, extent } = ev {
-                if let Extent::Data { .. } = extent {
-                    batch_bytes += extent.len();
-                }
-                batch.push((offset, *extent));
-                if batch_bytes >= BATCH_BYTES || batch.len() >= 4096 {
+                let blob = blob_of(extent);
+                if full && (blob.is_none() || blob != last_blob || batch.len() >= MAX_BATCH_EXTENTS)
+                {
                     batch_bytes = 0;
+                    full = false;
                     run_batch(std::mem::take(&mut batch), &mut counts)?;
                 }
+                if let Extent::Data { .. } = extent {
+                    batch_bytes += extent.len();
+                    last_blob = blob;
+                }
+                batch.push((offset, *extent));
+                full = batch_bytes >= BATCH_BYTES || batch.len() >= 4096;
             }
             Ok(())
         },
