@@ -881,3 +881,72 @@ fn paths_split_on_either_slash() {
     assert!(split_path("relative").is_err());
     assert!(split_path("").is_err());
 }
+
+/// A directory too big for its index root: 600 entries spread over dozens of
+/// index blocks in `$INDEX_ALLOCATION`, a B+ tree of more than one level.
+/// Every name must be listed once, the same names as ntfsls lists, and
+/// every one must be found by lookup, in any case, with its own contents.
+#[test]
+fn a_directory_spanning_many_index_blocks_lists_and_finds_every_entry() {
+    if !ntfs_tools_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("big-dir.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(64 * MIB as u64)
+        .unwrap();
+    let image_s = image.to_str().unwrap();
+    run("mkntfs", &["-F", "-Q", "-q", image_s]);
+    // Long names fill 4 KiB index blocks after about 20 entries; some are
+    // not ASCII, so that collation goes through $UpCase.
+    let name = |i: usize| match i % 3 {
+        0 => format!("entry-{i:04}-a-name-long-enough-to-fill-index-blocks.txt"),
+        1 => format!("\u{c9}t\u{e9}-{i:04}-r\u{e9}sum\u{e9}-d\u{2019}un-\u{e9}l\u{e8}ve.doc"),
+        _ => format!("Mixed-Case-{i:04}-\u{3b1}\u{3b2}\u{3b3}-GREEK-and-more.bin"),
+    };
+    let body = |i: usize| format!("contents of entry {i}\n").repeat(i % 7);
+    let source = dir.path().join("source");
+    const ENTRIES: usize = 600;
+    for i in 0..ENTRIES {
+        std::fs::write(&source, body(i)).unwrap();
+        run(
+            "ntfscp",
+            &[
+                "-q",
+                image_s,
+                source.to_str().unwrap(),
+                &format!("/{}", name(i)),
+            ],
+        );
+    }
+
+    let fs = open_file(&image);
+    let listing = names(&fs.read_dir("/").unwrap());
+    assert_eq!(listing.len(), ENTRIES, "each entry once, no metadata files");
+    let mut ntfsls: Vec<String> = String::from_utf8(run("ntfsls", &[image_s]))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    ntfsls.sort();
+    assert_eq!(listing, ntfsls, "the same names as ntfsls, sorted");
+
+    for i in 0..ENTRIES {
+        let stored = name(i);
+        let asked = if i % 2 == 0 {
+            stored.to_uppercase()
+        } else {
+            stored.to_lowercase()
+        };
+        let entry = fs.metadata(&format!("/{asked}")).unwrap();
+        assert_eq!(entry.name, stored.as_bytes(), "{asked}");
+        assert_eq!(entry.size, body(i).len() as u64, "{stored}");
+        assert_eq!(contents(&fs, &format!("/{asked}")), body(i).as_bytes());
+    }
+    assert!(matches!(
+        fs.metadata("/entry-0600-a-name-long-enough-to-fill-index-blocks.txt"),
+        Err(Error::PathNotFound { .. })
+    ));
+}
