@@ -603,3 +603,99 @@ fn damaged_ext4_images_give_errors_never_panics() {
     }
     assert!(panics.is_empty(), "panics on damaged images: {panics:#?}");
 }
+
+/// The shapes a real root file system has and the small test tree lacks:
+/// a directory of 3000 entries indexed as an htree (`e2fsck -D` builds
+/// it), a symlink too long to sit in its inode, and a file of 300
+/// extents, which needs an extent tree below the inode. `extract /` must
+/// equal the source, and lookups in the big directory must find each
+/// entry.
+#[test]
+fn htree_directories_long_symlinks_and_deep_extent_trees_extract_like_the_source() {
+    if !tools_available(&["mke2fs", "e2fsck", "debugfs"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let big_dir = src.join("var/spool/many");
+    std::fs::create_dir_all(&big_dir).unwrap();
+    const ENTRIES: usize = 3000;
+    let entry = |i: usize| format!("message-{i:05}-with-a-name-of-some-length.eml");
+    for i in 0..ENTRIES {
+        std::fs::write(big_dir.join(entry(i)), format!("message {i}\n")).unwrap();
+    }
+    let target = format!("/{}", "long-directory-name/".repeat(12)) + "end";
+    std::os::unix::fs::symlink(&target, src.join("slow-link")).unwrap();
+    // 4 KiB of data every 64 KiB: one extent each, 300 in all.
+    let fragmented = std::fs::File::create(src.join("fragmented.db")).unwrap();
+    for i in 0..300u64 {
+        use std::os::unix::fs::FileExt;
+        fragmented
+            .write_all_at(&noise(i + 1, 4096), i * 65536)
+            .unwrap();
+    }
+    drop(fragmented);
+
+    let img = dir.path().join("shapes.img");
+    let img_s = img.to_str().unwrap();
+    run(
+        "mke2fs",
+        &[
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-d",
+            src.to_str().unwrap(),
+            img_s,
+            "64M",
+        ],
+        None,
+    );
+    // Index every directory (mke2fs -d writes them linear), then confirm
+    // the big one is an htree and the file's extent tree has depth > 0.
+    let status = std::process::Command::new("e2fsck")
+        .args(["-f", "-y", "-D", img_s])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.code().unwrap_or(8) < 4, "e2fsck -D: {status}");
+    let debugfs = |request: &str| {
+        let out = std::process::Command::new("debugfs")
+            .args(["-R", request, img_s])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        debugfs("htree /var/spool/many").contains("Number of entries"),
+        "the directory is an htree"
+    );
+    assert!(
+        debugfs("stat /fragmented.db").contains("(ETB0)"),
+        "the file has an extent tree below its inode"
+    );
+
+    let fs = open(&img);
+    let names: Vec<Vec<u8>> = fs
+        .read_dir("/var/spool/many")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    let mut expected: Vec<Vec<u8>> = (0..ENTRIES).map(|i| entry(i).into_bytes()).collect();
+    expected.sort();
+    assert!(names == expected, "each of the {ENTRIES} entries once");
+    for i in (0..ENTRIES).step_by(37) {
+        let mut out = Vec::new();
+        fs.copy_file(&format!("/var/spool/many/{}", entry(i)), &mut out)
+            .unwrap();
+        assert_eq!(out, format!("message {i}\n").as_bytes());
+    }
+    assert_eq!(fs.read_link("/slow-link").unwrap(), target.as_bytes());
+
+    let to = dir.path().join("restored");
+    let report = extract(&*fs, &["/".into()], &to, &opts(false), &mut quiet()).unwrap();
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    assert_eq!(snapshot(&to), snapshot(&src));
+}
