@@ -7,6 +7,8 @@
 //! together), opened and verified in parallel, and hashed into the
 //! whole-image hash in parallel; a writer thread meanwhile writes the
 //! previous batch with positional writes, so the output is never read back.
+//! Chunk groups stay open for the batches after (`groups.rs`): a later
+//! point's new chunks sit in a few groups that many batches need.
 //! Zero runs become holes. A regular file is written under a `.partial` name
 //! and renamed into place only once its hash matched, so the output path
 //! never holds wrong bytes.
@@ -27,6 +29,7 @@
 //! read, or that fails verification is read from the replica instead
 //! (whose index is loaded only then), and the report counts those chunks.
 
+mod groups;
 mod target;
 mod to_target;
 
@@ -58,6 +61,7 @@ use crate::repo::reader::{blame_damaged_index, ChunkReader, ReplicaReader};
 use crate::repo::Damaged;
 use crate::repo::RepoLocation;
 use crate::repo::{pack_key, RepoLock, Repository};
+use groups::{OpenedGroup, OpenedGroups, KEPT_BYTES};
 use target::{
     open_for_restore, open_in_place, output_error, write_pieces, Output, OutputKind, Target,
 };
@@ -556,11 +560,12 @@ fn fetch_disk(
     let replica_reads_before = reader.replica_reads();
     let mut batch: Vec<(u64, Extent)> = Vec::new();
     let mut batch_bytes = 0u64;
+    let mut groups = OpenedGroups::new(KEPT_BYTES);
     let mut run_batch = |batch: Vec<(u64, Extent)>, counts: &mut Counts| -> Result<()> {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(Error::Interrupted);
         }
-        let pieces = pool.install(|| fetch_batch(reader, &batch, existing))?;
+        let pieces = pool.install(|| fetch_batch(reader, &batch, existing, &mut groups))?;
         for p in &pieces {
             tracker.advance(match p {
                 Piece::Data { bytes, .. } => bytes.len() as u64,
@@ -662,13 +667,16 @@ struct Run {
 }
 
 /// Resolves a batch of extents into pieces, in parallel: in `--into` mode
-/// chunks already present in `existing` are kept; the others are read from
-/// packs in coalesced runs and opened, and those the repository lacks or
-/// holds damaged are read from the fallback replica, if there is one.
+/// chunks already present in `existing` are kept; chunks of a group that
+/// an earlier batch opened are taken from `groups`; the others are read
+/// from packs in coalesced runs and opened (their groups then kept in
+/// `groups`), and those the repository lacks or holds damaged are read
+/// from the fallback replica, if there is one.
 fn fetch_batch(
     reader: &ChunkReader<'_>,
     batch: &[(u64, Extent)],
     existing: Option<&File>,
+    groups: &mut OpenedGroups,
 ) -> Result<Vec<Piece>> {
     let (repo, index) = (reader.repo, reader.index);
     // Which data extents must come from the repository.
@@ -691,12 +699,25 @@ fn fetch_batch(
 
     // Group the chunks to fetch into runs of neighbouring bytes in a pack.
     let mut wanted: Vec<(usize, ChunkLocation)> = Vec::new();
+    // Chunks taken out of groups opened already.
+    let mut from_groups: Vec<Member> = Vec::new();
     // Batch positions of chunks to read from the replica.
     let mut from_replica: Vec<usize> = Vec::new();
     for (i, (_, e)) in batch.iter().enumerate() {
-        if let Extent::Data { id, .. } = e {
+        if let Extent::Data { id, length } = e {
             if !is_reused(i) {
                 match (index.get(id), reader.fallback) {
+                    (Some(loc), _) if loc.is_grouped() => {
+                        match groups.get((loc.pack, loc.offset)) {
+                            Some(plain) => {
+                                let key = pack_key(&index.pack_id(loc.pack));
+                                let member = take_member(repo, &plain, id, &loc, &key)
+                                    .and_then(|m| check_length(m, id, *length));
+                                from_groups.push((i, member));
+                            }
+                            None => wanted.push((i, loc)),
+                        }
+                    }
                     (Some(loc), _) => wanted.push((i, loc)),
                     (None, Some(_)) => from_replica.push(i),
                     (None, None) => return Err(Error::MissingChunk { chunk: id.to_hex() }),
@@ -743,16 +764,23 @@ fn fetch_batch(
                 })
                 .collect()
         });
-    let opened: Vec<Vec<(usize, Result<Vec<u8>>)>> = runs
+    let opened: Vec<(Vec<Member>, Vec<OpenedGroup>)> = runs
         .par_iter()
         .zip(fetched)
         .map(|(run, bytes)| open_run(repo, index, batch, run, bytes))
         .collect();
+    let mut members = from_groups;
+    for (chunks, opened_groups) in opened {
+        members.extend(chunks);
+        for (key, plain) in opened_groups {
+            groups.put(key, plain);
+        }
+    }
 
     let mut slots: Vec<Option<Vec<u8>>> = reused;
     slots.resize(batch.len(), None);
     let mut fetched = vec![false; batch.len()];
-    for (i, plain) in opened.into_iter().flatten() {
+    for (i, plain) in members {
         match plain {
             Ok(p) => {
                 slots[i] = Some(p);
@@ -763,7 +791,7 @@ fn fetch_batch(
         }
     }
     if let Some(f) = reader.fallback {
-        let replica: Vec<(usize, Result<Vec<u8>>)> = from_replica
+        let replica: Vec<Member> = from_replica
             .par_iter()
             .map(|&i| {
                 let Extent::Data { id, length } = batch[i].1 else {
@@ -808,15 +836,45 @@ fn fetch_batch(
         .collect()
 }
 
+/// A chunk's position in its batch, and its plaintext or why it has none.
+type Member = (usize, Result<Vec<u8>>);
+
+/// Chunk `id` taken out of the opened group `plain` that `loc` points into
+/// (in pack `key`).
+fn take_member(
+    repo: &Repository,
+    plain: &[u8],
+    id: &ChunkId,
+    loc: &ChunkLocation,
+    key: &str,
+) -> Result<Vec<u8>> {
+    repo.sealer()
+        .group_member(plain, id, loc.member, loc.raw_length, false)
+        .map(|b| b.to_vec())
+        .map_err(|e| Error::damaged(format!("chunk {} in {}", id.to_hex(), key), e))
+}
+
+/// `plain`, if it has the length the manifest gives chunk `id`.
+fn check_length(plain: Vec<u8>, id: &ChunkId, length: u32) -> Result<Vec<u8>> {
+    if plain.len() == length as usize {
+        Ok(plain)
+    } else {
+        Err(Error::damaged(
+            format!("chunk {}", id.to_hex()),
+            "its length differs from the manifest",
+        ))
+    }
+}
+
 /// Reads one run and opens each of its chunks; every member gets its
-/// plaintext or the reason it has none.
+/// plaintext or the reason it has none. Also returns the groups opened.
 fn open_run(
     repo: &Repository,
     index: &ChunkIndex,
     batch: &[(u64, Extent)],
     run: &Run,
     fetched: std::result::Result<Vec<u8>, crate::store::StoreError>,
-) -> Vec<(usize, Result<Vec<u8>>)> {
+) -> (Vec<Member>, Vec<OpenedGroup>) {
     let pack = index.pack_id(run.pack);
     let key = pack_key(&pack);
     let bytes = match fetched {
@@ -825,7 +883,7 @@ fn open_run(
             // The first member carries the store's error; the others say
             // why they have nothing.
             let mut first = Some(Error::from(e));
-            return run
+            let members = run
                 .members
                 .iter()
                 .map(|&(i, _)| {
@@ -835,6 +893,7 @@ fn open_run(
                     (i, Err(err))
                 })
                 .collect();
+            return (members, Vec::new());
         }
     };
     // Members are in offset order: those of one sealed blob (a group, or
@@ -850,17 +909,20 @@ fn open_run(
         units.push(&rest[..n]);
         rest = &rest[n..];
     }
-    units
+    let opened: Vec<(Vec<Member>, Option<OpenedGroup>)> = units
         .par_iter()
-        .flat_map_iter(|unit| {
+        .map(|unit| {
             let loc0 = unit[0].1;
             let at = (loc0.offset as u64 - run.start) as usize;
             let sealed = bytes.get(at..at + loc0.length as usize);
             let group = match sealed {
-                Some(sealed) if loc0.is_grouped() => Some(repo.sealer().open_group(sealed)),
+                Some(sealed) if loc0.is_grouped() => {
+                    Some(repo.sealer().open_group(sealed).map(Arc::new))
+                }
                 _ => None,
             };
-            unit.iter()
+            let members = unit
+                .iter()
                 .map(|&(i, loc)| {
                     let Extent::Data { id, length } = batch[i].1 else {
                         unreachable!("runs hold data extents only")
@@ -871,31 +933,29 @@ fn open_run(
                     };
                     let what = || format!("chunk {} in {}", id.to_hex(), key);
                     let plain = match (&group, loc.is_grouped()) {
-                        (Some(Ok(plain)), true) => repo
-                            .sealer()
-                            .group_member(plain, &id, loc.member, loc.raw_length, false)
-                            .map(|b| b.to_vec())
-                            .map_err(|e| Error::damaged(what(), e)),
+                        (Some(Ok(plain)), true) => take_member(repo, plain, &id, &loc, &key),
                         (Some(Err(e)), true) => Err(Error::damaged(what(), e.to_string())),
                         _ => repo
                             .open_located(sealed, &id, &loc, false)
                             .map_err(|e| Error::damaged(what(), e)),
                     };
-                    let plain = plain.and_then(|plain| {
-                        if plain.len() == length as usize {
-                            Ok(plain)
-                        } else {
-                            Err(Error::damaged(
-                                format!("chunk {}", id.to_hex()),
-                                "its length differs from the manifest",
-                            ))
-                        }
-                    });
-                    (i, plain)
+                    (i, plain.and_then(|p| check_length(p, &id, length)))
                 })
-                .collect::<Vec<_>>()
+                .collect();
+            let kept = match group {
+                Some(Ok(plain)) => Some(((run.pack, loc0.offset), plain)),
+                _ => None,
+            };
+            (members, kept)
         })
-        .collect()
+        .collect();
+    let mut members = Vec::with_capacity(run.members.len());
+    let mut groups = Vec::new();
+    for (m, g) in opened {
+        members.extend(m);
+        groups.extend(g);
+    }
+    (members, groups)
 }
 
 fn writer_gone() -> Error {
