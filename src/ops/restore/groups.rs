@@ -10,7 +10,47 @@
 //! openings (113 MB of 897 MB read), most of them within 8 groups of the
 //! previous opening.
 
+use std::ops::{Deref, Range};
 use std::sync::Arc;
+
+/// A chunk's plaintext: its own bytes, or where it lies in an opened
+/// group's plaintext, which it then shares. A batch's chunks point into
+/// their groups rather than copying out of them, so batches in flight and
+/// the groups kept for later hold the same memory once.
+#[derive(Debug, Clone)]
+pub(crate) enum ChunkBytes {
+    Own(Vec<u8>),
+    InGroup(Arc<Vec<u8>>, Range<usize>),
+}
+
+impl ChunkBytes {
+    /// The chunk `member`, a slice of `group` (as taken out of it by
+    /// [`crate::crypto::Sealer::group_member`]).
+    pub fn in_group(group: &Arc<Vec<u8>>, member: &[u8]) -> Self {
+        let start = (member.as_ptr() as usize).wrapping_sub(group.as_ptr() as usize);
+        assert!(
+            start <= group.len() && member.len() <= group.len() - start,
+            "a member lies inside its group"
+        );
+        ChunkBytes::InGroup(Arc::clone(group), start..start + member.len())
+    }
+}
+
+impl Deref for ChunkBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ChunkBytes::Own(bytes) => bytes,
+            ChunkBytes::InGroup(group, range) => &group[range.clone()],
+        }
+    }
+}
+
+impl From<Vec<u8>> for ChunkBytes {
+    fn from(bytes: Vec<u8>) -> Self {
+        ChunkBytes::Own(bytes)
+    }
+}
 
 /// Plaintext bytes of opened groups kept (four 2 MiB groups a batch, so
 /// about the last two batches' worth).
@@ -72,6 +112,24 @@ mod tests {
 
     fn group(len: usize) -> Arc<Vec<u8>> {
         Arc::new(vec![7; len])
+    }
+
+    #[test]
+    fn a_member_shares_its_group_and_reads_its_own_bytes() {
+        let group = Arc::new((0..100u8).collect::<Vec<u8>>());
+        let member = ChunkBytes::in_group(&group, &group[10..30]);
+        assert_eq!(&*member, &group[10..30]);
+        assert_eq!(Arc::strong_count(&group), 2);
+        let own = ChunkBytes::from(vec![1, 2, 3]);
+        assert_eq!(&*own, &[1, 2, 3]);
+    }
+
+    #[test]
+    #[should_panic(expected = "a member lies inside its group")]
+    fn bytes_outside_the_group_are_refused() {
+        let group = Arc::new(vec![0u8; 10]);
+        let other = [0u8; 4];
+        ChunkBytes::in_group(&group, &other);
     }
 
     #[test]

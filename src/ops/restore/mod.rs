@@ -61,6 +61,7 @@ use crate::repo::reader::{blame_damaged_index, ChunkReader, ReplicaReader};
 use crate::repo::Damaged;
 use crate::repo::RepoLocation;
 use crate::repo::{pack_key, RepoLock, Repository};
+use groups::ChunkBytes;
 use groups::{OpenedGroup, OpenedGroups, KEPT_BYTES};
 use target::{
     open_for_restore, open_in_place, output_error, write_pieces, Output, OutputKind, Target,
@@ -432,7 +433,7 @@ fn restore_disk(
 pub(super) enum Piece {
     Data {
         offset: u64,
-        bytes: Vec<u8>,
+        bytes: ChunkBytes,
         write: bool,
     },
     Zero {
@@ -777,7 +778,8 @@ fn fetch_batch(
         }
     }
 
-    let mut slots: Vec<Option<Vec<u8>>> = reused;
+    let mut slots: Vec<Option<ChunkBytes>> =
+        reused.into_iter().map(|r| r.map(ChunkBytes::Own)).collect();
     slots.resize(batch.len(), None);
     let mut fetched = vec![false; batch.len()];
     for (i, plain) in members {
@@ -799,7 +801,7 @@ fn fetch_batch(
                 };
                 let plain = reader.read_from_replica(f, &id).and_then(|p| {
                     if p.len() == length as usize {
-                        Ok(p)
+                        Ok(ChunkBytes::Own(p))
                     } else {
                         Err(Error::damaged(
                             format!("chunk {} in the replica", id.to_hex()),
@@ -837,25 +839,25 @@ fn fetch_batch(
 }
 
 /// A chunk's position in its batch, and its plaintext or why it has none.
-type Member = (usize, Result<Vec<u8>>);
+type Member = (usize, Result<ChunkBytes>);
 
 /// Chunk `id` taken out of the opened group `plain` that `loc` points into
 /// (in pack `key`).
 fn take_member(
     repo: &Repository,
-    plain: &[u8],
+    plain: &Arc<Vec<u8>>,
     id: &ChunkId,
     loc: &ChunkLocation,
     key: &str,
-) -> Result<Vec<u8>> {
+) -> Result<ChunkBytes> {
     repo.sealer()
         .group_member(plain, id, loc.member, loc.raw_length, false)
-        .map(|b| b.to_vec())
+        .map(|b| ChunkBytes::in_group(plain, b))
         .map_err(|e| Error::damaged(format!("chunk {} in {}", id.to_hex(), key), e))
 }
 
 /// `plain`, if it has the length the manifest gives chunk `id`.
-fn check_length(plain: Vec<u8>, id: &ChunkId, length: u32) -> Result<Vec<u8>> {
+fn check_length(plain: ChunkBytes, id: &ChunkId, length: u32) -> Result<ChunkBytes> {
     if plain.len() == length as usize {
         Ok(plain)
     } else {
@@ -937,6 +939,7 @@ fn open_run(
                         (Some(Err(e)), true) => Err(Error::damaged(what(), e.to_string())),
                         _ => repo
                             .open_located(sealed, &id, &loc, false)
+                            .map(ChunkBytes::Own)
                             .map_err(|e| Error::damaged(what(), e)),
                     };
                     (i, plain.and_then(|p| check_length(p, &id, length)))

@@ -230,6 +230,7 @@ pub(super) fn write_pieces(
     use super::Piece;
     let zero_buf = vec![0u8; 1 << 20];
     let mut written = 0u64;
+    let mut writeback = Writeback::default();
     for batch in rx {
         for piece in batch {
             match piece {
@@ -240,6 +241,7 @@ pub(super) fn write_pieces(
                 } => {
                     file.write_all_at(&bytes, offset)?;
                     written += bytes.len() as u64;
+                    writeback.wrote_up_to(&file, offset + bytes.len() as u64);
                 }
                 Piece::Data { write: false, .. } => {}
                 Piece::Zero { offset, len } => match zeros {
@@ -253,6 +255,7 @@ pub(super) fn write_pieces(
                             off += k as u64;
                             left -= k as u64;
                         }
+                        writeback.wrote_up_to(&file, offset + len);
                     }
                 },
             }
@@ -260,6 +263,53 @@ pub(super) fn write_pieces(
     }
     file.sync_all()?;
     Ok(written)
+}
+
+/// Bytes a restore writes before it asks the kernel to start writing them
+/// out.
+const WRITEBACK_STEP: u64 = 32 << 20;
+
+/// Starts writing a restore's output to its disk while the restore goes
+/// on, so that the final `fsync` finds little left to do.
+///
+/// The kernel starts writeback on its own only once a tenth of memory is
+/// dirty (2.3 GB on a 24 GiB machine), so a restore smaller than that used
+/// to leave all of it to the `fsync`: 0.45-0.57 s of a 2.3-2.6 s restore of
+/// the 1.2 GB bench image, spent waiting on the disk with the CPUs idle.
+/// Asking for writeback of each 32 MiB as it is written
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which only starts the writes)
+/// overlaps them with fetching; the `fsync` then takes 0.01-0.02 s. It also
+/// keeps a large restore from filling memory with dirty pages.
+///
+/// Only a hint: durability still comes from the `fsync` at the end, which
+/// also reports any error of these writes.
+#[derive(Debug, Default)]
+pub(super) struct Writeback {
+    /// Offset up to which writeback was requested.
+    started_to: u64,
+}
+
+impl Writeback {
+    /// Bytes of `file` up to `end` were written (a restore writes in image
+    /// order).
+    pub fn wrote_up_to(&mut self, file: &File, end: u64) {
+        use std::os::unix::io::AsRawFd;
+        if end < self.started_to + WRITEBACK_STEP {
+            return;
+        }
+        // SAFETY: sync_file_range on an open descriptor has no memory
+        // effects. Its result is ignored: it is a hint, and an error of
+        // the writes it starts is reported by the final fsync.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                self.started_to as libc::off64_t,
+                (end - self.started_to) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+        self.started_to = end;
+    }
 }
 
 /// Deallocates a range of a file, which then reads as zeros.

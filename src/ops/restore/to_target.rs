@@ -27,7 +27,7 @@ use std::sync::mpsc::sync_channel;
 use std::thread;
 use std::time::Instant;
 
-use super::target::punch_hole;
+use super::target::{punch_hole, Writeback};
 use super::{
     disk_names, fetch_disk, find_disk, open_point, spans, verify_image, writer_gone, Counts, Piece,
     RestoreOptions, RestoreReport, RestoredDisk,
@@ -97,7 +97,8 @@ pub trait RestoreTarget {
 
 /// A [`RestoreTarget`] on an open file or block device: positional writes,
 /// zero runs punched as holes in a file (written as zeros where the file
-/// system cannot punch, and on a device), `fsync` at the end.
+/// system cannot punch, and on a device), writeback started as the restore
+/// goes, `fsync` at the end.
 ///
 /// A regular file is resized to the disk's size; an empty one is taken as
 /// all zeros, so its zero runs cost nothing. A block device must hold at
@@ -110,6 +111,7 @@ pub struct FileTarget {
     name: String,
     zeroed: bool,
     device: bool,
+    writeback: Writeback,
 }
 
 impl FileTarget {
@@ -120,6 +122,7 @@ impl FileTarget {
             name: name.into(),
             zeroed: false,
             device: false,
+            writeback: Writeback::default(),
         }
     }
 
@@ -154,7 +157,10 @@ impl RestoreTarget for FileTarget {
     }
 
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.file.write_all_at(buf, offset)
+        self.file.write_all_at(buf, offset)?;
+        self.writeback
+            .wrote_up_to(&self.file, offset + buf.len() as u64);
+        Ok(())
     }
 
     fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
@@ -168,6 +174,7 @@ impl RestoreTarget for FileTarget {
                 .write_all_at(&ZEROS[..n as usize], offset + done)?;
             done += n;
         }
+        self.writeback.wrote_up_to(&self.file, offset + len);
         Ok(())
     }
 
@@ -559,7 +566,7 @@ mod tests {
             vec![
                 Piece::Data {
                     offset: 0,
-                    bytes: head.clone(),
+                    bytes: head.clone().into(),
                     write: true,
                 },
                 Piece::Zero {
@@ -569,7 +576,7 @@ mod tests {
             ],
             vec![Piece::Data {
                 offset: head.len() as u64 + zeros,
-                bytes: tail,
+                bytes: tail.into(),
                 write: true,
             }],
         ];
