@@ -138,7 +138,7 @@ pub enum Error {
     },
     /// A restore output could not be created or written. Check the path,
     /// its permissions and the free space.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {source}{}", output_hint(source))]
     Output {
         /// The file or device that could not be written.
         path: PathBuf,
@@ -295,6 +295,20 @@ pub enum Error {
     Store(StoreError),
 }
 
+/// What to do about an output that could not be written, when the error
+/// says more than its own text does.
+fn output_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+            "; free space on the file system that holds it, or write to another place"
+        }
+        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => {
+            "; check that it is writable by this user, or write to another place"
+        }
+        _ => "",
+    }
+}
+
 impl Error {
     /// The broad class of this error.
     pub fn category(&self) -> ErrorCategory {
@@ -403,5 +417,35 @@ fn stream_cause(cause: &Error) -> String {
     match cause {
         Error::Interrupted => "interrupted".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(errno: i32) -> String {
+        Error::Output {
+            path: PathBuf::from("/restore/disk.img"),
+            source: io::Error::from_raw_os_error(errno),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn an_output_error_names_the_file_and_says_what_to_do_when_it_can() {
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let msg = output(errno);
+            assert!(msg.starts_with("cannot write /restore/disk.img: "), "{msg}");
+            assert!(msg.contains("free space on the file system"), "{msg}");
+        }
+        for errno in [libc::EACCES, libc::EPERM, libc::EROFS] {
+            let msg = output(errno);
+            assert!(msg.contains("check that it is writable"), "{msg}");
+        }
+        // Errors whose own text is the whole story get no hint.
+        let msg = output(libc::EIO);
+        assert!(!msg.contains(';'), "{msg}");
+        assert!(msg.contains("/restore/disk.img"), "{msg}");
     }
 }

@@ -61,8 +61,7 @@ use crate::repo::reader::{blame_damaged_index, ChunkReader, ReplicaReader};
 use crate::repo::Damaged;
 use crate::repo::RepoLocation;
 use crate::repo::{pack_key, RepoLock, Repository};
-use groups::ChunkBytes;
-use groups::{OpenedGroup, OpenedGroups, KEPT_BYTES};
+use groups::{ChunkBytes, OpenedGroup, OpenedGroups, KEPT_BYTES};
 use target::{
     open_for_restore, open_in_place, output_error, write_pieces, Output, OutputKind, Target,
 };
