@@ -169,6 +169,77 @@ fn a_file_named_like_a_temporary_is_never_touched() {
     }
 }
 
+/// A restore that was killed leaves its temporary behind. The next restore
+/// to the same output names it (library report and a CLI warning), so its
+/// space can be freed, and still touches nothing but its output: not the
+/// stale temporary (a user's file could have its name), not one a running
+/// restore holds (locked), not one just made, not a link named like one,
+/// not one of another output.
+#[test]
+fn temporaries_of_killed_restores_are_named_and_nothing_else_is() {
+    use std::os::unix::io::AsRawFd;
+    let v = Vault::new();
+    let out = v.at("out.img");
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(600);
+    let make = |name: &str, old: bool| {
+        let path = v.at(name);
+        std::fs::write(&path, name.as_bytes()).unwrap();
+        if old {
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(long_ago).unwrap();
+        }
+        path
+    };
+    let killed = make("out.img.diskvault-0123456789ab.partial", true);
+    let running = make("out.img.diskvault-aaaaaaaaaaaa.partial", true);
+    let just_made = make("out.img.diskvault-bbbbbbbbbbbb.partial", false);
+    let not_ours = [
+        make("out.img.diskvault-0123.partial", true),
+        make("out.img.diskvault-0123456789ag.partial", true),
+        make("other.img.diskvault-0123456789ab.partial", true),
+        make("out.img.partial", true),
+    ];
+    let elsewhere = make("elsewhere.img", true);
+    let link = v.at("out.img.diskvault-cccccccccccc.partial");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    // A running restore holds its temporary locked.
+    let held = std::fs::File::open(&running).unwrap();
+    // SAFETY: flock on an open descriptor.
+    assert_eq!(
+        unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+
+    let report = restore(&open_repo(&v.path), &restore_opts("latest", &out)).unwrap();
+    assert_same_bytes(&out, &v.image);
+    assert_eq!(report.disks[0].stale_temporaries, vec![killed.clone()]);
+    let mut all = vec![killed.clone(), running.clone(), just_made, elsewhere];
+    all.extend(not_ours);
+    for path in &all {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), name.as_bytes(), "{name}");
+    }
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+
+    // The command says so on standard error, and succeeds.
+    let run = v.restore_to(&out, &["--force"]);
+    run.expect_ok("restore over the first");
+    assert!(
+        run.stderr.contains("warning: ")
+            && run
+                .stderr
+                .contains("out.img.diskvault-0123456789ab.partial")
+            && run.stderr.contains("remove it to free the space"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("aaaaaaaaaaaa"), "{}", run.stderr);
+    drop(held);
+}
+
 #[test]
 fn restore_into_a_damaged_vault_leaves_the_old_copy_untouched() {
     let v = Vault::new();

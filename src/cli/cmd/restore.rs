@@ -1,5 +1,6 @@
 //! `diskvault restore`: write the disks of a recovery point, verified.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -108,6 +109,15 @@ fn render(
 ) {
     let secs = rep.duration.as_secs_f64();
     for d in &rep.disks {
+        for stale in &d.stale_temporaries {
+            let held = std::fs::metadata(stale).map(|m| m.blocks() * 512);
+            note!(
+                "warning: {} looks like the temporary of an earlier restore that was killed (no restore holds it){}; remove it to free the space",
+                stale.display(),
+                held.map(|b| format!(", holding {}", size(b)))
+                    .unwrap_or_default()
+            );
+        }
         if d.chunks_reused > 0 {
             say(format_args!(
                 "updated disk {} in {} ({}: {} chunks already correct, {} fetched, {} written, verified)",

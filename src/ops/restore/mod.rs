@@ -123,6 +123,12 @@ pub struct RestoredDisk {
     /// Chunks (data and manifest) missing or damaged in the repository and
     /// read from the fallback replica instead.
     pub chunks_from_replica: u64,
+    /// Temporaries of earlier restores to the same path
+    /// (`NAME.diskvault-<random>.partial`) that were killed before they
+    /// could remove them: no running restore holds them. They are left in
+    /// place (a user's file could have such a name): remove them to free
+    /// their space.
+    pub stale_temporaries: Vec<PathBuf>,
 }
 
 impl RestoredDisk {
@@ -137,6 +143,7 @@ impl RestoredDisk {
             chunks_fetched: counts.fetched,
             chunks_reused: counts.reused,
             chunks_from_replica: counts.from_replica,
+            stale_temporaries: Vec::new(),
         }
     }
 }
@@ -417,7 +424,10 @@ fn restore_disk(
         Ok((written, counts))
     });
     match finished {
-        Ok((written, counts)) => Ok(RestoredDisk::new(disk, out.given.clone(), written, counts)),
+        Ok((written, counts)) => Ok(RestoredDisk {
+            stale_temporaries: target.stale,
+            ..RestoredDisk::new(disk, out.given.clone(), written, counts)
+        }),
         Err(e) => {
             if !target.in_place() {
                 let _ = fs::remove_file(&target.write_path);

@@ -14,11 +14,15 @@
 //! (`NAME.diskvault-<random>.partial`, created exclusively beside it) and
 //! renamed over `NAME` only once the whole image verified, so `NAME` never
 //! holds wrong bytes; the temporary is removed when the restore fails or
-//! is interrupted.
+//! is interrupted. A restore holds a lock (`flock`) on its temporary while
+//! it runs, so the temporary of a restore that was killed (and could not
+//! remove it) is told from a running one's: the next restore to `NAME`
+//! names it, so that its space can be freed. It does not remove it: a
+//! file of the user's could have that name.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -114,6 +118,8 @@ pub(super) struct Target {
     pub zeros: ZeroPolicy,
     /// Compare with the existing content before writing (restore --into).
     pub compare_existing: bool,
+    /// Temporaries that killed restores to the same path left.
+    pub stale: Vec<PathBuf>,
 }
 
 impl Target {
@@ -157,6 +163,7 @@ pub(super) fn open_for_restore(out: &Output, size: u64) -> Result<Target> {
         return Ok(t);
     }
     let name = out.path.file_name().unwrap_or_default().to_os_string();
+    let stale = stale_temporaries(&out.path);
     // A name no user file has, created exclusively: an existing file is
     // never overwritten, even if it has the name of a temporary.
     let (file, write_path) = loop {
@@ -170,7 +177,13 @@ pub(super) fn open_for_restore(out: &Output, size: u64) -> Result<Target> {
             .create_new(true)
             .open(&write_path)
         {
-            Ok(f) => break (f, write_path),
+            Ok(f) => {
+                // Marks the temporary as in use for as long as the file is
+                // open. Where the file system has no locks, no temporary is
+                // ever taken for stale (stale_temporaries).
+                let _ = try_lock(&f);
+                break (f, write_path);
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(output_error(&out.given)(e)),
         }
@@ -185,7 +198,85 @@ pub(super) fn open_for_restore(out: &Output, size: u64) -> Result<Target> {
         path: out.path.clone(),
         zeros: ZeroPolicy::Skip,
         compare_existing: false,
+        stale,
     })
+}
+
+/// A temporary this old and unlocked is a killed restore's. The age covers
+/// the instant between a restore creating its temporary and locking it.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether `name` is one of `output`'s temporaries: `NAME.diskvault-` and
+/// 12 hex digits, then `.partial`.
+fn is_temporary_of(name: &[u8], output: &[u8]) -> bool {
+    let Some(rest) = name
+        .strip_prefix(output)
+        .and_then(|r| r.strip_prefix(b".diskvault-"))
+        .and_then(|r| r.strip_suffix(b".partial"))
+    else {
+        return false;
+    };
+    rest.len() == 12 && rest.iter().all(u8::is_ascii_hexdigit)
+}
+
+/// Takes the lock a running restore holds on its temporary, if no one
+/// holds it.
+fn try_lock(file: &File) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on an open descriptor has no memory effects.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The temporaries that killed restores left beside `path`: named as a
+/// restore names them, no running restore holds them locked, last written
+/// over a minute ago. Anything that cannot be judged (unreadable, locks not
+/// supported) is not listed. Nothing is removed.
+fn stale_temporaries(path: &Path) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let (Some(dir), Some(output)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut stale = Vec::new();
+    for entry in entries.flatten() {
+        if !is_temporary_of(entry.file_name().as_bytes(), output.as_bytes()) {
+            continue;
+        }
+        let candidate = entry.path();
+        // Not following links: a temporary is always a regular file.
+        let Ok(file) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&candidate)
+        else {
+            continue;
+        };
+        let old = file
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_AFTER);
+        // The lock taken here goes with `file`, at the end of the loop.
+        if old && try_lock(&file).is_ok() {
+            stale.push(candidate);
+        }
+    }
+    stale.sort();
+    stale
 }
 
 /// Opens an existing file or device to be updated in place (`--into`, or a
@@ -217,6 +308,7 @@ pub(super) fn open_in_place(out: &Output, size: u64) -> Result<Target> {
             ZeroPolicy::Punch
         },
         compare_existing: true,
+        stale: Vec::new(),
     })
 }
 
